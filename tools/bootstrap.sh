@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up on a fresh machine: Python venv with the pinned torch, the package, and
+# (for tests) the Debian tools the integration tests start: ffmpeg, prometheus (promtool), systemd-analyze.
+# Usage: tools/bootstrap.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+VENV=.venv
+STAMP=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    # torch first, pinned: these wheels lie on this machine's disk; other versions download gigabytes.
+    "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    need=()
+    command -v ffmpeg >/dev/null || need+=(ffmpeg)
+    command -v promtool >/dev/null || need+=(prometheus)
+    command -v systemd-analyze >/dev/null || need+=(systemd)
+    if [ ${#need[@]} -gt 0 ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "bootstrap: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+            exit 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+fi
