@@ -1,0 +1,302 @@
+"""SPADE inference engine: backbone + gallery + math, from uint8 images to scores, maps, masks and verdicts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from inspector import spade
+from inspector.backbone import BackboneSpec, FeatureExtractor, build_backbone
+from inspector.config import ModelConfig
+from inspector.gallery import Calibration, Gallery, GalleryManifest, Preprocessing, SpadeParams, load_gallery
+from inspector.preprocess import Prepared, PreprocessSpec, prepare_batch
+
+MIB = 1 << 20
+STAGE_NAMES = ("preprocess", "backbone", "image_knn", "pixel_match", "upsample_blur")
+VERDICT_PASS = "PASS"
+VERDICT_FAIL = "FAIL"
+
+
+class EngineError(Exception):
+    """The engine cannot score: uncalibrated gallery, mismatched settings, unusable device."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map the config's device name to a torch device ("auto" picks CUDA when present)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EngineError("model.device: cuda requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Features:
+    """Backbone output for a batch: pooled [B, D] and stage maps {stage: [B, C, H, W]} (CPU or device)."""
+
+    pooled: torch.Tensor
+    stages: dict[int, torch.Tensor]
+
+
+@dataclass
+class RawScores:
+    """Every image-score variant and the anomaly maps for a batch (numpy, CPU)."""
+
+    knn: np.ndarray
+    map_max: np.ndarray
+    map_top_mean: np.ndarray
+    maps: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One image's outcome.
+
+    Attributes:
+        score: image score in the gallery's calibrated mode.
+        threshold: calibrated image threshold.
+        verdict: "PASS" or "FAIL" (score above threshold).
+        anomaly_map: float32 [crop, crop] map in model-input (crop) coordinates.
+        mask: uint8 0/255 [crop, crop], anomaly_map above the pixel threshold.
+        defect_area_px: mask pixels set.
+        crop: the BGR crop the network saw.
+        timings_ms: the batch's time per stage in milliseconds.
+    """
+
+    score: float
+    threshold: float
+    verdict: str
+    knn_score: float
+    map_max: float
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    defect_area_px: int
+    crop: np.ndarray
+    timings_ms: dict[str, float]
+
+
+def preprocess_spec(config: ModelConfig, spec: BackboneSpec) -> PreprocessSpec:
+    """The preprocessing a backbone needs at the configured sizes."""
+    return PreprocessSpec(config.resize_px, config.crop_px, config.keep_aspect, spec.mean, spec.std)
+
+
+def manifest_preprocessing(config: ModelConfig, spec: BackboneSpec) -> Preprocessing:
+    """The manifest record of that preprocessing."""
+    return Preprocessing(
+        resize_px=config.resize_px,
+        crop_px=config.crop_px,
+        keep_aspect=config.keep_aspect,
+        input_scale=spec.input_scale,
+        mean=spec.mean,
+        std=spec.std,
+        color="rgb",
+    )
+
+
+def spade_params(config: ModelConfig) -> SpadeParams:
+    """The manifest record of the SPADE parameters."""
+    return SpadeParams(
+        image_k=config.image_k,
+        pixel_k=config.pixel_k,
+        blur_sigma_px=config.blur_sigma_px,
+        neighbourhood_px=config.neighbourhood_px,
+        image_score=config.image_score,
+    )
+
+
+def config_from_manifest(manifest: GalleryManifest, runtime: ModelConfig) -> ModelConfig:
+    """Model settings a gallery was built and calibrated with; device, precision and weights come from runtime."""
+    p, s = manifest.preprocessing, manifest.spade
+    return runtime.model_copy(
+        update={
+            "backbone": manifest.backbone,
+            "resize_px": p.resize_px,
+            "crop_px": p.crop_px,
+            "keep_aspect": p.keep_aspect,
+            "stages": tuple(manifest.stages),
+            "image_k": s.image_k,
+            "pixel_k": s.pixel_k,
+            "blur_sigma_px": s.blur_sigma_px,
+            "neighbourhood_px": s.neighbourhood_px,
+            "image_score": s.image_score,
+        }
+    )
+
+
+class FeatureEngine:
+    """Preprocessing plus the frozen backbone: images in, SPADE features out."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        device: torch.device | None = None,
+        backbone: tuple[FeatureExtractor, BackboneSpec] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = device or resolve_device(config.device)
+        self.extractor, self.spec = backbone or build_backbone(config)
+        self.extractor.to(self.device)
+        self.prep = preprocess_spec(config, self.spec)
+
+    @contextmanager
+    def timed(self, timings: dict[str, float], name: str) -> Iterator[None]:
+        """Add the wall time of the block, in ms, to timings[name] (synchronising CUDA for honest numbers)."""
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+    @torch.inference_mode()
+    def extract(self, images: list[np.ndarray], timings: dict[str, float]) -> tuple[Features, Prepared]:
+        """Preprocess and run the backbone on a batch of uint8 images; features stay on the device."""
+        with self.timed(timings, "preprocess"):
+            prepared = prepare_batch(images, self.prep)
+            x = prepared.tensor.to(self.device, non_blocking=True)
+        with self.timed(timings, "backbone"):
+            pooled, pyramid = self.extractor(x)
+            stages = {
+                s: spade.neighbourhood_average(pyramid[s].float(), self.config.neighbourhood_px)
+                for s in self.config.stages
+            }
+        return Features(pooled.float(), stages), prepared
+
+
+class Inspector:
+    """A feature engine bound to a loaded gallery: scores images and gives verdicts."""
+
+    def __init__(self, engine: FeatureEngine, gallery: Gallery, require_calibration: bool = True) -> None:
+        self.engine = engine
+        self.gallery = gallery
+        self.config = engine.config
+        cal = gallery.manifest.calibration
+        if require_calibration and cal is None:
+            raise EngineError(f"gallery {gallery.content_hash[:12]}: not calibrated (run inspector gallery calibrate)")
+        dev = engine.device
+        self.pooled = gallery.pooled.to(dev)
+        self.stages = {s: t.to(dev) for s, t in gallery.stages.items()}
+        self.chunk_bytes = self.config.distance_chunk_mb * MIB
+
+    @classmethod
+    def from_gallery(cls, path: Path, runtime: ModelConfig, require_calibration: bool = True) -> Inspector:
+        """Load a gallery, build the backbone it was made with, and check that the two agree.
+
+        Raises:
+            GalleryError: the file is corrupt or does not match the backbone (names the file and reason).
+            BackboneError: the weights file is missing or wrong.
+            EngineError: the gallery is not calibrated.
+        """
+        header = load_gallery(path)
+        config = config_from_manifest(header.manifest, runtime)
+        engine = FeatureEngine(config)
+        gallery = load_gallery(
+            path,
+            expect_backbone=engine.spec.name,
+            expect_weights_sha256=engine.spec.weights_sha256,
+            expect_preprocessing=manifest_preprocessing(config, engine.spec),
+        )
+        return cls(engine, gallery, require_calibration)
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated image threshold."""
+        cal = self.gallery.manifest.calibration
+        if cal is None:
+            raise EngineError("gallery is not calibrated")
+        return cal.image_threshold
+
+    @torch.inference_mode()
+    def raw_scores(
+        self, feats: Features, valid: list[tuple[int, int, int, int]], exclude: torch.Tensor | None = None
+    ) -> RawScores:
+        """All score variants and fused maps for features already on the device."""
+        t: dict[str, float] = {}
+        cfg, eng = self.config, self.engine
+        with eng.timed(t, "image_knn"):
+            knn, nn_idx = spade.knn_scores(
+                feats.pooled, self.pooled, cfg.image_k, cfg.pixel_k, exclude, cfg.precision
+            )
+        with eng.timed(t, "pixel_match"):
+            per_stage = [
+                spade.stage_maps(feats.stages[s], self.stages[s], nn_idx, self.chunk_bytes, cfg.precision)
+                for s in cfg.stages
+            ]
+        with eng.timed(t, "upsample_blur"):
+            maps = spade.fuse_maps(per_stage, (cfg.crop_px, cfg.crop_px), cfg.blur_sigma_px)
+            maps = _zero_outside(maps, valid)
+            mmax, mtop = spade.map_image_scores(maps)
+        return RawScores(
+            knn.cpu().numpy(), mmax.cpu().numpy(), mtop.cpu().numpy(), maps.cpu().numpy(), t
+        )
+
+    def combine(self, raw: RawScores, calibration: Calibration | None = None) -> np.ndarray:
+        """Image scores in the gallery's mode (knn_plus_map needs calibration medians: given, else the gallery's)."""
+        mode = self.config.image_score
+        if mode == "knn_pooled":
+            return raw.knn
+        if mode == "map_max":
+            return raw.map_max
+        if mode == "map_top_mean":
+            return raw.map_top_mean
+        cal = calibration or self.gallery.manifest.calibration
+        if cal is None:
+            raise EngineError("image_score knn_plus_map needs calibration medians")
+        return np.asarray(raw.knn / cal.score_median + raw.map_max / cal.map_max_median)
+
+    def score(self, images: list[np.ndarray]) -> list[ScoreResult]:
+        """Score a batch of uint8 images (gray or BGR, any size) against the gallery."""
+        timings: dict[str, float] = {}
+        feats, prepared = self.engine.extract(images, timings)
+        raw = self.raw_scores(feats, prepared.valid)
+        timings.update(raw.timings_ms)
+        scores = self.combine(raw)
+        cal = self.gallery.manifest.calibration
+        assert cal is not None  # enforced in __init__ for scoring instances
+        results = []
+        for i, s in enumerate(scores):
+            amap = raw.maps[i]
+            mask = np.where(amap > cal.pixel_threshold, 255, 0).astype(np.uint8)
+            results.append(
+                ScoreResult(
+                    score=float(s),
+                    threshold=cal.image_threshold,
+                    verdict=VERDICT_FAIL if s > cal.image_threshold else VERDICT_PASS,
+                    knn_score=float(raw.knn[i]),
+                    map_max=float(raw.map_max[i]),
+                    anomaly_map=amap,
+                    mask=mask,
+                    defect_area_px=int(np.count_nonzero(mask)),
+                    crop=prepared.crops[i],
+                    timings_ms=dict(timings),
+                )
+            )
+        return results
+
+
+def _zero_outside(maps: torch.Tensor, valid: list[tuple[int, int, int, int]]) -> torch.Tensor:
+    """Zero map values outside each image's real content (letterbox padding is never a defect)."""
+    h, w = maps.shape[1:]
+    for i, (y0, y1, x0, x1) in enumerate(valid):
+        if (y0, y1, x0, x1) != (0, h, 0, w):
+            keep = torch.zeros((h, w), dtype=torch.bool, device=maps.device)
+            keep[y0:y1, x0:x1] = True
+            maps[i] = torch.where(keep, maps[i], torch.zeros_like(maps[i]))
+    return maps
+
+
+T = TypeVar("T")
+
+
+def iter_batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """Consecutive slices of at most size items."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+

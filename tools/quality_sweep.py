@@ -1,0 +1,140 @@
+"""Quality sweep: SPADE settings vs detection metrics on MVTec-layout data, features extracted once per variant.
+
+Usage: python tools/quality_sweep.py --data ../shared/data/mvtec_bottle [--quick] [--out docs/sweep_bottle.md]
+
+Image and pixel AUROC and PRO are threshold-free, so no calibration is run here; the chosen defaults are
+then checked end to end (calibration included) with ``inspector eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspector.config import ModelConfig
+from inspector.engine import Features, FeatureEngine, Inspector, manifest_preprocessing, spade_params
+from inspector.eval_metrics import image_auroc, pixel_auroc, pro_score
+from inspector.evaluate import GOOD, TestImage, list_tests, load_mask
+from inspector.gallery import Gallery, GalleryManifest, SourceImage
+from inspector.gallery_build import list_images, utc_now
+from inspector.preprocess import read_image
+
+LOO_SAMPLE = 24  # gallery images scored leave-one-out for the knn_plus_map normalisers
+
+
+@dataclass
+class Extracted:
+    """Features of train and test images for one preprocessing/backbone variant."""
+
+    train: Features
+    test: Features
+    valid: list[tuple[int, int, int, int]]
+    masks: np.ndarray
+    labels: np.ndarray
+
+
+def extract(engine: FeatureEngine, paths: list[Path]) -> tuple[Features, list[tuple[int, int, int, int]]]:
+    pooled, stages, valid = [], {s: [] for s in engine.config.stages}, []
+    for i in range(0, len(paths), engine.config.batch_size):
+        f, prep = engine.extract([read_image(p) for p in paths[i : i + engine.config.batch_size]], {})
+        pooled.append(f.pooled)
+        for s, t in f.stages.items():
+            stages[s].append(t)
+        valid += prep.valid
+    return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()}), valid
+
+
+def prepare(category: Path, cfg: ModelConfig) -> tuple[FeatureEngine, Extracted]:
+    engine = FeatureEngine(cfg)
+    train = list_images(category / "train" / GOOD)
+    tests: list[TestImage] = list_tests(category)
+    tr, _ = extract(engine, train)
+    te, valid = extract(engine, [t.path for t in tests])
+    dummy = fake_inspector(engine, tr, cfg)
+    masks = np.stack([load_mask(t, read_image(t.path).shape, dummy) for t in tests])
+    labels = np.array([int(t.defect_type != GOOD) for t in tests])
+    return engine, Extracted(tr, te, valid, masks, labels)
+
+
+def fake_inspector(engine: FeatureEngine, train: Features, cfg: ModelConfig) -> Inspector:
+    n = train.pooled.shape[0]
+    manifest = GalleryManifest(
+        backbone=engine.spec.name,
+        weights_sha256=engine.spec.weights_sha256,
+        preprocessing=manifest_preprocessing(cfg, engine.spec),
+        stages=list(cfg.stages),
+        spade=spade_params(cfg),
+        image_count=n,
+        sources=[SourceImage(name=f"{i}.png", sha256="0" * 64) for i in range(n)],
+        created_at=utc_now(),
+    )
+    gallery = Gallery(manifest, train.pooled, {s: train.stages[s] for s in cfg.stages})
+    engine.config = cfg
+    return Inspector(engine, gallery, require_calibration=False)
+
+
+def evaluate(engine: FeatureEngine, ex: Extracted, cfg: ModelConfig) -> dict[str, float]:
+    insp = fake_inspector(engine, ex.train, cfg)
+    start = time.perf_counter()
+    feats = Features(ex.test.pooled, {s: ex.test.stages[s] for s in cfg.stages})
+    raw = insp.raw_scores(feats, ex.valid)
+    ms = (time.perf_counter() - start) * 1e3 / len(ex.labels)
+    idx = torch.arange(min(LOO_SAMPLE, ex.train.pooled.shape[0]))
+    size = cfg.crop_px
+    loo = insp.raw_scores(
+        Features(ex.train.pooled[idx], {s: ex.train.stages[s][idx] for s in cfg.stages}),
+        [(0, size, 0, size)] * len(idx),
+        exclude=idx,
+    )
+    combo = raw.knn / np.median(loo.knn) + raw.map_max / np.median(loo.map_max)
+    return {
+        "img_knn": image_auroc(ex.labels, raw.knn),
+        "img_max": image_auroc(ex.labels, raw.map_max),
+        "img_top": image_auroc(ex.labels, raw.map_top_mean),
+        "img_combo": image_auroc(ex.labels, combo),
+        "pixel": pixel_auroc(ex.masks, raw.maps),
+        "pro": pro_score(ex.masks, raw.maps),
+        "match_ms": ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--variants", default="squash,aspect", help="preprocessing variants")
+    ap.add_argument("--neigh", default="1,3")
+    ap.add_argument("--stages", default="012,12,01")
+    ap.add_argument("--ks", default="10,50", help="pixel K values")
+    ap.add_argument("--sigmas", default="4")
+    ap.add_argument("--image-k", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rows = ["| preprocessing | neighbourhood | stages | K | sigma | image AUROC knn | max | top1% | knn+max "
+            "| pixel AUROC | PRO | match ms/img |", "|" + "---|" * 12]
+    print(rows[0], flush=True)
+    for variant, neigh in itertools.product(args.variants.split(","), args.neigh.split(",")):
+        base = ModelConfig(keep_aspect=variant == "aspect", neighbourhood_px=int(neigh), image_k=args.image_k)
+        engine, ex = prepare(args.data, base)
+        for st, k, sig in itertools.product(args.stages.split(","), args.ks.split(","), args.sigmas.split(",")):
+            cfg = base.model_copy(update={"stages": tuple(int(c) for c in st), "pixel_k": int(k),
+                                          "blur_sigma_px": float(sig)})
+            m = evaluate(engine, ex, cfg)
+            row = (f"| {variant} | {neigh} | {','.join(st)} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
+                   f"| {m['img_top']:.4f} | {m['img_combo']:.4f} | {m['pixel']:.4f} | {m['pro']:.4f} "
+                   f"| {m['match_ms']:.0f} |")
+            rows.append(row)
+            print(row, flush=True)
+    if args.out:
+        args.out.write_text("\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
