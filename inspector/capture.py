@@ -1,0 +1,796 @@
+"""Camera capture: one spawned process per camera feeding bounded, drop-oldest channels to the daemon.
+
+Design: each camera runs in its own "spawn" process (the parent imports torch, so no fork) that opens the
+source, reads, and reconnects with exponential backoff. Frames travel through a bounded multiprocessing
+Queue of ``queue_size``; when it is full the child removes the oldest frame itself (counted "queue_full"),
+so capture never blocks on the consumer. Counters (seq, drops, reconnects, up) and a watchdog deadline live
+in shared memory written only by the child, so they survive a killed child and need no messages. The
+parent's monitor thread kills a child that passes its deadline (a hung read()) or died, counts the frames
+it had in flight as "process_restart", and respawns it with fresh channels; seq continues from shared
+memory. Stopping closes a pipe the child polls (unlike an Event, safe when a waiter was killed).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.queues import Queue as MpQueue
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SourceKind = Literal["auto", "device", "url", "file", "folder", "gstreamer"]
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+FOLDER_DEFAULT_FPS = 10.0
+FILE_FALLBACK_FPS = 25.0  # used when a video file reports no frame rate
+WATCHDOG_MARGIN_S = 2.0  # slack on top of a child's own timeout before the parent kills it
+STARTUP_GRACE_S = 60.0  # a freshly spawned child may take this long to import and arm its watchdog
+MONITOR_INTERVAL_S = 0.05
+WAIT_SLICE_S = 0.1  # get_frames re-checks stop and new channels this often
+STOP_TIMEOUT_S = 5.0
+EVENT_QUEUE_SIZE = 64
+EVENT_MESSAGE_MAX_CHARS = 500  # keeps every event pickle far below PIPE_BUF, so writes are atomic
+DROP_GET_TIMEOUT_S = 0.1
+PUT_ATTEMPTS = 3
+MS_PER_S = 1000.0
+
+# Event names passed to on_event(camera, name, value).
+EVENT_UP = "up"  # value 1.0: source opened
+EVENT_DOWN = "down"  # value: seconds until the next attempt (0.0 when none)
+EVENT_ENDED = "ended"  # file/folder source finished without loop
+EVENT_ERROR = "error"  # non-fatal problem (unreadable image) or child crash
+EVENT_RESTART = "restart"  # parent killed/restarted a hung or dead child process
+EVENT_CAPTURED = "captured"  # value: frames captured since the last call
+EVENT_RECONNECT = "reconnect"  # value: reopen attempts since the last call
+EVENT_DROPPED_PREFIX = "dropped:"  # + reason; value: frames dropped since the last call
+
+# Drop reasons. Child side: counted in shared memory. Parent side: counted by CameraProcess.
+DROP_QUEUE_FULL = "queue_full"  # channel full: the oldest queued frame was discarded
+DROP_CHANNEL_BUSY = "channel_busy"  # could not enqueue after PUT_ATTEMPTS: the new frame was discarded
+DROP_PROCESS_RESTART = "process_restart"  # in flight when a hung/dead child was killed
+DROP_STOP_TIMEOUT = "stop_timeout"  # in flight when a child had to be killed at stop
+DROP_PENDING_FULL = "pending_full"  # parent drain buffer overflowed (should not happen)
+
+# Shared-memory slots written by the child (single writer), read by the parent.
+I_SEQ, I_RECONNECTS, I_UP, I_ENDED, I_DROP_QUEUE_FULL, I_DROP_CHANNEL_BUSY = range(6)
+N_INTS = 6
+F_DEADLINE, F_LAST_FRAME_AT = range(2)
+N_FLOATS = 2
+CHILD_DROP_SLOTS = {DROP_QUEUE_FULL: I_DROP_QUEUE_FULL, DROP_CHANNEL_BUSY: I_DROP_CHANNEL_BUSY}
+
+Image = npt.NDArray[np.uint8]
+FrameItem = tuple[int, float, float, str | None, Image]  # seq, captured_at, monotonic_at, part_id, image
+EventItem = tuple[str, float, str]  # name, value, message
+Clock = Callable[[], float]
+_T = TypeVar("_T")
+EventHook = Callable[[str, str, float], None]
+
+
+class CaptureError(RuntimeError):
+    """A camera configuration that cannot work on this host (e.g. GStreamer missing)."""
+
+
+class StopSignal(Protocol):
+    """Anything with is_set(): a threading.Event or a multiprocessing Event."""
+
+    def is_set(self) -> bool: ...
+
+
+class CameraConfig(BaseModel):
+    """One camera of the ``[[cameras]]`` config list."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique name used in logs and frames.")
+    source: str = Field(
+        min_length=1, description='Device index "0", URL, video file, folder or GStreamer pipeline.'
+    )
+    kind: SourceKind = Field("auto", description="Source type; auto guesses it from source.")
+    fps: float | None = Field(
+        None, gt=0, le=1000, description="File/folder pacing, frames/s; None: file rate."
+    )
+    loop: bool = Field(False, description="File/folder sources restart at the end.")
+    as_fast_as_possible: bool = Field(False, description="File/folder sources are read without pacing.")
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds allowed to open the source.")
+    read_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds without a frame before reconnect.")
+    retry_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect wait in seconds (doubles).")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect wait in seconds.")
+    queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered; when full the oldest is dropped.")
+    gallery: Path | None = Field(None, description="Per-camera gallery override (used by the worker).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CameraConfig:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError(f"camera {self.name}: retry_max_s must be >= retry_initial_s")
+        if self.resolved_kind() == "device" and not self.source.strip().isdigit():
+            raise ValueError(f"camera {self.name}: kind device needs a device index, got {self.source!r}")
+        return self
+
+    def resolved_kind(self) -> str:
+        """Return the concrete source kind, guessing it from ``source`` when kind is auto."""
+        if self.kind != "auto":
+            return self.kind
+        src = self.source.strip()
+        if src.isdigit():
+            return "device"
+        if src.lower().startswith(URL_SCHEMES):
+            return "url"
+        if "!" in src:
+            return "gstreamer"
+        return "folder" if Path(src).is_dir() else "file"
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One captured image. ``seq`` counts per camera from 0; a gap means frames were dropped."""
+
+    camera: str
+    seq: int
+    captured_at: float  # wall clock (injected clock), seconds
+    monotonic_at: float  # time.monotonic() in the child, seconds
+    image: Image  # BGR uint8, HxWx3
+    part_id: str | None = None  # folder sources: the image file's stem
+
+
+@dataclass(frozen=True)
+class CameraStats:
+    """Counters of one camera. After stop and a full drain, captured == delivered + sum(dropped)."""
+
+    captured: int
+    delivered: int
+    dropped_by_reason: dict[str, int]
+    reconnects: int
+    restarts: int
+    up: bool
+    ended: bool
+    last_frame_at: float | None
+    last_error: str
+
+
+def gstreamer_available() -> bool:
+    """Return True when this OpenCV build has the GStreamer video backend."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+# ----------------------------------------------------------------------------------------------- child side
+
+
+class _Source(Protocol):
+    def read(self) -> tuple[Image | None, str | None]: ...
+    def close(self) -> None: ...
+
+
+class _CvSource:
+    """cv2.VideoCapture wrapper; read() returns None at end of stream or on failure."""
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self.cap = cap
+
+    def read(self) -> tuple[Image | None, str | None]:
+        ok, image = self.cap.read()
+        return (_to_bgr(image) if ok and image is not None else None), None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class _FolderSource:
+    """Sorted image files of a folder; unreadable files are skipped and reported."""
+
+    def __init__(self, files: list[Path], report: Callable[[str], None]) -> None:
+        self.files = files
+        self.index = 0
+        self.report = report
+
+    def read(self) -> tuple[Image | None, str | None]:
+        while self.index < len(self.files):
+            path = self.files[self.index]
+            self.index += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return _to_bgr(image), path.stem
+            self.report(f"unreadable image file {path}")
+        return None, None
+
+    def close(self) -> None:
+        self.index = len(self.files)
+
+
+def _to_bgr(image: Any) -> Image:
+    """Return a contiguous HxWx3 uint8 BGR array from what OpenCV decoded."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = cv2.convertScaleAbs(arr, alpha=255.0 / max(float(arr.max()), 1.0))
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+    elif arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _open_source(cfg: CameraConfig, kind: str, report: Callable[[str], None]) -> tuple[_Source | None, str]:
+    """Open the camera's source; return (source, "") or (None, error message naming the camera)."""
+    if kind == "folder":
+        folder = Path(cfg.source)
+        listing = folder.iterdir() if folder.is_dir() else iter(())
+        files = sorted(p for p in listing if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            return None, f"camera {cfg.name}: folder {folder} missing or without image files"
+        return _FolderSource(files, report), ""
+    if kind == "device":
+        cap = cv2.VideoCapture(int(cfg.source))
+    elif kind == "gstreamer":
+        cap = cv2.VideoCapture(cfg.source, cv2.CAP_GSTREAMER)
+    else:
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * MS_PER_S),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * MS_PER_S),
+        ]  # fmt: skip
+        cap = cv2.VideoCapture(cfg.source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        return None, f"camera {cfg.name}: cannot open {kind} source {cfg.source!r}"
+    return _CvSource(cap), ""
+
+
+class _StopReader:
+    """Child end of the stop signal: the parent closes its end of a pipe (or dies) to stop the child.
+
+    Unlike a multiprocessing Event, a pipe stays usable by the parent when a child is killed mid-wait.
+    """
+
+    def __init__(self, conn: mpc.Connection) -> None:
+        self.conn = conn
+
+    def is_set(self) -> bool:
+        return self.wait(0.0)
+
+    def wait(self, timeout_s: float) -> bool:
+        try:
+            return self.conn.poll(timeout_s)
+        except (OSError, EOFError):
+            return True
+
+
+class _Child:
+    """The capture loop running inside one camera's process."""
+
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        channels: tuple[MpQueue[FrameItem], MpQueue[EventItem], mpc.Connection],
+        shared: tuple[Any, Any],
+        clock: Clock,
+        margin_s: float,
+    ) -> None:
+        self.cfg = cfg
+        self.kind = cfg.resolved_kind()
+        self.frames, self.events, stop_conn = channels
+        self.stop = _StopReader(stop_conn)
+        self.ints, self.floats = shared
+        self.clock = clock
+        self.margin_s = margin_s
+
+    def arm(self, seconds: float) -> None:
+        """Tell the parent's watchdog how long the next step may block."""
+        self.floats[F_DEADLINE] = time.monotonic() + seconds + self.margin_s
+
+    def emit(self, name: str, value: float, message: str = "") -> None:
+        try:
+            self.events.put_nowait((name, value, message[:EVENT_MESSAGE_MAX_CHARS]))
+        except queue.Full:
+            pass  # status events are advisory; the counters live in shared memory
+
+    def run(self) -> None:
+        """Open, read, and reopen with exponential backoff until stopped or a file source ends."""
+        backoff = self.cfg.retry_initial_s
+        reconnect = False
+        while not self.stop.is_set():
+            if reconnect:
+                self.ints[I_RECONNECTS] += 1
+            self.arm(self.cfg.open_timeout_s)
+            source, error = _open_source(self.cfg, self.kind, lambda m: self.emit(EVENT_ERROR, 1.0, m))
+            if source is None:
+                backoff = self.wait_backoff(backoff, error)
+                reconnect = True
+                continue
+            self.ints[I_UP] = 1
+            self.emit(EVENT_UP, 1.0)
+            outcome, n_frames, error = self.read_loop(source, self.source_fps(source))
+            source.close()
+            self.ints[I_UP] = 0
+            if outcome == "stop":
+                break
+            if outcome == "end" and self.cfg.loop and n_frames > 0:
+                reconnect = False
+                continue
+            if outcome == "end" and not self.cfg.loop:
+                self.ints[I_ENDED] = 1
+                self.emit(EVENT_ENDED, 1.0, f"camera {self.cfg.name}: source {self.cfg.source!r} ended")
+                break
+            backoff = self.wait_backoff(self.cfg.retry_initial_s if n_frames else backoff, error)
+            reconnect = True
+        self.floats[F_DEADLINE] = math.inf  # finished: flushing the channel may take as long as the consumer
+
+    def wait_backoff(self, backoff: float, error: str) -> float:
+        """Report the camera down, wait ``backoff`` seconds (or until stop) and return the next wait."""
+        self.emit(EVENT_DOWN, backoff, error)
+        self.arm(backoff)
+        self.stop.wait(backoff)
+        return min(backoff * 2.0, self.cfg.retry_max_s)
+
+    def source_fps(self, source: _Source) -> float | None:
+        """Pacing rate in frames/s for file/folder sources, None for live or unpaced sources."""
+        if self.kind not in ("file", "folder") or self.cfg.as_fast_as_possible:
+            return None
+        if self.cfg.fps is not None:
+            return self.cfg.fps
+        if isinstance(source, _CvSource):
+            rate = float(source.cap.get(cv2.CAP_PROP_FPS))
+            return rate if math.isfinite(rate) and 0.0 < rate <= 1000.0 else FILE_FALLBACK_FPS
+        return FOLDER_DEFAULT_FPS
+
+    def read_loop(self, source: _Source, fps: float | None) -> tuple[str, int, str]:
+        """Read until stop ("stop"), end of a finite source ("end") or failure ("fail"); count frames."""
+        period = 1.0 / fps if fps else 0.0
+        next_due = time.monotonic()
+        n_frames = 0
+        timeout = self.cfg.read_timeout_s
+        while not self.stop.is_set():
+            if period:
+                delay = next_due - time.monotonic()
+                if delay > 0.0:
+                    self.arm(delay)
+                    if self.stop.wait(delay):
+                        break
+                next_due = max(next_due + period, time.monotonic() - period)  # no burst after a stall
+            self.arm(timeout)
+            started = time.monotonic()
+            image, part_id = source.read()
+            now = time.monotonic()
+            if image is None:
+                if self.kind in ("file", "folder"):
+                    return "end", n_frames, ""
+                return "fail", n_frames, f"camera {self.cfg.name}: read failed on {self.cfg.source!r}"
+            if now - started > timeout:
+                return "fail", n_frames, f"camera {self.cfg.name}: no frame within read_timeout_s={timeout}"
+            self.publish(now, part_id, image)
+            n_frames += 1
+        return "stop", n_frames, ""
+
+    def publish(self, monotonic_at: float, part_id: str | None, image: Image) -> None:
+        """Assign the next seq and enqueue; a full channel loses its oldest frame, never blocks."""
+        seq = int(self.ints[I_SEQ])
+        self.ints[I_SEQ] = seq + 1
+        item: FrameItem = (seq, self.clock(), monotonic_at, part_id, image)
+        self.floats[F_LAST_FRAME_AT] = item[1]
+        for attempt in range(PUT_ATTEMPTS):
+            try:
+                self.frames.put_nowait(item)
+                return
+            except queue.Full:
+                if attempt == PUT_ATTEMPTS - 1:
+                    break
+            try:
+                self.frames.get(timeout=DROP_GET_TIMEOUT_S)
+                self.ints[I_DROP_QUEUE_FULL] += 1
+            except queue.Empty:
+                continue  # the consumer emptied it meanwhile, or the feeder has not flushed yet
+        self.ints[I_DROP_CHANNEL_BUSY] += 1
+
+
+def _child_main(
+    cfg_json: str,
+    channels: tuple[MpQueue[FrameItem], MpQueue[EventItem], mpc.Connection],
+    shared: tuple[Any, Any],
+    clock: Clock,
+    margin_s: float,
+) -> None:
+    """Entry point of a camera process (spawned: config travels as JSON)."""
+    cv2.setNumThreads(1)
+    cfg = CameraConfig.model_validate_json(cfg_json)
+    child = _Child(cfg, channels, shared, clock, margin_s)
+    try:
+        child.run()
+    except Exception as exc:
+        child.emit(EVENT_ERROR, 1.0, f"camera {cfg.name}: capture process crashed: {exc!r}")
+        channels[0].cancel_join_thread()  # unsent frames are counted lost by the parent
+        raise
+    parent = mp.parent_process()
+    if parent is None or not parent.is_alive():
+        channels[0].cancel_join_thread()  # nobody will drain the channel: do not hang at exit
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+
+
+def _get_nowait(channel: MpQueue[_T] | None) -> _T | None:
+    """One item from a channel, or None when it is empty, closed or at EOF (its child exited)."""
+    if channel is None:
+        return None
+    try:
+        return channel.get_nowait()
+    except (queue.Empty, EOFError, OSError, ValueError):
+        return None
+
+
+class CameraProcess:
+    """Parent-side handle of one camera: its process, channels, shared counters and watchdog.
+
+    Each child incarnation gets fresh channels; after a kill they are abandoned unread (a killed writer may
+    leave half a message), and the frames they held are counted lost.
+
+    Args:
+        config: The camera.
+        ctx: A "spawn" multiprocessing context.
+        clock: Wall clock stamped on frames; must be picklable (a module-level function).
+        watchdog_margin_s: Slack on top of the child's own timeouts before it is killed as hung.
+    """
+
+    def __init__(
+        self, config: CameraConfig, ctx: SpawnContext, clock: Clock, watchdog_margin_s: float
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self._ctx = ctx
+        self._clock = clock
+        self._margin_s = watchdog_margin_s
+        self._ints: Any = ctx.RawArray("q", N_INTS)
+        self._floats: Any = ctx.RawArray("d", N_FLOATS)
+        self._lock = threading.RLock()
+        self._frames: MpQueue[FrameItem] | None = None
+        self._events: MpQueue[EventItem] | None = None
+        self._stop_writer: mpc.Connection | None = None
+        self._stopping = False
+        self._process: SpawnProcess | None = None
+        self._pending: deque[Frame] = deque()
+        self._parent_drops: dict[str, int] = {}
+        self._restart_at: float | None = None  # monotonic time of a scheduled respawn
+        self._restart_wait_s = config.retry_initial_s
+        self._captured_at_restart = 0
+        self.delivered = 0
+        self.restarts = 0
+        self.last_error = ""
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running child; None before start, after it exited or while awaiting restart."""
+        proc = self._process
+        return proc.pid if proc is not None and proc.is_alive() else None
+
+    @property
+    def ended(self) -> bool:
+        """True once a finite source has ended (the child exits by itself)."""
+        return bool(self._ints[I_ENDED])
+
+    def start(self) -> None:
+        """Spawn a child with fresh channels; seq and counters continue from shared memory."""
+        if self._stopping:
+            return
+        frames: MpQueue[FrameItem] = self._ctx.Queue(self.config.queue_size)
+        events: MpQueue[EventItem] = self._ctx.Queue(EVENT_QUEUE_SIZE)
+        stop_reader, stop_writer = self._ctx.Pipe(duplex=False)
+        self._floats[F_DEADLINE] = time.monotonic() + STARTUP_GRACE_S
+        process = self._ctx.Process(
+            target=_child_main,
+            args=(self.config.model_dump_json(), (frames, events, stop_reader), (self._ints, self._floats)),
+            kwargs={"clock": self._clock, "margin_s": self._margin_s},
+            name=f"camera-{self.name}",
+            daemon=True,
+        )
+        process.start()
+        # The child holds its own copies now; dropping ours makes a dead child read as EOF, not a hang.
+        for conn in (getattr(frames, "_writer", None), getattr(events, "_writer", None), stop_reader):
+            if isinstance(conn, mpc.Connection):
+                conn.close()
+        with self._lock:
+            self._frames, self._events, self._stop_writer = frames, events, stop_writer
+            self._process = process
+
+    def request_stop(self) -> None:
+        """Ask the child to finish (non-blocking; closing the pipe wakes it)."""
+        self._stopping = True
+        if self._stop_writer is not None:
+            self._stop_writer.close()
+
+    @property
+    def running(self) -> bool:
+        """True while a child process is alive."""
+        return self._process is not None and self._process.is_alive()
+
+    def health(self) -> str:
+        """Return "ok", "finished" (stopped or ended normally), "hung" (past its deadline) or "dead"."""
+        proc = self._process
+        if proc is None or self._frames is None:
+            return "finished"
+        if proc.is_alive():
+            return "hung" if time.monotonic() > self._floats[F_DEADLINE] else "ok"
+        if proc.exitcode == 0 and (self.ended or self._stopping):
+            return "finished"
+        return "dead"
+
+    def supervise(self) -> str | None:
+        """Watchdog step: kill a hung or dead child, respawn it after a backoff; return why it was killed."""
+        if self._restart_at is not None:
+            if time.monotonic() >= self._restart_at:
+                self._restart_at = None
+                self.start()
+            return None
+        health = self.health()
+        if health not in ("hung", "dead"):
+            return None
+        captured = int(self._ints[I_SEQ])
+        if captured > self._captured_at_restart:  # frames flowed since the last restart: reset the backoff
+            self._restart_wait_s = self.config.retry_initial_s
+        self._captured_at_restart = captured
+        self._kill(DROP_PROCESS_RESTART)
+        self.restarts += 1
+        wait_s = self._restart_wait_s
+        self.last_error = f"camera {self.name}: capture process {health}, killed; restarting in {wait_s:g} s"
+        self._restart_at = time.monotonic() + wait_s
+        self._restart_wait_s = min(wait_s * 2.0, self.config.retry_max_s)
+        return health
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop the child, draining its channel into the pending buffer; kill it after ``timeout_s``."""
+        self.request_stop()
+        proc = self._process
+        deadline = time.monotonic() + timeout_s
+        while proc is not None and proc.is_alive() and time.monotonic() < deadline:
+            self._drain()
+            proc.join(WAIT_SLICE_S)
+        if proc is not None and proc.is_alive():
+            self._kill(DROP_STOP_TIMEOUT)
+        else:
+            self._drain()
+
+    def _kill(self, reason: str) -> None:
+        proc = self._process
+        if proc is not None:
+            proc.kill()
+            proc.join()
+        with self._lock:
+            self._frames = self._events = None  # abandoned unread
+            if self._stop_writer is not None:
+                self._stop_writer.close()
+            accounted = self.delivered + len(self._pending) + sum(self.dropped_by_reason().values())
+            lost = int(self._ints[I_SEQ]) - accounted
+            if lost > 0:
+                self._parent_drops[reason] = self._parent_drops.get(reason, 0) + lost
+            self._ints[I_UP] = 0
+
+    def _drain(self) -> None:
+        with self._lock:
+            limit = self.config.queue_size * 2
+            while (item := _get_nowait(self._frames)) is not None:
+                if len(self._pending) >= limit:
+                    self._pending.popleft()
+                    self._parent_drops[DROP_PENDING_FULL] = self._parent_drops.get(DROP_PENDING_FULL, 0) + 1
+                self._pending.append(self._to_frame(item))
+
+    def _to_frame(self, item: FrameItem) -> Frame:
+        seq, captured_at, monotonic_at, part_id, image = item
+        return Frame(self.name, seq, captured_at, monotonic_at, image, part_id)
+
+    def take_one(self) -> Frame | None:
+        """Return the oldest available frame (drained ones first) and count it delivered, or None."""
+        with self._lock:
+            if self._pending:
+                frame = self._pending.popleft()
+            elif (item := _get_nowait(self._frames)) is not None:
+                frame = self._to_frame(item)
+            else:
+                return None
+            self.delivered += 1
+            return frame
+
+    def reader(self) -> mpc.Connection | None:
+        """The frame channel's readable end while the child runs, for multiprocessing.connection.wait()."""
+        reader: mpc.Connection | None = getattr(self._frames, "_reader", None)
+        return reader if self.running else None
+
+    def poll_events(self) -> list[EventItem]:
+        """Return the status events the child sent since the last call."""
+        out: list[EventItem] = []
+        with self._lock:
+            while len(out) < EVENT_QUEUE_SIZE and (item := _get_nowait(self._events)) is not None:
+                out.append(item)
+        for name, _, message in out:
+            if name in (EVENT_DOWN, EVENT_ERROR) and message:
+                self.last_error = message
+        return out
+
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Frames dropped so far, by reason (child and parent side)."""
+        drops = {reason: int(self._ints[slot]) for reason, slot in CHILD_DROP_SLOTS.items()}
+        with self._lock:
+            for reason, count in self._parent_drops.items():
+                drops[reason] = drops.get(reason, 0) + count
+        return drops
+
+    def stats(self) -> CameraStats:
+        """Snapshot of this camera's counters."""
+        last = float(self._floats[F_LAST_FRAME_AT])
+        return CameraStats(
+            captured=int(self._ints[I_SEQ]),
+            delivered=self.delivered,
+            dropped_by_reason=self.dropped_by_reason(),
+            reconnects=int(self._ints[I_RECONNECTS]),
+            restarts=self.restarts,
+            up=bool(self._ints[I_UP]),
+            ended=self.ended,
+            last_frame_at=last if last > 0.0 else None,
+            last_error=self.last_error,
+        )
+
+
+class CaptureManager:
+    """All cameras of the daemon: starts their processes, watches them and hands out frames fairly.
+
+    Args:
+        cameras: Camera configs; names must be unique.
+        stop_event: The daemon's stop signal; when set, cameras are told to stop and get_frames stops waiting.
+        clock: Wall clock stamped on frames (captured_at); must be picklable (module-level function).
+        on_event: Optional hook ``(camera, event_name, value)`` called from the monitor thread; see EVENT_*.
+        watchdog_margin_s: Slack in seconds on top of a child's open/read timeout before it is killed as hung.
+    """
+
+    def __init__(
+        self,
+        cameras: Sequence[CameraConfig],
+        stop_event: StopSignal,
+        clock: Clock = time.time,
+        *,
+        on_event: EventHook | None = None,
+        watchdog_margin_s: float = WATCHDOG_MARGIN_S,
+    ) -> None:
+        names = [c.name for c in cameras]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"cameras: duplicate camera names {duplicates}")
+        self._ctx = mp.get_context("spawn")
+        self._cams = [CameraProcess(c, self._ctx, clock, watchdog_margin_s) for c in cameras]
+        self._stop_event = stop_event
+        self._on_event = on_event
+        self._halt = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._rr = 0
+        self._seen: dict[tuple[str, str], int] = {}
+        self._log = structlog.stdlib.get_logger(__name__)
+
+    def start(self) -> None:
+        """Spawn every camera process and the monitor thread.
+
+        Raises:
+            CaptureError: A camera needs GStreamer and this OpenCV lacks it.
+        """
+        for cam in self._cams:
+            if cam.config.resolved_kind() == "gstreamer" and not gstreamer_available():
+                raise CaptureError(
+                    f"camera {cam.name}: source kind gstreamer needs OpenCV built with GStreamer support; "
+                    f"OpenCV {cv2.__version__} here has none (the opencv-python wheels ship without it)"
+                )
+        for cam in self._cams:
+            cam.start()
+        self._monitor = threading.Thread(target=self._monitor_loop, name="capture-monitor", daemon=True)
+        self._monitor.start()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop all cameras; frames still queued stay available to get_frames (final drain)."""
+        self._halt.set()
+        if self._monitor is not None:
+            self._monitor.join()
+        for cam in self._cams:
+            cam.request_stop()
+        for cam in self._cams:
+            cam.stop(timeout_s)
+        self._service_all(restart=False)
+
+    def pid(self, camera: str) -> int | None:
+        """Process id of a camera's current child process."""
+        return next((c.pid for c in self._cams if c.name == camera), None)
+
+    def get_frames(self, max_items: int, timeout_s: float) -> list[Frame]:
+        """Return up to ``max_items`` frames, round-robin over cameras, oldest first per camera.
+
+        Waits up to ``timeout_s`` for the first frame, then returns what is available without waiting
+        more. Returns an empty list on timeout, or at once when the stop event is set and nothing is queued.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            frames = self._take_round_robin(max_items)
+            remaining = deadline - time.monotonic()
+            if (
+                frames
+                or remaining <= 0.0
+                or max_items <= 0
+                or self._halt.is_set()
+                or self._stop_event.is_set()
+            ):
+                return frames
+            readers = [r for r in (c.reader() for c in self._cams) if r is not None]
+            if readers:
+                try:
+                    mpc.wait(readers, timeout=min(remaining, WAIT_SLICE_S))
+                    continue
+                except (OSError, ValueError):  # a channel was closed by a restart meanwhile
+                    pass
+            self._halt.wait(min(remaining, MONITOR_INTERVAL_S))  # no camera running right now
+
+    def _take_round_robin(self, max_items: int) -> list[Frame]:
+        out: list[Frame] = []
+        n = len(self._cams)
+        active = [self._cams[(self._rr + i) % n] for i in range(n)]
+        self._rr = (self._rr + 1) % max(n, 1)
+        while active and len(out) < max_items:
+            still: list[CameraProcess] = []
+            for cam in active:
+                if len(out) >= max_items:
+                    break
+                frame = cam.take_one()
+                if frame is not None:
+                    out.append(frame)
+                    still.append(cam)
+            active = still
+        return out
+
+    def stats(self) -> dict[str, CameraStats]:
+        """Counters per camera name."""
+        return {cam.name: cam.stats() for cam in self._cams}
+
+    def _monitor_loop(self) -> None:
+        while not self._halt.wait(MONITOR_INTERVAL_S):
+            if self._stop_event.is_set():
+                for cam in self._cams:
+                    cam.request_stop()
+            self._service_all(restart=not self._stop_event.is_set())
+
+    def _service_all(self, restart: bool) -> None:
+        for cam in self._cams:
+            for name, value, message in cam.poll_events():
+                if message:
+                    self._log.info(
+                        "camera_event", camera=cam.name, event_name=name, value=value, message=message
+                    )
+                self._emit(cam.name, name, value)
+            self._emit_deltas(cam)
+            if restart and (health := cam.supervise()) is not None:
+                self._log.warning("camera_process_restart", camera=cam.name, health=health)
+                self._emit(cam.name, EVENT_RESTART, 1.0)
+
+    def _emit_deltas(self, cam: CameraProcess) -> None:
+        st = cam.stats()
+        counters = {EVENT_CAPTURED: st.captured, EVENT_RECONNECT: st.reconnects}
+        counters.update({EVENT_DROPPED_PREFIX + r: n for r, n in st.dropped_by_reason.items()})
+        for name, total in counters.items():
+            delta = total - self._seen.get((cam.name, name), 0)
+            if delta > 0:
+                self._seen[(cam.name, name)] = total
+                self._emit(cam.name, name, float(delta))
+
+    def _emit(self, camera: str, name: str, value: float) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(camera, name, value)
+        except Exception as exc:  # noqa: BLE001 - a metrics hook must not kill capture
+            self._log.error("capture_on_event_failed", camera=camera, event_name=name, error=repr(exc))
