@@ -111,8 +111,9 @@ def _read_state_dict(path: Path, backbone: str) -> tuple[dict[str, torch.Tensor]
     digest = file_sha256(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file; we name the file and stop
-        raise BackboneError(f"{backbone}: weights file {path} is not a readable state dict ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file; we name it and stop
+        reason = type(exc).__name__
+        raise BackboneError(f"{backbone}: weights file {path} is not a readable weights-only state dict ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -15,7 +15,7 @@ import torch
 from inspector import spade
 from inspector.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.config import ModelConfig
-from inspector.gallery import Calibration, Gallery, GalleryManifest, Preprocessing, SpadeParams, load_gallery
+from inspector.gallery import Calibration, Gallery, GalleryError, GalleryManifest, Preprocessing, SpadeParams, load_gallery
 from inspector.preprocess import Prepared, PreprocessSpec, prepare_batch
 
 MIB = 1 << 20
@@ -53,6 +53,7 @@ class RawScores:
     map_max: np.ndarray
     map_top_mean: np.ndarray
     maps: np.ndarray
+    stage_means: np.ndarray  # [B, stages]: mean nearest-feature distance per stage, before fusion
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -109,15 +110,20 @@ def spade_params(config: ModelConfig) -> SpadeParams:
         blur_sigma_px=config.blur_sigma_px,
         neighbourhood_px=config.neighbourhood_px,
         image_score=config.image_score,
+        stage_fusion=config.stage_fusion,
     )
 
 
 def config_from_manifest(manifest: GalleryManifest, runtime: ModelConfig) -> ModelConfig:
     """Model settings a gallery was built and calibrated with; device, precision and weights come from runtime."""
     p, s = manifest.preprocessing, manifest.spade
+    # A weights file from the runtime config serves the gallery's backbone, unless it was meant for another one
+    # while the gallery uses the packaged Lite0 weights.
+    same_backbone = runtime.backbone == manifest.backbone or manifest.backbone != "efficientnet_lite0"
     return runtime.model_copy(
         update={
             "backbone": manifest.backbone,
+            "weights_path": runtime.weights_path if same_backbone else None,
             "resize_px": p.resize_px,
             "crop_px": p.crop_px,
             "keep_aspect": p.keep_aspect,
@@ -127,6 +133,7 @@ def config_from_manifest(manifest: GalleryManifest, runtime: ModelConfig) -> Mod
             "blur_sigma_px": s.blur_sigma_px,
             "neighbourhood_px": s.neighbourhood_px,
             "image_score": s.image_score,
+            "stage_fusion": s.stage_fusion,
         }
     )
 
@@ -179,7 +186,9 @@ class Inspector:
         self.config = engine.config
         cal = gallery.manifest.calibration
         if require_calibration and cal is None:
-            raise EngineError(f"gallery {gallery.content_hash[:12]}: not calibrated (run inspector gallery calibrate)")
+            raise EngineError(
+                f"gallery {gallery.content_hash[:12]}: not calibrated (run inspector gallery calibrate)"
+            )
         dev = engine.device
         self.pooled = gallery.pooled.to(dev)
         self.stages = {s: t.to(dev) for s, t in gallery.stages.items()}
@@ -195,6 +204,8 @@ class Inspector:
             EngineError: the gallery is not calibrated.
         """
         header = load_gallery(path)
+        if require_calibration and header.manifest.calibration is None:
+            raise EngineError(f"gallery {path}: not calibrated (run inspector gallery calibrate --gallery {path})")
         config = config_from_manifest(header.manifest, runtime)
         engine = FeatureEngine(config)
         gallery = load_gallery(
@@ -203,6 +214,7 @@ class Inspector:
             expect_weights_sha256=engine.spec.weights_sha256,
             expect_preprocessing=manifest_preprocessing(config, engine.spec),
         )
+        check_feature_shapes(path, gallery.manifest, engine.spec, config)
         return cls(engine, gallery, require_calibration)
 
     @property
@@ -214,10 +226,26 @@ class Inspector:
         return cal.image_threshold
 
     @torch.inference_mode()
+    def stage_scales(self) -> list[float] | None:
+        """Per-stage divisors for the configured fusion (None for the paper's plain mean)."""
+        if self.config.stage_fusion == "mean":
+            return None
+        cal = self.gallery.manifest.calibration
+        if cal is None or cal.stage_scales is None:
+            raise EngineError(f"stage_fusion {self.config.stage_fusion} needs calibrated stage scales")
+        return cal.stage_scales
+
     def raw_scores(
-        self, feats: Features, valid: list[tuple[int, int, int, int]], exclude: torch.Tensor | None = None
+        self,
+        feats: Features,
+        valid: list[tuple[int, int, int, int]],
+        exclude: torch.Tensor | None = None,
+        scales: list[float] | None = None,
     ) -> RawScores:
-        """All score variants and fused maps for features already on the device."""
+        """All score variants and fused maps for features already on the device.
+
+        ``scales`` overrides the calibrated stage scales (used while calibrating them).
+        """
         t: dict[str, float] = {}
         cfg, eng = self.config, self.engine
         with eng.timed(t, "image_knn"):
@@ -230,11 +258,22 @@ class Inspector:
                 for s in cfg.stages
             ]
         with eng.timed(t, "upsample_blur"):
-            maps = spade.fuse_maps(per_stage, (cfg.crop_px, cfg.crop_px), cfg.blur_sigma_px)
+            fusion = cfg.stage_fusion
+            if fusion != "mean" and scales is None:
+                scales = self.stage_scales()
+            maps = spade.fuse_maps(
+                per_stage,
+                (cfg.crop_px, cfg.crop_px),
+                cfg.blur_sigma_px,
+                scales if fusion != "mean" else None,
+                geometric=fusion == "scaled_geomean",
+            )
             maps = _zero_outside(maps, valid)
             mmax, mtop = spade.map_image_scores(maps)
+        stage_means = torch.stack([m.flatten(1).mean(1) for m in per_stage], 1)
         return RawScores(
-            knn.cpu().numpy(), mmax.cpu().numpy(), mtop.cpu().numpy(), maps.cpu().numpy(), t
+            knn.cpu().numpy(), mmax.cpu().numpy(), mtop.cpu().numpy(), maps.cpu().numpy(),
+            stage_means.cpu().numpy(), t
         )
 
     def combine(self, raw: RawScores, calibration: Calibration | None = None) -> np.ndarray:
@@ -268,7 +307,7 @@ class Inspector:
                 ScoreResult(
                     score=float(s),
                     threshold=cal.image_threshold,
-                    verdict=VERDICT_FAIL if s > cal.image_threshold else VERDICT_PASS,
+                    verdict=VERDICT_FAIL if float(s) > cal.image_threshold else VERDICT_PASS,
                     knn_score=float(raw.knn[i]),
                     map_max=float(raw.map_max[i]),
                     anomaly_map=amap,
@@ -279,6 +318,17 @@ class Inspector:
                 )
             )
         return results
+
+
+def check_feature_shapes(
+    path: Path, manifest: GalleryManifest, spec: BackboneSpec, config: ModelConfig
+) -> None:
+    """Refuse a gallery whose stored feature shapes cannot come from this backbone at these sizes."""
+    want = {"pooled": spec.pooled_dim, **{f"stage{s}": spec.stage_channels[s] for s in config.stages}}
+    for name, channels in want.items():
+        found = manifest.stage_shapes.get(name)
+        if found is not None and found[0] != channels:
+            raise GalleryError(path, f"{name} has {found[0]} channels, backbone {spec.name} gives {channels}")
 
 
 def _zero_outside(maps: torch.Tensor, valid: list[tuple[int, int, int, int]]) -> torch.Tensor:

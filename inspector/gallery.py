@@ -101,6 +101,7 @@ class SpadeParams(_Strict):
     blur_sigma_px: float = Field(ge=0.0)
     neighbourhood_px: int = Field(ge=1)
     image_score: str = Field(min_length=1)
+    stage_fusion: str = Field(default="mean", min_length=1)
 
 
 class SourceImage(_Strict):
@@ -121,6 +122,9 @@ class Calibration(_Strict):
     n_images: int = Field(ge=1)
     score_median: float
     map_max_median: float
+    stage_scales: list[float] | None = Field(
+        default=None, description="Mean nearest-feature distance per used stage on normal images."
+    )
     created_at: UtcTimestamp
 
 

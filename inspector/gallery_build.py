@@ -10,8 +10,15 @@ import numpy as np
 import torch
 
 from inspector.config import CalibrationConfig, ModelConfig
-from inspector.engine import FeatureEngine, Features, Inspector, RawScores, iter_batches
-from inspector.engine import manifest_preprocessing, spade_params
+from inspector.engine import (
+    FeatureEngine,
+    Features,
+    Inspector,
+    RawScores,
+    iter_batches,
+    manifest_preprocessing,
+    spade_params,
+)
 from inspector.gallery import (
     GALLERY_FORMAT_VERSION,
     Calibration,
@@ -27,6 +34,7 @@ from inspector.preprocess import read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MIN_CALIBRATION_IMAGES = 2
+SCALE_SAMPLE_IMAGES = 32  # normal images used to estimate the per-stage distance scales
 
 Progress = Callable[[int], None]
 
@@ -108,33 +116,62 @@ def threshold_at_rate(values: np.ndarray, rate: float) -> float:
     """The smallest observed value such that at most ``rate`` of the values lie strictly above it."""
     if values.size == 0:
         raise ValueError("no values to calibrate from")
-    return float(np.quantile(values, 1.0 - rate, method="higher"))
+    n = values.size
+    allowed_above = min(int(np.floor(rate * n + 1e-9)), n - 1)
+    return float(np.sort(values, axis=None)[n - 1 - allowed_above])
 
 
-def _leave_one_out(inspector: Inspector, progress: Progress | None) -> RawScores:
-    """Score each gallery image against all the others, batch by batch."""
+def _leave_one_out(
+    inspector: Inspector, scales: list[float] | None, progress: Progress | None, limit: int | None = None
+) -> RawScores:
+    """Score each gallery image (the first ``limit``, or all) against all the others, batch by batch."""
     g: Gallery = inspector.gallery
-    n = g.pooled.shape[0]
+    n = min(g.pooled.shape[0], limit or g.pooled.shape[0])
     dev = inspector.engine.device
     size = inspector.config.crop_px
     parts: list[RawScores] = []
     for start in range(0, n, inspector.config.batch_size):
-        idx = torch.arange(start, min(n, start + inspector.config.batch_size))
-        feats = Features(g.pooled[idx].to(dev), {s: t[idx].to(dev) for s, t in g.stages.items()})
-        parts.append(inspector.raw_scores(feats, [(0, size, 0, size)] * len(idx), exclude=idx.to(dev)))
+        sel = torch.arange(start, min(n, start + inspector.config.batch_size))
+        feats = Features(g.pooled[sel].to(dev), {s: t[sel].to(dev) for s, t in g.stages.items()})
+        parts.append(inspector.raw_scores(feats, [(0, size, 0, size)] * len(sel), sel.to(dev), scales))
         if progress:
-            progress(len(idx))
+            progress(len(sel))
     return _concat(parts)
 
 
-def _holdout(inspector: Inspector, paths: Sequence[Path], progress: Progress | None) -> RawScores:
+def _holdout(
+    inspector: Inspector,
+    paths: Sequence[Path],
+    scales: list[float] | None,
+    progress: Progress | None,
+    limit: int | None = None,
+) -> RawScores:
+    """Score normal images (the first ``limit``, or all) against the whole gallery."""
     parts: list[RawScores] = []
-    for batch in iter_batches(list(paths), inspector.config.batch_size):
+    for batch in iter_batches(list(paths)[:limit], inspector.config.batch_size):
         feats, prepared = inspector.engine.extract([read_image(p) for p in batch], {})
-        parts.append(inspector.raw_scores(feats, prepared.valid))
+        parts.append(inspector.raw_scores(feats, prepared.valid, None, scales))
         if progress:
             progress(len(batch))
     return _concat(parts)
+
+
+def _score_normals(
+    inspector: Inspector, normal_images: Sequence[Path] | None, progress: Progress | None
+) -> tuple[RawScores, list[float] | None]:
+    """Scores of normal images, and the stage scales they were fused with (estimated first when needed)."""
+    scales: list[float] | None = None
+    if inspector.config.stage_fusion != "mean":
+        ones = [1.0] * len(inspector.config.stages)
+        sample = (
+            _holdout(inspector, normal_images, ones, None, SCALE_SAMPLE_IMAGES)
+            if normal_images
+            else _leave_one_out(inspector, ones, None, SCALE_SAMPLE_IMAGES)
+        )
+        scales = [float(v) for v in sample.stage_means.mean(0)]
+    if normal_images:
+        return _holdout(inspector, normal_images, scales, progress), scales
+    return _leave_one_out(inspector, scales, progress), scales
 
 
 def _concat(parts: list[RawScores]) -> RawScores:
@@ -143,6 +180,7 @@ def _concat(parts: list[RawScores]) -> RawScores:
         np.concatenate([p.map_max for p in parts]),
         np.concatenate([p.map_top_mean for p in parts]),
         np.concatenate([p.maps for p in parts]),
+        np.concatenate([p.stage_means for p in parts]),
     )
 
 
@@ -162,10 +200,8 @@ def calibrate_gallery(
         The calibration written to the manifest.
     """
     inspector = Inspector.from_gallery(path, runtime, require_calibration=False)
-    if normal_images:
-        raw, method = _holdout(inspector, normal_images, progress), "holdout"
-    else:
-        raw, method = _leave_one_out(inspector, progress), "leave_one_out"
+    raw, scales = _score_normals(inspector, normal_images, progress)
+    method = "holdout" if normal_images else "leave_one_out"
     knn_median = float(np.median(raw.knn)) or 1.0
     max_median = float(np.median(raw.map_max)) or 1.0
     provisional = Calibration(
@@ -177,6 +213,7 @@ def calibrate_gallery(
         n_images=int(raw.knn.shape[0]),
         score_median=knn_median,
         map_max_median=max_median,
+        stage_scales=scales,
         created_at=utc_now(),
     )
     scores = inspector.combine(raw, provisional)

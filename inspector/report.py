@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from matplotlib.figure import Figure
 
 from inspector.eval_metrics import (
     f1_max,
@@ -291,6 +290,10 @@ def _sample_pixels(masks: np.ndarray, maps: np.ndarray, per_class: int) -> tuple
 
 def _write_roc_png(path: Path, ev: CategoryEval, metrics: dict[str, float]) -> None:
     """Image-level and (sampled) pixel-level ROC curves side by side."""
+    from matplotlib.figure import (
+        Figure,  # imported here: scoring and the daemon use this module without plots
+    )
+
     fig = Figure(figsize=ROC_FIGSIZE_IN, dpi=ROC_DPI)
     ax_img, ax_pix = fig.subplots(1, 2)
     fpr, tpr = roc_points(ev.labels, ev.scores)

@@ -14,11 +14,12 @@ import numpy as np
 from inspector.config import ModelConfig
 from inspector.engine import Inspector, ScoreResult, iter_batches
 from inspector.preprocess import ImageReadError, read_image
+from inspector.report import overlay_heatmap
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 3
-OVERLAY_ALPHA = 0.5
 MAP_FULL_SCALE_X_THRESHOLD = 2.0  # colour scale: 0 .. 2x the pixel threshold (threshold at mid-scale)
+U8_AT_THRESHOLD = 128.0  # 8-bit map value of the pixel threshold
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,12 @@ class FileScore:
 
 
 def map_to_u8(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
-    """Anomaly map as 8-bit: 0 = no anomaly, 128 = the pixel threshold, 255 = twice it or more."""
-    full = max(pixel_threshold * MAP_FULL_SCALE_X_THRESHOLD, 1e-12)
-    return np.clip(amap / full * 255.0, 0, 255).astype(np.uint8)
+    """Anomaly map as 8-bit, linear with 128 at the pixel threshold: u8 >= 128 exactly where amap >= it.
 
-
-def overlay(crop_bgr: np.ndarray, amap_u8: np.ndarray) -> np.ndarray:
-    """JET heatmap blended over the crop the network saw."""
-    heat = cv2.applyColorMap(amap_u8, cv2.COLORMAP_JET)
-    return cv2.addWeighted(crop_bgr, 1.0 - OVERLAY_ALPHA, heat, OVERLAY_ALPHA, 0.0)
+    0 means no anomaly; values from about twice the threshold saturate at 255.
+    """
+    per_unit = U8_AT_THRESHOLD / max(pixel_threshold, 1e-12)
+    return np.clip(np.floor(amap.astype(np.float64) * per_unit), 0, 255).astype(np.uint8)
 
 
 def score_files(inspector: Inspector, paths: Sequence[Path]) -> Iterator[FileScore]:
@@ -79,15 +77,31 @@ def format_line(fs: FileScore, as_json: bool) -> str:
     return f"{fs.path}\tscore={r.score:.4f}\tthreshold={r.threshold:.4f}\t{r.verdict}\tarea={r.defect_area_px}px"
 
 
-def write_overlays(out_dir: Path, fs: FileScore, pixel_threshold: float) -> None:
+def write_overlays(out_dir: Path, fs: FileScore, pixel_threshold: float, stem: str | None = None) -> None:
     """Write <stem>_overlay.png (heatmap over the crop) and <stem>_mask.png (binary mask)."""
     assert fs.result is not None
+    stem = stem or fs.path.stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    u8 = map_to_u8(fs.result.anomaly_map, pixel_threshold)
-    for name, img in (("overlay", overlay(fs.result.crop, u8)), ("mask", fs.result.mask)):
-        target = out_dir / f"{fs.path.stem}_{name}.png"
+    full_scale = max(pixel_threshold * MAP_FULL_SCALE_X_THRESHOLD, 1e-12)
+    heat = overlay_heatmap(fs.result.crop, fs.result.anomaly_map, 0.0, full_scale)
+    for name, img in (("overlay", heat), ("mask", fs.result.mask)):
+        target = out_dir / f"{stem}_{name}.png"
         if not cv2.imwrite(str(target), img):
             raise OSError(f"{target}: cannot write")
+
+
+def unique_stem(path: Path, taken: set[str]) -> str:
+    """The file's stem, prefixed by its parent folders as needed so that no two outputs share a name."""
+    parts = [path.stem]
+    for parent in path.parents:
+        if "_".join(parts) not in taken or not parent.name:
+            break
+        parts.insert(0, parent.name)
+    stem = "_".join(parts)
+    while stem in taken:
+        stem += "_"
+    taken.add(stem)
+    return stem
 
 
 def score_paths(
@@ -103,10 +117,11 @@ def score_paths(
     cal = inspector.gallery.manifest.calibration
     assert cal is not None
     unreadable = 0
+    stems: set[str] = set()
     for fs in score_files(inspector, paths):
         print(format_line(fs, as_json), file=out, flush=True)
         if fs.result is None:
             unreadable += 1
         elif overlay_dir is not None:
-            write_overlays(overlay_dir, fs, cal.pixel_threshold)
+            write_overlays(overlay_dir, fs, cal.pixel_threshold, unique_stem(fs.path, stems))
     return EXIT_UNREADABLE if unreadable else EXIT_OK

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
 BYTES_PER_FLOAT32 = 4
 BLUR_TRUNCATE_SIGMAS = 4.0  # kernel radius in sigmas (scipy.ndimage's default)
 TOP_MEAN_FRACTION = 0.01  # map_top_mean averages the top 1% of the map
+SCALE_FLOOR = 1e-6  # smallest stage scale / map value used in a division or a logarithm
 
 
 def _search_matmul(q: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
@@ -173,10 +175,30 @@ def stage_maps(
     return out
 
 
-def fuse_maps(maps: list[torch.Tensor], out_px: tuple[int, int], sigma: float) -> torch.Tensor:
-    """Upsample each [B, h, w] stage map bilinearly to out_px, average the stages, blur with sigma."""
-    up = [F.interpolate(m.unsqueeze(1), size=out_px, mode="bilinear", align_corners=False) for m in maps]
-    return gaussian_blur(torch.stack(up, 0).mean(0).squeeze(1), sigma)
+def fuse_maps(
+    maps: list[torch.Tensor],
+    out_px: tuple[int, int],
+    sigma: float,
+    scales: list[float] | None = None,
+    geometric: bool = False,
+) -> torch.Tensor:
+    """Upsample each [B, h, w] stage map bilinearly to out_px, average the stages, blur with sigma.
+
+    Args:
+        maps: per-stage distance maps.
+        out_px: output (height, width).
+        sigma: Gaussian blur sigma in output pixels.
+        scales: optional divisor per stage (its typical distance on normal images), so that every stage
+            weighs the same in the average; None averages raw distances as the paper does.
+        geometric: geometric instead of arithmetic mean of the (scaled) stages.
+    """
+    if scales is not None:
+        maps = [m / max(s, SCALE_FLOOR) for m, s in zip(maps, scales, strict=True)]
+    up = torch.stack(
+        [F.interpolate(m.unsqueeze(1), size=out_px, mode="bilinear", align_corners=False) for m in maps], 0
+    ).squeeze(2)
+    fused = up.clamp_min(SCALE_FLOOR).log().mean(0).exp() if geometric else up.mean(0)
+    return gaussian_blur(fused, sigma)
 
 
 def map_image_scores(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

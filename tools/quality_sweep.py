@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from inspector.config import ModelConfig
-from inspector.engine import Features, FeatureEngine, Inspector, manifest_preprocessing, spade_params
+from inspector.engine import FeatureEngine, Features, Inspector, manifest_preprocessing, spade_params
 from inspector.eval_metrics import image_auroc, pixel_auroc, pro_score
 from inspector.evaluate import GOOD, TestImage, list_tests, load_mask
 from inspector.gallery import Gallery, GalleryManifest, SourceImage
@@ -82,17 +82,18 @@ def fake_inspector(engine: FeatureEngine, train: Features, cfg: ModelConfig) -> 
 
 def evaluate(engine: FeatureEngine, ex: Extracted, cfg: ModelConfig) -> dict[str, float]:
     insp = fake_inspector(engine, ex.train, cfg)
-    start = time.perf_counter()
-    feats = Features(ex.test.pooled, {s: ex.test.stages[s] for s in cfg.stages})
-    raw = insp.raw_scores(feats, ex.valid)
-    ms = (time.perf_counter() - start) * 1e3 / len(ex.labels)
     idx = torch.arange(min(LOO_SAMPLE, ex.train.pooled.shape[0]))
     size = cfg.crop_px
-    loo = insp.raw_scores(
-        Features(ex.train.pooled[idx], {s: ex.train.stages[s][idx] for s in cfg.stages}),
-        [(0, size, 0, size)] * len(idx),
-        exclude=idx,
-    )
+    loo_feats = Features(ex.train.pooled[idx], {s: ex.train.stages[s][idx] for s in cfg.stages})
+    ones = [1.0] * len(cfg.stages)
+    loo = insp.raw_scores(loo_feats, [(0, size, 0, size)] * len(idx), idx, ones)
+    scales = [float(v) for v in loo.stage_means.mean(0)]
+    if cfg.stage_fusion != "mean":
+        loo = insp.raw_scores(loo_feats, [(0, size, 0, size)] * len(idx), idx, scales)
+    start = time.perf_counter()
+    feats = Features(ex.test.pooled, {s: ex.test.stages[s] for s in cfg.stages})
+    raw = insp.raw_scores(feats, ex.valid, None, scales)
+    ms = (time.perf_counter() - start) * 1e3 / len(ex.labels)
     combo = raw.knn / np.median(loo.knn) + raw.map_max / np.median(loo.map_max)
     return {
         "img_knn": image_auroc(ex.labels, raw.knn),
@@ -114,19 +115,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ks", default="10,50", help="pixel K values")
     ap.add_argument("--sigmas", default="4")
     ap.add_argument("--image-k", type=int, default=50)
+    ap.add_argument("--fusions", default="mean", help="stage fusions: mean,scaled_mean,scaled_geomean")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    rows = ["| preprocessing | neighbourhood | stages | K | sigma | image AUROC knn | max | top1% | knn+max "
-            "| pixel AUROC | PRO | match ms/img |", "|" + "---|" * 12]
+    header = (
+        "| preprocessing | neighbourhood | stages | fusion | K | sigma | image AUROC knn | max | top1% | knn+max "
+        "| pixel AUROC | PRO | match ms/img |"
+    )
+    rows = [header, "|" + "---|" * 13]
     print(rows[0], flush=True)
     for variant, neigh in itertools.product(args.variants.split(","), args.neigh.split(",")):
         base = ModelConfig(keep_aspect=variant == "aspect", neighbourhood_px=int(neigh), image_k=args.image_k)
         engine, ex = prepare(args.data, base)
-        for st, k, sig in itertools.product(args.stages.split(","), args.ks.split(","), args.sigmas.split(",")):
-            cfg = base.model_copy(update={"stages": tuple(int(c) for c in st), "pixel_k": int(k),
-                                          "blur_sigma_px": float(sig)})
+        grid = itertools.product(
+            args.stages.split(","), args.fusions.split(","), args.ks.split(","), args.sigmas.split(",")
+        )
+        for st, fusion, k, sig in grid:
+            update = {"stages": tuple(int(c) for c in st), "pixel_k": int(k), "blur_sigma_px": float(sig),
+                      "stage_fusion": fusion}
+            cfg = base.model_copy(update=update)
             m = evaluate(engine, ex, cfg)
-            row = (f"| {variant} | {neigh} | {','.join(st)} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
+            row = (f"| {variant} | {neigh} | {','.join(st)} | {fusion} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
                    f"| {m['img_top']:.4f} | {m['img_combo']:.4f} | {m['pixel']:.4f} | {m['pro']:.4f} "
                    f"| {m['match_ms']:.0f} |")
             rows.append(row)
