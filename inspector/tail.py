@@ -81,35 +81,42 @@ class SequenceTracker:
     """Detects lost and reordered verdicts per camera and daemon restarts. Pure: no I/O, no clock.
 
     The first verdict seen for a camera (after start or after a restart) sets the baseline: joining a
-    running stream is not a gap.
+    running stream is not a gap. Boot ids are tracked per camera, so several daemons behind one
+    ``inspector proxy`` (each with its own cameras and boot id) are not mistaken for restarts.
     """
 
     def __init__(self) -> None:
         """Start with no boot id and no cameras."""
         self._boot_id: str | None = None
+        self._boots: dict[str, str] = {}
         self._last: dict[str, int] = {}
 
     @property
     def boot_id(self) -> str | None:
-        """The boot id currently tracked."""
+        """The boot id seen most recently."""
         return self._boot_id
 
     def last_seq(self, camera: str) -> int | None:
         """Last sequence number seen for ``camera`` in the current boot."""
         return self._last.get(camera)
 
-    def observe_boot(self, boot_id: str) -> Restart | None:
-        """Note a boot id (from any message); a change resets every camera and returns a Restart."""
-        if self._boot_id == boot_id:
-            return None
-        previous, self._boot_id = self._boot_id, boot_id
-        self._last.clear()
+    def observe_boot(self, boot_id: str, cameras: Iterable[str]) -> Restart | None:
+        """Note the boot id a message carries for its cameras; a change for any of them resets those
+        cameras' sequence numbers and returns a Restart."""
+        self._boot_id = boot_id
+        previous: str | None = None
+        for camera in cameras:
+            known = self._boots.get(camera)
+            if known != boot_id:
+                self._boots[camera] = boot_id
+                self._last.pop(camera, None)
+                previous = known or previous
         return None if previous is None else Restart(previous, boot_id)
 
     def observe(self, boot_id: str, camera: str, seq: int) -> list[SequenceEvent]:
         """Note one verdict; return the restart, gap or regression it reveals (usually nothing)."""
         events: list[SequenceEvent] = []
-        restart = self.observe_boot(boot_id)
+        restart = self.observe_boot(boot_id, [camera])
         if restart is not None:
             events.append(restart)
         previous = self._last.get(camera)
@@ -159,7 +166,7 @@ class TailPrinter:
 
     def on_heartbeat(self, hb: Heartbeat) -> list[str]:
         """Lines for a heartbeat: a restart warning and/or a state change, else nothing."""
-        restart = self.tracker.observe_boot(hb.boot_id)
+        restart = self.tracker.observe_boot(hb.boot_id, hb.cameras.keys())
         lines = self._event_lines([restart] if restart else [])
         if restart is not None or hb.state != self._state:
             old, self._state = self._state, hb.state

@@ -130,7 +130,7 @@ def test_tracker_restart_resets_sequences() -> None:
     tracker.observe(old, "cam1", 500)
     assert tracker.observe(new, "cam1", 0) == [Restart(old, new)]
     assert tracker.last_seq("cam1") == 0
-    assert tracker.observe_boot(new) is None
+    assert tracker.observe_boot(new, ["cam1"]) is None
 
 
 def test_printer_reports_malformed_and_unknown_messages() -> None:
@@ -213,3 +213,16 @@ def test_tail_rejects_an_invalid_endpoint() -> None:
 def test_main_with_count_zero_exits_cleanly(bus: tuple[Context, zmq.Socket[bytes], str]) -> None:
     _, _, endpoint = bus
     assert main(["--connect", endpoint, "--count", "0"]) == 0
+
+
+def test_two_daemons_behind_one_proxy_are_not_reported_as_restarts() -> None:
+    tracker = SequenceTracker()
+    boot_a, boot_b = new_boot_id(), new_boot_id()
+    events = []
+    for seq in range(3):
+        events += tracker.observe(boot_a, "line1_cam", seq)
+        events += tracker.observe(boot_b, "line2_cam", seq)
+    assert events == []
+    restarted = tracker.observe(new_boot_id(), "line1_cam", 0)
+    assert [type(e) for e in restarted] == [Restart]
+    assert tracker.observe(boot_b, "line2_cam", 3) == []
