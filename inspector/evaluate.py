@@ -80,7 +80,9 @@ def load_mask(test: TestImage, image_shape: tuple[int, ...], inspector: Inspecto
     return np.asarray(crop[:, :, 0] > MASK_ON)
 
 
-def score_category(inspector: Inspector, tests: list[TestImage], progress: Progress | None) -> CategoryEval:
+def score_category(
+    name: str, inspector: Inspector, tests: list[TestImage], progress: Progress | None
+) -> CategoryEval:
     """Score every test image; returns everything the report needs."""
     scores, maps, masks, crops = [], [], [], []
     elapsed = 0.0
@@ -97,7 +99,7 @@ def score_category(inspector: Inspector, tests: list[TestImage], progress: Progr
         if progress:
             progress(len(batch))
     return CategoryEval(
-        name="",
+        name=name,
         image_paths=[str(t.path) for t in tests],
         labels=np.array([int(t.defect_type != GOOD) for t in tests]),
         defect_types=[t.defect_type for t in tests],
@@ -124,8 +126,9 @@ def evaluate_category(
     calibrate_gallery(gallery, config.model, config.calibration,
                       progress=progress(f"{category.name} calibrate", len(train)) if progress else None)
     inspector = Inspector.from_gallery(gallery, config.model)
-    ev = score_category(inspector, tests, progress(f"{category.name} test", len(tests)) if progress else None)
-    return CategoryEval(**{**ev.__dict__, "name": category.name})
+    return score_category(
+        category.name, inspector, tests, progress(f"{category.name} test", len(tests)) if progress else None
+    )
 
 
 def run_eval(
