@@ -44,6 +44,7 @@ SHADOW_DEPTH = 0.45
 # Defects.
 MASK_WEIGHT_THRESHOLD = 0.25  # a pixel belongs to the mask when the defect weight reaches this
 MAX_PLACEMENT_TRIES = 60
+DENT_DEPTH_GREY = 80.0  # darkening at the bottom of a dent, grey levels
 DEFECT_ZONE_FRAC = (0.13, 0.375)  # radial band of the part surface where defects are placed
 
 
@@ -227,29 +228,25 @@ def _polyline_coverage(scene: _Scene, pts_img: npt.NDArray[np.float64], thick: i
 
 
 def _dent(scene: _Scene, rng: np.random.Generator) -> FloatArray:
-    """Shaded elliptical dent, or (one time in three) a drilled hole in the wrong place."""
+    """Shaded elliptical dent with a lit rim.
+
+    (No "extra drilled hole" variant: a misplaced hole looks locally like a bolt hole, and SPADE, which matches
+    every location against all locations of the nearest good parts, does not see purely positional anomalies;
+    see docs/quality.md.)
+    """
     scale = scene.scale
     semi_a = rng.uniform(11.0, 16.0) * scale
     semi_b = semi_a * rng.uniform(0.6, 0.9)
     centre = _to_image(scene, _sample_surface_point(rng, scene.size, semi_a + 3.0 * scale)[None])[0]
     rot = rng.uniform(0, np.pi)
-    is_hole = rng.uniform() < 1.0 / 3.0
     dx, dy = scene.xs - np.float32(centre[0]), scene.ys - np.float32(centre[1])
-    if is_hole:
-        d = np.hypot(dx, dy)
-        hole_r = 0.8 * semi_b
-        inside = _cov(hole_r - d)
-        ring = _bevel(d - hole_r, BEVEL_W_PX * scale)
-        scene.part -= _f32(40.0 * ring * np.cos(np.arctan2(dy, dx) - scene.light_dir))[..., None]
-        scene.alpha *= 1.0 - inside
-        return _f32(np.maximum(inside, ring))
     ex = (np.cos(rot) * dx + np.sin(rot) * dy) / semi_a
     ey = (-np.sin(rot) * dx + np.cos(rot) * dy) / semi_b
     rho = np.hypot(ex, ey)
     inside = np.clip((1.0 - rho) * semi_b + 0.5, 0.0, 1.0)
     lit = (dx * np.cos(scene.light_dir) + dy * np.sin(scene.light_dir)) / np.float32(semi_a)
     rim = np.exp(-(((rho - 1.0) / 0.07) ** 2)) * np.clip(lit, 0.0, 1.0) * (rho < 1.15)
-    delta = inside * (-50.0 - 75.0 * lit * (0.3 + 0.7 * rho * rho)) + 70.0 * rim
+    delta = inside * (-DENT_DEPTH_GREY - 75.0 * lit * (0.3 + 0.7 * rho * rho)) + 70.0 * rim
     scene.part += _f32(delta)[..., None]
     return _f32(np.maximum(inside, rim > 0.1))
 
