@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from inspector.cli_daemon import add_daemon_commands
+from inspector.proxy import add_proxy_command
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     add_daemon_commands(sub)
+    add_proxy_command(sub)
     return parser
 
 

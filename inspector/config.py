@@ -22,6 +22,7 @@ from inspector.wire import CAMERA_NAME_PATTERN
 
 BackboneName = Literal["efficientnet_lite0", "resnet18", "resnet50", "wide_resnet50_2"]
 ImageScoreMode = Literal["knn_pooled", "map_max", "map_top_mean", "knn_plus_map"]
+StageFusion = Literal["mean", "scaled_mean", "scaled_geomean"]
 Precision = Literal["float32", "tf32", "bfloat16"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -45,29 +46,34 @@ class ModelConfig(StrictModel):
     crop_px: int = Field(224, ge=32, le=4096, description="Centre crop side in pixels.")
     keep_aspect: bool = Field(
         False,
-        description="Resize the shorter side to resize_px keeping the aspect ratio, then crop the centre "
-        "crop_px square, instead of squashing the image to resize_px x resize_px.",
+        description="Letterbox instead of squashing: scale the longer side to resize_px keeping the aspect "
+        "ratio, pad to a resize_px square with black (never scored), then take the centre crop_px square.",
     )
     image_k: int = Field(50, ge=1, le=10_000, description="k nearest gallery images for the image score.")
-    pixel_k: int = Field(50, ge=1, le=10_000, description="K nearest gallery images searched per location.")
+    pixel_k: int = Field(10, ge=1, le=10_000, description="K nearest gallery images searched per location.")
     stages: tuple[int, ...] = Field(
         (0, 1, 2), min_length=1, max_length=3, description="Pyramid stages used: 0=stride 4, 1=8, 2=16."
     )
     blur_sigma_px: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian blur sigma on the map (0=off).")
     neighbourhood_px: int = Field(
-        1, ge=1, le=7, description="Average each feature with its n x n neighbourhood before matching (1=off)."
+        3, ge=1, le=7, description="Average each feature with its n x n neighbourhood before matching (1=off)."
     )
     image_score: ImageScoreMode = Field(
-        "knn_pooled",
+        "map_max",
         description="knn_pooled: the paper's kNN distance of the pooled feature; map_max: max of the anomaly "
         "map; map_top_mean: mean of the top 1% of the map; knn_plus_map: sum of both, each normalised by its "
         "calibration median.",
+    )
+    stage_fusion: StageFusion = Field(
+        "scaled_geomean",
+        description="How per-stage maps are combined: mean (the paper), scaled_mean (each stage divided by its "
+        "mean distance on normal images first), scaled_geomean (geometric mean of the scaled stages).",
     )
     device: DeviceName = Field("auto", description="auto picks CUDA when present, else CPU.")
     precision: Precision = Field("float32", description="Distance arithmetic; tf32/bfloat16 only on CUDA.")
     batch_size: int = Field(8, ge=1, le=1024, description="Images per backbone batch.")
     distance_chunk_mb: int = Field(
-        256, ge=8, le=65_536, description="Upper bound on one distance block's memory in MiB."
+        64, ge=8, le=65_536, description="Upper bound on one distance block's memory in MiB."
     )
 
     @model_validator(mode="after")
@@ -134,7 +140,7 @@ class WorkerConfig(StrictModel):
     warmup: bool = Field(True, description="Score one blank batch before reporting ready.")
     stall_timeout_s: float = Field(
         30.0,
-        gt=0.0,
+        ge=1.0,
         le=3600.0,
         description="The worker counts as hung (no systemd WATCHDOG=1, heartbeat worker_alive false) when "
         "one pipeline step takes longer than this many seconds.",
@@ -149,13 +155,13 @@ class InspectorConfig(BaseSettings):
         env_prefix="INSPECTOR_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
     )
 
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     cameras: list[CameraConfig] = Field(
         default_factory=list, max_length=MAX_CAMERAS, description="Cameras (names unique)."
     )
-    worker: WorkerConfig = Field(default_factory=WorkerConfig)  # type: ignore[arg-type]
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)  # type: ignore[arg-type]
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -1,0 +1,235 @@
+"""Tests for inspector.app: the in-process daemon lifecycle with real cameras, ZeroMQ, HTTP and sd_notify."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zmq
+from conftest import LabelledVideo, SyntheticGallery, free_port
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from inspector.app import Daemon
+from inspector.capture import CameraConfig
+from inspector.config import BatchingConfig, InspectorConfig, WorkerConfig
+from inspector.gallery import GalleryError
+from inspector.metrics import MetricsConfig
+from inspector.publisher import BusConfig
+from inspector.sdnotify import SdNotifier
+from inspector.wire import decode_heartbeat, decode_verdict
+
+Context = zmq.Context[zmq.Socket[bytes]]
+WAIT_S = 60.0
+VIDEO_FRAMES = 12
+WATCHDOG_USEC = "200000"
+
+
+@dataclass
+class Recorder:
+    """Collects sd_notify datagrams and bus messages in background threads."""
+
+    notify: list[tuple[float, str]] = field(default_factory=list)
+    verdicts: list[tuple[str, int, str]] = field(default_factory=list)
+    heartbeats: list[tuple[float, str, dict[str, bool]]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def notified(self, text: str) -> list[float]:
+        return [t for t, msg in self.notify if text in msg]
+
+
+def wait_until(condition: object, what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        threading.Event().wait(0.05)
+
+
+def listen_notify(sock: socket.socket, rec: Recorder) -> None:
+    sock.settimeout(0.1)
+    while not rec.stop.is_set():
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        rec.notify.append((time.monotonic(), data.decode()))
+
+
+def listen_bus(sub: zmq.Socket[bytes], rec: Recorder) -> None:
+    while not rec.stop.is_set():
+        if not sub.poll(50):
+            continue
+        parts = sub.recv_multipart()
+        if parts[0] == b"heartbeat":
+            hb = decode_heartbeat(parts)
+            rec.heartbeats.append((time.monotonic(), hb.state, {n: c.up for n, c in hb.cameras.items()}))
+        else:
+            _, header, _ = decode_verdict(parts)
+            rec.verdicts.append((header.camera, header.seq, header.verdict))
+
+
+@pytest.fixture
+def harness() -> Iterator[tuple[Context, Recorder, socket.socket, str]]:
+    """A ZeroMQ context, a recorder, and a bound NOTIFY_SOCKET datagram socket (short path for AF_UNIX)."""
+    ctx: Context = zmq.Context()
+    rec = Recorder()
+    folder = tempfile.mkdtemp(prefix="sdn", dir="/tmp")
+    path = f"{folder}/notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    threads = [threading.Thread(target=listen_notify, args=(sock, rec), daemon=True)]
+    threads[0].start()
+    yield ctx, rec, sock, path
+    rec.stop.set()
+    threads[0].join()
+    sock.close()
+    Path(path).unlink(missing_ok=True)
+    Path(folder).rmdir()
+    ctx.destroy(linger=0)  # also closes sockets a failed test left open, so teardown cannot hang
+
+
+def daemon_config(gallery: Path, cameras: list[CameraConfig], port: int) -> InspectorConfig:
+    return InspectorConfig(
+        cameras=cameras,
+        worker=WorkerConfig(gallery=gallery),
+        batching=BatchingConfig(max_batch=4, max_wait_ms=20.0, deadline_ms=30_000.0),
+        bus=BusConfig(bind=f"tcp://127.0.0.1:{port}", heartbeat_interval_s=0.2, linger_ms=1000),
+        metrics=MetricsConfig(port=0),
+        shutdown_timeout_s=20.0,
+    )
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5.0) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_daemon_is_ready_only_after_start_up_then_publishes_every_frame_and_stops_cleanly(
+    synthetic_gallery: SyntheticGallery,
+    labelled_video: LabelledVideo,
+    harness: tuple[Context, Recorder, socket.socket, str],
+) -> None:
+    ctx, rec, _, notify_path = harness
+    video, labels = labelled_video("line", VIDEO_FRAMES, seed=3)
+    port = free_port()
+    cameras = [
+        CameraConfig(name="line", source=str(video), fps=10.0, queue_size=64),
+        CameraConfig(
+            name="ghost", source="http://127.0.0.1:9/none.mjpg", open_timeout_s=0.5, retry_max_s=1.0
+        ),
+    ]
+    config = daemon_config(synthetic_gallery.path, cameras, port)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    bus_thread = threading.Thread(target=listen_bus, args=(sub, rec), daemon=True)
+    bus_thread.start()
+    env = {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": WATCHDOG_USEC}
+    notifier = SdNotifier(env)
+    daemon = Daemon(config, ctx, CollectorRegistry(), notifier, env)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    runner.start()
+    try:
+        check_lifecycle(daemon, rec, labels)
+    finally:
+        daemon.request_stop("test")
+        runner.join(WAIT_S)
+        rec.stop.set()
+        bus_thread.join()
+        sub.close(linger=0)
+        notifier.close()
+    assert codes == [0]
+    assert rec.notified("STOPPING=1") and rec.notified("STATUS=")
+    summary = daemon.summary()["cameras"]
+    assert summary["line"]["published"] == VIDEO_FRAMES and summary["line"]["unaccounted"] == 0
+    assert summary["ghost"] == {
+        "captured": 0,
+        "published": 0,
+        "verdicts": {},
+        "dropped": {},
+        "unaccounted": 0,
+    }
+    assert daemon.metrics_port is not None
+    assert_released(daemon.metrics_port)
+
+
+def assert_released(port: int) -> None:
+    """Nothing listens on the port any more (SO_REUSEADDR: closed connections in TIME_WAIT do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+
+
+def check_lifecycle(daemon: Daemon, rec: Recorder, labels: list[str | None]) -> None:
+    """Readiness, watchdog, verdicts, heartbeat state and metrics of a running daemon."""
+
+    wait_until(lambda: rec.notified("READY=1"), "READY=1")
+    ready_at = rec.notified("READY=1")[0]
+    assert daemon.ready_event.is_set() and daemon.metrics_port
+    assert not [t for t in rec.notified("WATCHDOG=1") if t < ready_at], "watchdog pinged before ready"
+    wait_until(lambda: len(rec.notified("WATCHDOG=1")) >= 3, "watchdog pings while the worker progresses")
+    wait_until(
+        lambda: len([v for v in rec.verdicts if v[0] == "line"]) >= VIDEO_FRAMES, "every frame's verdict"
+    )
+
+    line = sorted((s, v) for c, s, v in rec.verdicts if c == "line")
+    assert line == [(i, "PASS" if lab is None else "FAIL") for i, lab in enumerate(labels)]
+    # The file camera ends (not a fault); ghost never comes up, so the daemon reports itself degraded.
+    expected_heartbeat = ("degraded", {"line": False, "ghost": False})
+    wait_until(lambda: rec.heartbeats[-1][1:] == expected_heartbeat, "degraded heartbeat, camera ghost down")
+    assert daemon.metrics_port is not None
+    samples = scrape(daemon.metrics_port)
+    assert samples[("inspector_ready", ())] == 1.0
+    assert samples[("inspector_frames_captured_total", (("camera", "line"),))] == VIDEO_FRAMES
+    fails = sum(1 for lab in labels if lab is not None)
+    assert samples[("inspector_verdicts_total", (("camera", "line"), ("verdict", "FAIL")))] == fails
+    assert samples[("inspector_camera_reconnects_total", (("camera", "ghost"),))] >= 1
+
+
+def test_stop_requested_during_start_up_exits_0_without_ready(
+    synthetic_gallery: SyntheticGallery,
+    labelled_video: LabelledVideo,
+    harness: tuple[Context, Recorder, socket.socket, str],
+) -> None:
+    ctx, rec, _, notify_path = harness
+    video, _ = labelled_video("line", 4, seed=3)
+    config = daemon_config(
+        synthetic_gallery.path, [CameraConfig(name="line", source=str(video))], free_port()
+    )
+    env = {"NOTIFY_SOCKET": notify_path}
+    with SdNotifier(env) as notifier:
+        daemon = Daemon(config, ctx, CollectorRegistry(), notifier, env)
+        daemon.request_stop("test")
+        assert daemon.run() == 0
+    wait_until(lambda: rec.notified("STOPPING=1"), "STOPPING=1")
+    assert not rec.notified("READY=1") and not daemon.ready_event.is_set()
+
+
+def test_start_up_failure_raises_and_releases_the_bus_and_metrics_ports(
+    tmp_path: Path, labelled_video: LabelledVideo, harness: tuple[Context, Recorder, socket.socket, str]
+) -> None:
+    ctx, _, _, _ = harness
+    video, _ = labelled_video("line", 4, seed=3)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a gallery")
+    bus_port, metrics_port = free_port(), free_port()
+    config = daemon_config(broken, [CameraConfig(name="line", source=str(video))], bus_port)
+    config.metrics = MetricsConfig(port=metrics_port)
+    daemon = Daemon(config, ctx, CollectorRegistry(), SdNotifier({}), {})
+    with pytest.raises(GalleryError, match="broken.safetensors"):
+        daemon.run()
+    for port in (bus_port, metrics_port):
+        assert_released(port)
