@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up on a fresh machine: Python venv with the pinned torch, the package, and
-# (for tests) the Debian tools the integration tests start: ffmpeg, prometheus (promtool), systemd-analyze.
+# (with --test) the Debian tools the integration tests start.
 # Usage: tools/bootstrap.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +22,15 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 if [ "${1:-}" = "--test" ]; then
+    # ffmpeg serves the MJPEG camera; prometheus (with promtool) scrapes the daemon; systemd-analyze verifies
+    # the units; gcc, pkg-config, libzmq3-dev, libcjson-dev build the integration guide's C subscriber.
     need=()
-    command -v ffmpeg >/dev/null || need+=(ffmpeg)
-    command -v promtool >/dev/null || need+=(prometheus)
-    command -v systemd-analyze >/dev/null || need+=(systemd)
+    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
     if [ ${#need[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
-            echo "bootstrap: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+            echo "bootstrap: missing Debian packages ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
             exit 1
         fi
         apt-get update -qq
