@@ -32,6 +32,7 @@ from inspector.gallery_build import utc_now
 REAL_WEIGHTS_BACKBONE = "efficientnet_lite0"  # the only backbone whose weights ship with the package
 GFLOP = 1e9
 MS_PER_S = 1e3
+UNIT_SCALES = [1.0, 1.0, 1.0]  # stage scales for the uncalibrated in-memory gallery (timing only)
 FLOPS_PER_MAC = 2
 FLOOR_STAGES = ("backbone", "image_knn", "pixel_match")  # stages with an arithmetic (FLOP) floor
 SEED = 0
@@ -175,7 +176,8 @@ def _time_batch(
         timings: dict[str, float] = {}
         feats, prepared = engine.extract(images, timings)
         for k, inspector in inspectors.items():
-            raw = inspector.raw_scores(feats, prepared.valid)
+            scales = UNIT_SCALES[: len(inspector.config.stages)]
+            raw = inspector.raw_scores(feats, prepared.valid, None, scales)
             samples[k].append({**timings, **raw.timings_ms})
         reps += 1
     return samples, reps
@@ -187,7 +189,8 @@ def bench_backbone(name: str, st: Settings, images: list[np.ndarray]) -> list[Ro
     feats, valid = _batch_features(engine, images[:1])
     gallery = synthetic_gallery(engine, feats, st.gallery_size)
     inspectors = {k: Inspector(e, gallery, require_calibration=False) for k, e in per_k.items()}
-    inspectors[min(st.ks)].raw_scores(feats, valid)  # warm-up of the matching path (batch 1, smallest K)
+    warm = inspectors[min(st.ks)]  # warm-up of the matching path (batch 1, smallest K)
+    warm.raw_scores(feats, valid, None, UNIT_SCALES[: len(warm.config.stages)])
     shapes = {s: (t.shape[1], t.shape[2], t.shape[3]) for s, t in feats.stages.items()}
     bb_gflop = backbone_gflop(engine, st.crop_px)
     rows = []
