@@ -109,8 +109,11 @@ class Daemon:
         """
         try:
             self._start()
-        except BaseException:
-            self._log.error("startup_failed", exc_info=True)
+        except BaseException as exc:
+            self._log.error("startup_failed", error=str(exc), error_type=type(exc).__name__)
+            self._capture_stop.set()
+            if self._capture is not None:
+                self._capture.stop(CAPTURE_STOP_TIMEOUT_S)
             self._close_outputs()
             raise
         if self.ready_event.is_set():

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+OMP_WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+OMP_WAIT_POLICY_DEFAULT = "PASSIVE"
+
+# The model worker shares CPU cores with the camera processes. With libgomp's default (threads spin while
+# waiting), PyTorch on CPU became ~50x slower whenever another process was busy (measured on 2 cores: 650
+# instead of 13 ms per frame); passive waiting removes that. libgomp reads the variable once, when torch is
+# first imported, which is why the CLI sets it before anything imports torch. An explicit value in the
+# environment (e.g. OMP_WAIT_POLICY=ACTIVE on a dedicated machine) wins.
+os.environ.setdefault(OMP_WAIT_POLICY_ENV, OMP_WAIT_POLICY_DEFAULT)
 
 from inspector.cli_daemon import add_daemon_commands
 from inspector.proxy import add_proxy_command
@@ -90,10 +101,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the synthetic demo line, build and calibrate a gallery, and score its test parts."""
-    from inspector.demo import run_demo
+    """The embedded demo: the daemon on a synthetic line video (or, with --offline, gallery + offline scoring)."""
+    if args.offline:
+        from inspector.demo import run_demo
 
-    return run_demo(args.workdir, sys.stdout)
+        return run_demo(args.workdir, sys.stdout)
+    from inspector.demo_daemon import run_daemon_demo
+
+    return run_daemon_demo(args.workdir, sys.stdout)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -169,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the embedded synthetic demo (no camera, GPU or external data)")
     d.add_argument("--workdir", type=Path, default=Path("demo"))
+    d.add_argument(
+        "--offline", action="store_true", help="build a gallery and score test images instead of running the daemon"
+    )
     d.set_defaults(func=cmd_demo)
 
     add_daemon_commands(sub)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
+import zmq
 
 from inspector.batching import Batcher
 from inspector.capture import Frame
@@ -239,7 +240,7 @@ class Pipeline:
         )
         try:
             self._publisher.publish_verdict(header, outcome.mask)
-        except (PublisherError, ValueError) as exc:
+        except (PublisherError, ValueError, zmq.ZMQError) as exc:
             self._ledger.drop_claimed(frame, DROP_PUBLISH_FAILED)
             frame_logger(self._log, frame.camera, frame.seq).error("publish_failed", error=str(exc))
             return False

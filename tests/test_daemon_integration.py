@@ -249,6 +249,9 @@ def test_two_cameras_deliver_verdicts_survive_a_camera_outage_and_metrics_agree(
         wait_until(lambda: len(got.of("net")) >= 5 and len(got.of("file")) >= 3, "verdicts from both cameras")
 
         server = check_outage(server, mjpeg_server, net_port, got)
+        assert daemon.proc.poll() is None, "the daemon died during the camera outage"
+        # Heartbeats told subscribers about the outage: ready with both cameras, degraded without one.
+        assert {"ready", "degraded"} <= set(got.states)
 
         wait_until(lambda: ended(daemon, "file"), "the file camera to reach the end of its video")
         server.kill()  # the network camera goes down for good, so the daemon goes quiet
@@ -305,11 +308,12 @@ def check_metrics_agree(samples: dict[tuple[str, frozenset[tuple[str, str]]], fl
 
 def check_final_summary(daemon: DaemonProcess, got: Received) -> None:
     stopped = daemon.wait_event("daemon_stopped", WAIT_S)
+    # Everything was flushed before the process exited; give the SUB thread a moment to read it.
+    wait_until(lambda: got.states and got.states[-1] == "stopping", "the final 'stopping' heartbeat", 5.0)
     for camera, counts in stopped["cameras"].items():
         assert counts["published"] == len(got.of(camera))
         assert counts["unaccounted"] == 0
     assert daemon.event("daemon_stopping") is not None
-    assert got.states[-1] == "stopping"
 
 
 def ended(daemon: DaemonProcess, camera: str) -> bool:
@@ -396,6 +400,7 @@ format = "json"
         assert counts["unaccounted"] == 0
         assert set(counts["dropped"]) <= {"queue_full", "channel_busy"}, counts["dropped"]
         assert counts["captured"] == counts["published"] + sum(counts["dropped"].values())
+        wait_until(lambda: len(sub.got.of("burst")) >= counts["published"], "the last verdicts", 5.0)
         seqs = [seq for _, seq, _, _ in sub.got.of("burst")]
         assert len(seqs) == counts["published"] == len(set(seqs))
         assert daemon.event("shutdown_incomplete") is None

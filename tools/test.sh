@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh --test
+# Spinning OpenMP threads slow PyTorch ~50x when test processes share the 2 cores (see inspector/cli.py).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,299 @@
+"""Daemon benchmark: capture-to-publish latency and throughput for N file cameras, next to the engine's own speed.
+
+Runs everything on this machine: builds a small gallery of synthetic parts, writes one video per camera,
+measures the engine alone (``Inspector.score`` on batches of ``max_batch`` frames), then runs the real
+daemon in-process twice (cameras paced at ``--fps``, then offered more than it can take at
+``--saturate-fps``) while a ZeroMQ subscriber records every verdict's ``latency_ms.end_to_end``.
+
+    .venv/bin/python tools/bench_daemon.py            # 4 cameras, 160 px frames, crop 128, max_batch 4
+    .venv/bin/python tools/bench_daemon.py --resize-px 256 --crop-px 224 --size-px 256
+"""
+
+from __future__ import annotations
+
+import os
+
+# As `inspector run` does (see inspector.cli_daemon): passive OpenMP waiting, set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+from prometheus_client import CollectorRegistry
+
+from inspector.app import Daemon
+from inspector.capture import CameraConfig
+from inspector.config import BatchingConfig, InspectorConfig, ModelConfig, WorkerConfig
+from inspector.demo_daemon import DEMO_MODEL, DaemonDemoSettings, build_demo_gallery
+from inspector.demo_data import write_demo_video
+from inspector.engine import Inspector
+from inspector.logs import LoggingConfig, configure_logging
+from inspector.metrics import MetricsConfig
+from inspector.publisher import BusConfig
+from inspector.sdnotify import SdNotifier
+from inspector.wire import decode_verdict
+
+MS_PER_S = 1000.0
+VIDEO_FRAMES = 40
+DEFECT_EVERY = 4
+ENGINE_WARMUP_S = 5.0
+ENGINE_MEASURE_S = 10.0
+READY_TIMEOUT_S = 300.0
+JOIN_TIMEOUT_S = 120.0
+POLL_MS = 50
+FIRST_CAMERA_SEED = 100
+PERCENTILES = (50.0, 99.0)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """What one daemon run measured inside its measurement window."""
+
+    label: str
+    offered_fps: float
+    captured_fps: float
+    published: int
+    throughput_fps: float
+    p50_ms: float
+    p99_ms: float
+    mean_batch: float
+    dropped: dict[str, int]
+    verdicts: dict[str, int]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cameras", type=int, default=4, help="file cameras (default 4)")
+    p.add_argument("--fps", type=float, default=5.0, help="paced phase: frames/s per camera (default 5)")
+    p.add_argument("--saturate-fps", type=float, default=25.0, help="saturated phase: frames/s per camera")
+    p.add_argument("--max-batch", type=int, default=4, help="batching.max_batch (default 4)")
+    p.add_argument("--max-wait-ms", type=float, default=20.0, help="batching.max_wait_ms (default 20)")
+    p.add_argument("--warmup-s", type=float, default=3.0, help="seconds ignored after ready (default 3)")
+    p.add_argument("--measure-s", type=float, default=20.0, help="measurement window per phase (default 20)")
+    p.add_argument("--size-px", type=int, default=160, help="video frame side (default 160)")
+    p.add_argument("--resize-px", type=int, default=DEMO_MODEL.resize_px)
+    p.add_argument("--crop-px", type=int, default=DEMO_MODEL.crop_px)
+    p.add_argument("--gallery-images", type=int, default=30)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--model",
+        choices=["demo", "defaults"],
+        default="demo",
+        help="SPADE settings: the demo's small ones (default) or the engine's defaults",
+    )
+    return p.parse_args(argv)
+
+
+def engine_ms_per_frame(gallery: Path, runtime: ModelConfig, frames: list[np.ndarray], batch: int) -> float:
+    """Median Inspector.score time per frame on batches of ``batch`` frames, after a timed warm-up.
+
+    PyTorch on CPU is several times slower on its first calls (kernel selection, allocator), so batches
+    are scored for ENGINE_WARMUP_S before ENGINE_MEASURE_S of measurement.
+    """
+    inspector = Inspector.from_gallery(gallery, runtime)
+    batches = [frames[i : i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+    per_frame: list[float] = []
+    started = time.monotonic()
+    index = 0
+    while time.monotonic() - started < ENGINE_WARMUP_S + ENGINE_MEASURE_S:
+        t0 = time.perf_counter()
+        inspector.score(batches[index % len(batches)])
+        if time.monotonic() - started >= ENGINE_WARMUP_S:
+            per_frame.append((time.perf_counter() - t0) * MS_PER_S / batch)
+        index += 1
+    return float(np.median(per_frame))
+
+
+def read_frames(video: Path) -> list[np.ndarray]:
+    """Decoded frames of a video file."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    frames: list[np.ndarray] = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    return frames
+
+
+def phase_config(
+    args: argparse.Namespace, videos: list[Path], gallery: Path, runtime: ModelConfig, fps: float
+) -> InspectorConfig:
+    """Daemon configuration of one phase: looping paced file cameras, bus on a free port, no metrics."""
+    cameras = [
+        CameraConfig(name=f"cam{i}", source=str(v), fps=fps, loop=True, queue_size=8)
+        for i, v in enumerate(videos)
+    ]
+    return InspectorConfig(
+        model=runtime,
+        cameras=cameras,
+        worker=WorkerConfig(gallery=gallery),
+        batching=BatchingConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, deadline_ms=60_000.0),
+        bus=BusConfig(bind="tcp://127.0.0.1:*"),
+        metrics=MetricsConfig(enabled=False),
+        logging=LoggingConfig(level="warning"),
+    )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Daemon counters at one instant, all cameras together."""
+
+    captured: int
+    dropped: dict[str, int]
+    batches: float
+    batched_frames: float
+
+
+def _totals(daemon: Daemon) -> Totals:
+    """Frames captured, dropped (by reason) and batched so far."""
+    captured = 0
+    dropped: dict[str, int] = {}
+    for counts in daemon.summary()["cameras"].values():
+        captured += counts["captured"]
+        for reason, n in counts["dropped"].items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    registry = daemon.metrics.registry
+    batches = registry.get_sample_value("inspector_batch_size_count") or 0.0
+    frames = registry.get_sample_value("inspector_batch_size_sum") or 0.0
+    return Totals(captured, dropped, batches, frames)
+
+
+def _wait_all_cameras(sub: zmq.Socket[bytes], cameras: int) -> None:
+    """Consume verdicts until every camera delivered one (camera processes take seconds to start)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while len(seen) < cameras:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only cameras {sorted(seen)} delivered frames")
+        if sub.poll(POLL_MS):
+            _, header, _ = decode_verdict(sub.recv_multipart())
+            seen.add(header.camera)
+
+
+def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, offered: float) -> PhaseResult:
+    """Run the daemon; measure for ``measure_s`` once every camera delivers and ``warmup_s`` passed; stop."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    daemon = Daemon(config, context, CollectorRegistry(), SdNotifier({}), {})
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    if not daemon.ready_event.wait(READY_TIMEOUT_S):
+        raise RuntimeError(f"{label}: the daemon did not become ready")
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
+    sub.connect(daemon.publisher.endpoint)
+    _wait_all_cameras(sub, len(config.cameras))
+    start = time.monotonic() + args.warmup_s
+    end = start + args.measure_s
+    latencies: list[float] = []
+    verdicts: dict[str, int] = {}
+    first: Totals | None = None
+    while time.monotonic() < end:
+        if first is None and time.monotonic() >= start:
+            first = _totals(daemon)
+        if not sub.poll(POLL_MS):
+            continue
+        parts = sub.recv_multipart()
+        if first is None:
+            continue  # warm-up: queues filling, first batches
+        _, header, _ = decode_verdict(parts)
+        latencies.append(header.latency_ms["end_to_end"])
+        verdicts[header.verdict] = verdicts.get(header.verdict, 0) + 1
+    last = _totals(daemon)
+    daemon.request_stop("benchmark phase done")
+    runner.join(JOIN_TIMEOUT_S)
+    sub.close(linger=0)
+    context.term()
+    base = first or Totals(0, {}, 0.0, 0.0)
+    dropped = {r: n - base.dropped.get(r, 0) for r, n in last.dropped.items()}
+    p50, p99 = [float(np.percentile(latencies, q)) if latencies else 0.0 for q in PERCENTILES]
+    captured_fps = (last.captured - base.captured) / args.measure_s
+    throughput = len(latencies) / args.measure_s
+    batches = last.batches - base.batches
+    mean_batch = (last.batched_frames - base.batched_frames) / batches if batches else 0.0
+    return PhaseResult(
+        label, offered, captured_fps, len(latencies), throughput, p50, p99, mean_batch, dropped, verdicts
+    )
+
+
+def report(
+    args: argparse.Namespace,
+    runtime: ModelConfig,
+    engine: tuple[float, float],
+    phases: list[PhaseResult],
+) -> None:
+    """Print the results: the engine's time per frame (before and after the daemon runs), then each phase."""
+    device = "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
+    engine_ms = sum(engine) / len(engine)
+    print(
+        f"bench_daemon: {args.cameras} file cameras, {args.size_px}px frames, {args.model} model settings, "
+        f"resize {runtime.resize_px} "
+        f"crop {runtime.crop_px}, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms:g}, "
+        f"device {device}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"engine alone (Inspector.score, batch {args.max_batch}): {engine_ms:.1f} ms/frame "
+        f"= {MS_PER_S / engine_ms:.1f} frames/s (before daemon runs {engine[0]:.1f}, after {engine[1]:.1f})"
+    )
+    for ph in phases:
+        per_frame = MS_PER_S / ph.throughput_fps if ph.throughput_fps else float("inf")
+        drops = ", ".join(f"{r} {n}" for r, n in sorted(ph.dropped.items()) if n) or "none"
+        print(
+            f"daemon {ph.label:<9} offered {ph.offered_fps:5.1f} fps, captured {ph.captured_fps:5.1f}, "
+            f"published {ph.throughput_fps:5.1f} fps = {per_frame:5.1f} ms/frame "
+            f"({per_frame / engine_ms:.2f}x engine) | mean batch {ph.mean_batch:.1f} | end-to-end p50 "
+            f"{ph.p50_ms:.0f} ms, p99 {ph.p99_ms:.0f} ms | {dict(sorted(ph.verdicts.items()))} | dropped: {drops}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print one line per measurement."""
+    args = parse_args(argv)
+    configure_logging("warning", "console")
+    base = DEMO_MODEL if args.model == "demo" else ModelConfig()
+    runtime = base.model_copy(
+        update={"resize_px": args.resize_px, "crop_px": args.crop_px, "device": args.device}
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_daemon_") as tmp:
+        work = Path(tmp)
+        settings = DaemonDemoSettings(size_px=args.size_px, gallery_images=args.gallery_images, model=runtime)
+        gallery = build_demo_gallery(work, settings)
+        videos = []
+        for i in range(args.cameras):
+            videos.append(work / f"cam{i}.avi")
+            write_demo_video(
+                videos[-1], VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i
+            )
+        frames = read_frames(videos[0])
+        engine_before = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        phases = [
+            run_phase(
+                "paced", phase_config(args, videos, gallery, runtime, args.fps), args, args.fps * args.cameras
+            ),
+            run_phase(
+                "saturated",
+                phase_config(args, videos, gallery, runtime, args.saturate_fps),
+                args,
+                args.saturate_fps * args.cameras,
+            ),
+        ]
+        engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        report(args, runtime, (engine_before, engine_after), phases)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
