@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import cv2
 import zmq
 from prometheus_client import CollectorRegistry
 
 from inspector.app import Daemon
 from inspector.capture import CameraConfig
 from inspector.config import BatchingConfig, CalibrationConfig, InspectorConfig, ModelConfig, WorkerConfig
-from inspector.demo_data import write_demo_video
+from inspector.demo_data import write_demo_video, write_good_part_images
 from inspector.gallery_build import build_gallery, calibrate_gallery
 from inspector.logs import LoggingConfig, configure_logging
 from inspector.metrics import MetricsConfig
@@ -61,22 +60,9 @@ class DaemonDemoSettings:
 
 def build_demo_gallery(workdir: Path, settings: DaemonDemoSettings) -> Path:
     """Build and calibrate a gallery from known-good parts filmed by the same (MJPG) camera."""
-    folder = workdir / "good_parts"
-    folder.mkdir(parents=True, exist_ok=True)
-    video = workdir / "good_parts.avi"
-    n = settings.gallery_images
-    write_demo_video(video, n, settings.fps, n + 1, settings.size_px, settings.gallery_seed)
-    cap = cv2.VideoCapture(str(video))
-    images: list[Path] = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        path = folder / f"{len(images):03d}.png"
-        if not cv2.imwrite(str(path), frame):
-            raise OSError(f"cannot write {path}")
-        images.append(path)
-    cap.release()
+    images = write_good_part_images(
+        workdir / "good_parts", settings.gallery_images, settings.fps, settings.size_px, settings.gallery_seed
+    )
     gallery = workdir / "line1.gallery"
     build_gallery(images, gallery, settings.model)
     calibrate_gallery(gallery, settings.model, CalibrationConfig())

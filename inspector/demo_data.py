@@ -441,3 +441,33 @@ def write_demo_video(
         writer.release()
     labels_path(path).write_text(json.dumps(labels))
     return labels
+
+
+def read_video_frames(path: Path) -> list[UInt8Array]:
+    """Every frame of a video file, decoded by OpenCV (BGR)."""
+    cap = cv2.VideoCapture(str(path))
+    frames: list[UInt8Array] = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(np.asarray(image, dtype=np.uint8))
+    cap.release()
+    return frames
+
+
+def write_good_part_images(folder: Path, n_images: int, fps: float, size_px: int, seed: int) -> list[Path]:
+    """Known-good parts as PNGs that went through the demo camera's MJPG encoding.
+
+    A gallery built from these shares the live frames' image domain (PNG-only galleries score every JPEG
+    frame a little higher).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / "good_parts.avi"
+    write_demo_video(video, n_images, fps, n_images + 1, size_px, seed)
+    images: list[Path] = []
+    for index, frame in enumerate(read_video_frames(video)):
+        target = folder / f"good_{index:03d}.png"
+        _write_png(target, frame)
+        images.append(target)
+    return images

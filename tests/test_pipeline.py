@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import zmq
-from conftest import LabelledVideo, SyntheticGallery, read_video_frames
+from conftest import LabelledVideo, SyntheticGallery
 from prometheus_client import CollectorRegistry
 
 from inspector.batching import Batcher
 from inspector.capture import CameraConfig, Frame
 from inspector.config import BatchingConfig, InspectorConfig, WorkerConfig
+from inspector.demo_data import read_video_frames
 from inspector.metrics import InspectorMetrics
 from inspector.pipeline import DROP_PUBLISH_FAILED, DROP_SHUTDOWN_TIMEOUT, FrameLedger, Pipeline
 from inspector.publisher import BusConfig, Publisher

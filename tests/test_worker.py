@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LabelledVideo, SyntheticGallery, build_synthetic_gallery, read_video_frames
+from conftest import LabelledVideo, SyntheticGallery, build_synthetic_gallery
 
 from inspector.capture import CameraConfig, Frame
 from inspector.config import InspectorConfig, WorkerConfig
+from inspector.demo_data import read_video_frames
 from inspector.engine import STAGE_NAMES as ENGINE_STAGES
 from inspector.engine import Inspector
 from inspector.gallery import load_gallery

@@ -34,7 +34,7 @@ from inspector.app import Daemon
 from inspector.capture import CameraConfig
 from inspector.config import BatchingConfig, InspectorConfig, ModelConfig, WorkerConfig
 from inspector.demo_daemon import DEMO_MODEL, DaemonDemoSettings, build_demo_gallery
-from inspector.demo_data import write_demo_video
+from inspector.demo_data import read_video_frames, write_demo_video
 from inspector.engine import Inspector
 from inspector.logs import LoggingConfig, configure_logging
 from inspector.metrics import MetricsConfig
@@ -112,21 +112,6 @@ def engine_ms_per_frame(gallery: Path, runtime: ModelConfig, frames: list[np.nda
             per_frame.append((time.perf_counter() - t0) * MS_PER_S / batch)
         index += 1
     return float(np.median(per_frame))
-
-
-def read_frames(video: Path) -> list[np.ndarray]:
-    """Decoded frames of a video file."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    frames: list[np.ndarray] = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    cap.release()
-    return frames
 
 
 def phase_config(
@@ -277,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_demo_video(
                 videos[-1], VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i
             )
-        frames = read_frames(videos[0])
+        frames = read_video_frames(videos[0])
         engine_before = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
         phases = [
             run_phase(
