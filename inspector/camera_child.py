@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from inspector.capture import (
+from inspector.capture_types import (
     EVENT_DOWN,
     EVENT_ENDED,
     EVENT_ERROR,

@@ -1,4 +1,4 @@
-"""Camera capture: one spawned process per camera feeding bounded, drop-oldest channels to the daemon.
+"""Camera capture, parent side: one spawned process per camera feeding bounded, drop-oldest channels.
 
 Design: each camera runs in its own "spawn" process (the parent imports torch, so no fork) that opens the
 source, reads, and reconnects with exponential backoff. Frames travel through a bounded multiprocessing
@@ -9,9 +9,8 @@ parent's monitor thread kills a child that passes its deadline (a hung read()) o
 it had in flight as "process_restart", and respawns it with fresh channels; seq continues from shared
 memory. Stopping closes a pipe the child polls (unlike an Event, safe when a waiter was killed).
 
-This module is the parent side plus the config, constants and types both sides share; the loop that runs
-inside a camera process lives in ``inspector.camera_child``, which imports from here (never the reverse at
-import time, so a spawned child can import its entry point without a cycle).
+The loop inside a camera process lives in ``inspector.camera_child``; the config, types and constants both
+sides share live in ``inspector.capture_types`` and are re-exported here unchanged.
 """
 
 from __future__ import annotations
@@ -22,21 +21,46 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.queues import Queue as MpQueue
-from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import cv2
-import numpy as np
-import numpy.typing as npt
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SourceKind = Literal["auto", "device", "url", "file", "folder", "gstreamer"]
-URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
+from inspector.camera_child import child_main
+from inspector.capture_types import *  # re-exports every shared name (capture_types.__all__) unchanged
+from inspector.capture_types import (
+    CHILD_DROP_SLOTS,
+    DROP_PENDING_FULL,
+    DROP_PROCESS_RESTART,
+    DROP_STOP_TIMEOUT,
+    EVENT_CAPTURED,
+    EVENT_DOWN,
+    EVENT_DROPPED_PREFIX,
+    EVENT_ERROR,
+    EVENT_RECONNECT,
+    EVENT_RESTART,
+    F_DEADLINE,
+    F_LAST_FRAME_AT,
+    I_ENDED,
+    I_RECONNECTS,
+    I_SEQ,
+    I_UP,
+    N_FLOATS,
+    N_INTS,
+    CameraConfig,
+    CameraStats,
+    CaptureError,
+    Clock,
+    EventHook,
+    EventItem,
+    Frame,
+    FrameItem,
+    StopSignal,
+)
+
 WATCHDOG_MARGIN_S = 2.0  # slack on top of a child's own timeout before the parent kills it
 STARTUP_GRACE_S = 60.0  # a freshly spawned child may take this long to import and arm its watchdog
 MONITOR_INTERVAL_S = 0.05
@@ -44,117 +68,7 @@ WAIT_SLICE_S = 0.1  # get_frames re-checks stop and new channels this often
 STOP_TIMEOUT_S = 5.0
 EVENT_QUEUE_SIZE = 64
 
-# Event names passed to on_event(camera, name, value).
-EVENT_UP = "up"  # value 1.0: source opened
-EVENT_DOWN = "down"  # value: seconds until the next attempt (0.0 when none)
-EVENT_ENDED = "ended"  # file/folder source finished without loop
-EVENT_ERROR = "error"  # non-fatal problem (unreadable image) or child crash
-EVENT_RESTART = "restart"  # parent killed/restarted a hung or dead child process
-EVENT_CAPTURED = "captured"  # value: frames captured since the last call
-EVENT_RECONNECT = "reconnect"  # value: reopen attempts since the last call
-EVENT_DROPPED_PREFIX = "dropped:"  # + reason; value: frames dropped since the last call
-
-# Drop reasons. Child side: counted in shared memory. Parent side: counted by CameraProcess.
-DROP_QUEUE_FULL = "queue_full"  # channel full: the oldest queued frame was discarded
-DROP_CHANNEL_BUSY = "channel_busy"  # the child gave up enqueueing (PUT_ATTEMPTS): the new frame was discarded
-DROP_PROCESS_RESTART = "process_restart"  # in flight when a hung/dead child was killed
-DROP_STOP_TIMEOUT = "stop_timeout"  # in flight when a child had to be killed at stop
-DROP_PENDING_FULL = "pending_full"  # parent drain buffer overflowed (should not happen)
-
-# Shared-memory slots written by the child (single writer), read by the parent.
-I_SEQ, I_RECONNECTS, I_UP, I_ENDED, I_DROP_QUEUE_FULL, I_DROP_CHANNEL_BUSY = range(6)
-N_INTS = 6
-F_DEADLINE, F_LAST_FRAME_AT = range(2)
-N_FLOATS = 2
-CHILD_DROP_SLOTS = {DROP_QUEUE_FULL: I_DROP_QUEUE_FULL, DROP_CHANNEL_BUSY: I_DROP_CHANNEL_BUSY}
-
-Image = npt.NDArray[np.uint8]
-FrameItem = tuple[int, float, float, str | None, Image]  # seq, captured_at, monotonic_at, part_id, image
-EventItem = tuple[str, float, str]  # name, value, message
-Clock = Callable[[], float]
 _T = TypeVar("_T")
-EventHook = Callable[[str, str, float], None]
-
-
-class CaptureError(RuntimeError):
-    """A camera configuration that cannot work on this host (e.g. GStreamer missing)."""
-
-
-class StopSignal(Protocol):
-    """Anything with is_set(): a threading.Event or a multiprocessing Event."""
-
-    def is_set(self) -> bool: ...
-
-
-class CameraConfig(BaseModel):
-    """One camera of the ``[[cameras]]`` config list."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique name used in logs and frames.")
-    source: str = Field(
-        min_length=1, description='Device index "0", URL, video file, folder or GStreamer pipeline.'
-    )
-    kind: SourceKind = Field("auto", description="Source type; auto guesses it from source.")
-    fps: float | None = Field(
-        None, gt=0, le=1000, description="File/folder pacing, frames/s; None: file rate."
-    )
-    loop: bool = Field(False, description="File/folder sources restart at the end.")
-    as_fast_as_possible: bool = Field(False, description="File/folder sources are read without pacing.")
-    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds allowed to open the source.")
-    read_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds without a frame before reconnect.")
-    retry_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect wait in seconds (doubles).")
-    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect wait in seconds.")
-    queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered; when full the oldest is dropped.")
-    gallery: Path | None = Field(None, description="Per-camera gallery override (used by the worker).")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CameraConfig:
-        if self.retry_max_s < self.retry_initial_s:
-            raise ValueError(f"camera {self.name}: retry_max_s must be >= retry_initial_s")
-        if self.resolved_kind() == "device" and not self.source.strip().isdigit():
-            raise ValueError(f"camera {self.name}: kind device needs a device index, got {self.source!r}")
-        return self
-
-    def resolved_kind(self) -> str:
-        """Return the concrete source kind, guessing it from ``source`` when kind is auto."""
-        if self.kind != "auto":
-            return self.kind
-        src = self.source.strip()
-        if src.isdigit():
-            return "device"
-        if src.lower().startswith(URL_SCHEMES):
-            return "url"
-        if "!" in src:
-            return "gstreamer"
-        return "folder" if Path(src).is_dir() else "file"
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One captured image. ``seq`` counts per camera from 0; a gap means frames were dropped."""
-
-    camera: str
-    seq: int
-    captured_at: float  # wall clock (injected clock), seconds
-    monotonic_at: float  # time.monotonic() in the child, seconds
-    image: Image  # BGR uint8, HxWx3
-    part_id: str | None = None  # folder sources: the image file's stem
-
-
-@dataclass(frozen=True)
-class CameraStats:
-    """Counters of one camera. After stop and a full drain, captured == delivered + sum(dropped)."""
-
-    captured: int
-    delivered: int
-    dropped_by_reason: dict[str, int]
-    reconnects: int
-    restarts: int
-    up: bool
-    ended: bool
-    last_frame_at: float | None
-    last_error: str
 
 
 def gstreamer_available() -> bool:
@@ -231,8 +145,6 @@ class CameraProcess:
         frames: MpQueue[FrameItem] = self._ctx.Queue(self.config.queue_size)
         events: MpQueue[EventItem] = self._ctx.Queue(EVENT_QUEUE_SIZE)
         stop_reader, stop_writer = self._ctx.Pipe(duplex=False)
-        from inspector.camera_child import child_main  # deferred: camera_child imports this module
-
         self._floats[F_DEADLINE] = time.monotonic() + STARTUP_GRACE_S
         process = self._ctx.Process(
             target=child_main,

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def model_config(**fields: Any) -> ModelConfig:
+    """A validated model config: pydantic fills the defaults."""
+    return ModelConfig.model_validate(fields)
+
+
+def calibration_config(**fields: Any) -> CalibrationConfig:
+    """A validated calibration config."""
+    return CalibrationConfig.model_validate(fields)

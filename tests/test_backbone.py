@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import model_config as _model
 
 from inspector import backbone as backbone_module
 from inspector.backbone import (
@@ -24,7 +24,7 @@ from inspector.backbone import (
     build_backbone,
     lite0_weights_path,
 )
-from inspector.config import BackboneName, ModelConfig
+from inspector.config import BackboneName
 from inspector.gallery import file_sha256
 
 INPUT_PX = 128
@@ -36,11 +36,6 @@ RESNET18_CHANNELS = (64, 128, 256)
 RESNET18_POOLED = 512
 SUBPROCESS_TIMEOUT_S = 240
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _model(**fields: Any) -> ModelConfig:
-    """A validated model config (pydantic fills the defaults; keeps mypy --strict happy without a plugin)."""
-    return ModelConfig.model_validate(fields)
 
 
 def _one_line_error_naming(exc: BaseException, path: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import free_port
 from pydantic import ValidationError
 
 from inspector.capture import (
@@ -96,13 +96,6 @@ def assert_accounted(manager: CaptureManager) -> None:
 
 def by_camera(frames: list[Frame], name: str) -> list[Frame]:
     return [f for f in frames if f.camera == name]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def is_listening(port: int) -> bool:

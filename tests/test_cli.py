@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from conftest import model_config as _model
 
 from inspector.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREADABLE, main
-from inspector.config import ModelConfig
 from inspector.demo_data import write_dataset
 from inspector.engine import Inspector
 from inspector.gallery import load_gallery
@@ -42,11 +41,6 @@ TEXT_LINE = re.compile(
     r"\tarea=(?P<area>\d+)px$"
 )
 JSON_FIELDS = {"path", "score", "threshold", "verdict", "defect_area_px"}
-
-
-def _model(**fields: Any) -> ModelConfig:
-    """A validated model config (pydantic fills the defaults; keeps mypy --strict happy without a plugin)."""
-    return ModelConfig.model_validate(fields)
 
 
 def _png(path: Path) -> np.ndarray:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import calibration_config as _calibration
+from conftest import model_config as _model
 
-from inspector.config import CalibrationConfig, ModelConfig
+from inspector.config import ModelConfig
 from inspector.demo_data import write_dataset
 from inspector.engine import STAGE_NAMES, EngineError, Inspector, ScoreResult, resolve_device
 from inspector.gallery import GalleryError, file_sha256, load_gallery, save_gallery, update_calibration
@@ -25,16 +26,6 @@ BATCH_RTOL = 1e-4
 CFG = ModelConfig.model_validate(
     {"resize_px": SIZE_PX, "crop_px": CROP_PX, "image_score": "map_max", "image_k": 5, "pixel_k": 5}
 )
-
-
-def _model(**fields: Any) -> ModelConfig:
-    """A validated model config (pydantic fills the defaults; keeps mypy --strict happy without a plugin)."""
-    return ModelConfig.model_validate(fields)
-
-
-def _calibration(**fields: Any) -> CalibrationConfig:
-    """A validated calibration config."""
-    return CalibrationConfig.model_validate(fields)
 
 
 @pytest.fixture(scope="module")

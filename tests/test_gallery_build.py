@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -38,16 +37,6 @@ CFG = ModelConfig.model_validate(
 CAL = CalibrationConfig.model_validate(
     {"target_false_reject_rate": IMAGE_RATE, "pixel_target_rate": PIXEL_RATE}
 )
-
-
-def _model(**fields: Any) -> ModelConfig:
-    """A validated model config (pydantic fills the defaults; keeps mypy --strict happy without a plugin)."""
-    return ModelConfig.model_validate(fields)
-
-
-def _calibration(**fields: Any) -> CalibrationConfig:
-    """A validated calibration config."""
-    return CalibrationConfig.model_validate(fields)
 
 
 @pytest.fixture(scope="module")

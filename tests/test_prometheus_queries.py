@@ -7,7 +7,6 @@ import math
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from conftest import free_port
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -58,14 +58,6 @@ class GalleryFile(Protocol):
     """What this file uses of conftest's ``synthetic_gallery`` fixture (a calibrated demo gallery)."""
 
     path: Path
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

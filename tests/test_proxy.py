@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import pytest
 import zmq
+from conftest import free_port
 
 from inspector.demo_data import write_demo_video
 from inspector.proxy import (
@@ -435,14 +436,6 @@ class GalleryFile(Protocol):
     """What this file uses of conftest's ``synthetic_gallery`` fixture (a calibrated demo gallery)."""
 
     path: Path
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_daemon_config(

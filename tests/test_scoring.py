@@ -7,13 +7,14 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from conftest import calibration_config as _calibration
+from conftest import model_config as _model
 
-from inspector.config import CalibrationConfig, ModelConfig
+from inspector.config import ModelConfig
 from inspector.demo_data import write_dataset
 from inspector.engine import FeatureEngine, Inspector, ScoreResult
 from inspector.gallery import load_gallery
@@ -48,16 +49,6 @@ TEXT_LINE = re.compile(
     r"^(?P<path>\S+)\tscore=(?P<score>[\d.]+)\tthreshold=(?P<thr>[\d.]+)\t(?P<verdict>PASS|FAIL)"
     r"\tarea=(?P<area>\d+)px$"
 )
-
-
-def _model(**fields: Any) -> ModelConfig:
-    """A validated model config (pydantic fills the defaults; keeps mypy --strict happy without a plugin)."""
-    return ModelConfig.model_validate(fields)
-
-
-def _calibration(**fields: Any) -> CalibrationConfig:
-    """A validated calibration config."""
-    return CalibrationConfig.model_validate(fields)
 
 
 def _png(path: Path) -> np.ndarray:
