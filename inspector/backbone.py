@@ -52,16 +52,16 @@ class BackboneSpec:
 class FeatureExtractor(nn.Module):
     """Wraps a frozen CNN; forward returns (pooled [B, D], [stride-4, stride-8, stride-16] maps)."""
 
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:  # pragma: no cover
         raise NotImplementedError
 
 
 class Lite0Extractor(FeatureExtractor):
     """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``): blocks 1, 2, 4 and the pooled conv head."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         m: Any = self.model  # timm/torchvision modules expose their layers as untyped attributes
@@ -78,10 +78,6 @@ class Lite0Extractor(FeatureExtractor):
 
 class ResNetExtractor(FeatureExtractor):
     """torchvision ResNet family: layer1-3 and the average-pooled layer4, as in the SPADE paper."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         m: Any = self.model  # timm/torchvision modules expose their layers as untyped attributes
