@@ -218,18 +218,29 @@ def test_stop_requested_during_start_up_exits_0_without_ready(
     assert not rec.notified("READY=1") and not daemon.ready_event.is_set()
 
 
-def test_start_up_failure_raises_and_releases_the_bus_and_metrics_ports(
-    tmp_path: Path, labelled_video: LabelledVideo, harness: tuple[Context, Recorder, socket.socket, str]
+@pytest.mark.parametrize("corruption", ["garbage", "truncated"])
+def test_corrupt_gallery_is_refused_before_ready_and_releases_the_bus_and_metrics_ports(
+    tmp_path: Path,
+    labelled_video: LabelledVideo,
+    harness: tuple[Context, Recorder, socket.socket, str],
+    synthetic_gallery: SyntheticGallery,
+    corruption: str,
 ) -> None:
-    ctx, _, _, _ = harness
+    ctx, rec, _, notify_path = harness
     video, _ = labelled_video("line", 4, seed=3)
     broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(b"not a gallery")
+    good = synthetic_gallery.path.read_bytes()
+    broken.write_bytes(b"not a gallery" if corruption == "garbage" else good[: len(good) - 100])
     bus_port, metrics_port = free_port(), free_port()
     config = daemon_config(broken, [CameraConfig(name="line", source=str(video))], bus_port)
     config.metrics = MetricsConfig(port=metrics_port)
-    daemon = Daemon(config, ctx, CollectorRegistry(), SdNotifier({}), {})
+    notifier = SdNotifier({"NOTIFY_SOCKET": notify_path})
+    daemon = Daemon(config, ctx, CollectorRegistry(), notifier, {})
     with pytest.raises(GalleryError, match="broken.safetensors"):
         daemon.run()
+    notifier.status("test-sentinel")  # datagrams arrive in order: once this is seen, any READY=1 would be too
+    wait_until(lambda: rec.notified("STATUS=test-sentinel"), "sentinel")
+    notifier.close()
+    assert not rec.notified("READY=1") and not daemon.ready_event.is_set()
     for port in (bus_port, metrics_port):
         assert_released(port)
