@@ -15,7 +15,15 @@ import torch
 from inspector import spade
 from inspector.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.config import ModelConfig
-from inspector.gallery import Calibration, Gallery, GalleryError, GalleryManifest, Preprocessing, SpadeParams, load_gallery
+from inspector.gallery import (
+    Calibration,
+    Gallery,
+    GalleryError,
+    GalleryManifest,
+    Preprocessing,
+    SpadeParams,
+    load_gallery,
+)
 from inspector.preprocess import Prepared, PreprocessSpec, prepare_batch
 
 MIB = 1 << 20
