@@ -70,14 +70,14 @@ def _calibrate(gallery: Path, cfg: Any, normal: list[Path] | None, gallery_image
 
 def cmd_gallery_calibrate(args: argparse.Namespace) -> int:
     """Calibrate (or re-calibrate) a gallery's thresholds."""
-    from inspector.gallery import load_gallery
+    from inspector.gallery import read_manifest
     from inspector.gallery_build import list_images
 
     cfg = _load_config(args.config)
     if args.target_frr is not None:
         cfg.calibration.target_false_reject_rate = args.target_frr
     normal = list_images(args.normal_dir) if args.normal_dir else None
-    return _calibrate(args.gallery, cfg, normal, load_gallery(args.gallery).manifest.image_count)
+    return _calibrate(args.gallery, cfg, normal, read_manifest(args.gallery).image_count)
 
 
 def cmd_gallery_info(args: argparse.Namespace) -> int:

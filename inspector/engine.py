@@ -22,6 +22,7 @@ from inspector.gallery import (
     GalleryManifest,
     Preprocessing,
     SpadeParams,
+    check_expected,
     load_gallery,
 )
 from inspector.preprocess import Prepared, PreprocessSpec, prepare_batch
@@ -211,16 +212,17 @@ class Inspector:
             BackboneError: the weights file is missing or wrong.
             EngineError: the gallery is not calibrated.
         """
-        header = load_gallery(path)
-        if require_calibration and header.manifest.calibration is None:
+        gallery = load_gallery(path)  # read and hashed once; then checked against the backbone it names
+        if require_calibration and gallery.manifest.calibration is None:
             raise EngineError(f"gallery {path}: not calibrated (run inspector gallery calibrate --gallery {path})")
-        config = config_from_manifest(header.manifest, runtime)
+        config = config_from_manifest(gallery.manifest, runtime)
         engine = FeatureEngine(config)
-        gallery = load_gallery(
+        check_expected(
             path,
-            expect_backbone=engine.spec.name,
-            expect_weights_sha256=engine.spec.weights_sha256,
-            expect_preprocessing=manifest_preprocessing(config, engine.spec),
+            gallery.manifest,
+            engine.spec.name,
+            engine.spec.weights_sha256,
+            manifest_preprocessing(config, engine.spec),
         )
         check_feature_shapes(path, gallery.manifest, engine.spec, config)
         return cls(engine, gallery, require_calibration)

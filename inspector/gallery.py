@@ -33,7 +33,7 @@ __all__ = [
     "FLOAT16_MAX", "GALLERY_FORMAT_VERSION", "HASH_CHUNK_BYTES", "HEADER_LEN_BYTES", "MANIFEST_KEY",
     "MAX_HEADER_BYTES", "POOLED_NAME", "STORAGE_DTYPES", "VALID_STAGES", "Calibration", "Gallery",
     "GalleryError", "GalleryManifest", "Preprocessing", "SourceImage", "SpadeParams", "UtcTimestamp",
-    "content_sha256", "file_sha256", "load_gallery", "save_gallery", "stage_name", "update_calibration",
+    "check_expected", "content_sha256", "file_sha256", "load_gallery", "read_manifest", "save_gallery", "stage_name", "update_calibration",
 ]
 
 MANIFEST_KEY = "inspector_manifest"
@@ -320,13 +320,14 @@ def _check_tensors(path: Path, manifest: GalleryManifest, tensors: dict[str, tor
             raise GalleryError(path, f"wrong shapes: {name} is {shape}, manifest says {want}")
 
 
-def _check_expected(
+def check_expected(
     path: Path,
     manifest: GalleryManifest,
     backbone: str | None,
     weights_sha256: str | None,
     preprocessing: Preprocessing | None,
 ) -> None:
+    """Refuse (GalleryError naming the file) a manifest whose backbone, weights or preprocessing differ."""
     if backbone is not None and manifest.backbone != backbone:
         raise GalleryError(path, f"backbone mismatch: expected {backbone!r}, found {manifest.backbone!r}")
     if weights_sha256 is not None and manifest.weights_sha256 != weights_sha256.lower():
@@ -346,6 +347,12 @@ def _load_stored(path: Path) -> tuple[GalleryManifest, dict[str, torch.Tensor]]:
     tensors = _read_tensors(path)
     _check_tensors(path, manifest, tensors)
     return manifest, tensors
+
+
+def read_manifest(path: Path) -> GalleryManifest:
+    """The validated manifest alone, without reading or hashing the tensors (for counts and settings)."""
+    path = Path(path)
+    return _parse_manifest(path, _read_header(path))
 
 
 def load_gallery(
@@ -372,7 +379,7 @@ def load_gallery(
     """
     path = Path(path)
     manifest, tensors = _load_stored(path)
-    _check_expected(path, manifest, expect_backbone, expect_weights_sha256, expect_preprocessing)
+    check_expected(path, manifest, expect_backbone, expect_weights_sha256, expect_preprocessing)
     as_f32 = {name: t.to(torch.float32).contiguous() for name, t in tensors.items()}
     stages = {s: as_f32[stage_name(s)] for s in sorted(manifest.stages)}
     return Gallery(manifest=manifest, pooled=as_f32[POOLED_NAME], stages=stages)

@@ -28,6 +28,7 @@ from inspector.gallery import (
     SpadeParams,
     file_sha256,
     load_gallery,
+    read_manifest,
     save_gallery,
     update_calibration,
 )
@@ -506,3 +507,16 @@ def test_created_at_must_be_rfc3339_utc(stamp: str, valid: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="created_at"):
             GalleryManifest.model_validate(data)
+
+
+def test_read_manifest_validates_the_header_without_reading_the_tensors(tmp_path: Path) -> None:
+    path = tmp_path / "g.safetensors"
+    manifest, _ = _stored(path)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0x01  # tensor bytes: only a full load (which hashes them) notices
+    path.write_bytes(bytes(data))
+    assert read_manifest(path).content_sha256 == manifest["content_sha256"]
+    assert _refused(path) == "content hash mismatch (file is corrupt or was modified)"
+    path.write_bytes(b"not a gallery")
+    with pytest.raises(GalleryError, match=str(path)):
+        read_manifest(path)
