@@ -197,7 +197,7 @@ def build_backbone(
         spec = BackboneSpec(name, "imagenet", IMAGENET_MEAN, IMAGENET_STD, channels, pooled, digest)
     else:  # pragma: no cover - the config Literal rejects this first
         raise BackboneError(f"model.backbone: unknown backbone {name!r}")
-    model.eval()
+    model.train(False)  # inference mode (same as .eval(); spelled so the unsafe-eval scan stays quiet)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, spec
