@@ -1,52 +1,22 @@
-"""Shared fixtures of the daemon tests: a small calibrated gallery of synthetic parts and labelled demo videos."""
+"""Shared fixtures: a small calibrated gallery of synthetic parts and labelled demo videos."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from inspector.config import CalibrationConfig, ModelConfig
-from inspector.demo_daemon import DEMO_MODEL
-from inspector.demo_data import write_demo_video, write_good_part_images
-from inspector.gallery_build import build_gallery, calibrate_gallery
-
-FRAME_SIDE_PX = 160
-GALLERY_IMAGES = 30
-GALLERY_SEED = 7
-VIDEO_FPS = 10.0
-DEFECT_EVERY = 4
-# Small and fast on 2 CPU cores: the demo's pinned settings (every setting that moves scores is explicit,
-# not left to the engine's defaults, which are tuned for 224 px crops); map_max splits the synthetic parts cleanly.
-TEST_MODEL = DEMO_MODEL
-
-LabelledVideo = Callable[..., tuple[Path, list[str | None]]]
-
-
-@dataclass(frozen=True)
-class SyntheticGallery:
-    """A calibrated gallery built from known-good demo frames."""
-
-    path: Path
-    model: ModelConfig
-    content_hash: str
-
-
-def build_synthetic_gallery(folder: Path, n_images: int, seed: int) -> SyntheticGallery:
-    """Build and calibrate a gallery from ``n_images`` good parts of a demo video.
-
-    The good parts go through the same MJPG encoding as the cameras' videos, so the gallery and the live
-    frames share one image domain (PNG-only galleries score every JPEG frame a little higher).
-    """
-    images = write_good_part_images(folder, n_images, VIDEO_FPS, FRAME_SIDE_PX, seed)
-    gallery = folder / "gallery.safetensors"
-    manifest = build_gallery(images, gallery, TEST_MODEL)
-    calibrate_gallery(gallery, TEST_MODEL, CalibrationConfig())
-    return SyntheticGallery(gallery, TEST_MODEL, manifest.content_sha256)
+from inspector.demo.data import write_demo_video
+from tests.support import (
+    DEFECT_EVERY,
+    FRAME_SIDE_PX,
+    GALLERY_IMAGES,
+    GALLERY_SEED,
+    VIDEO_FPS,
+    LabelledVideo,
+    SyntheticGallery,
+    build_synthetic_gallery,
+)
 
 
 @pytest.fixture(scope="session")
@@ -65,21 +35,3 @@ def labelled_video(tmp_path: Path) -> LabelledVideo:
         return path, labels
 
     return make
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def model_config(**fields: Any) -> ModelConfig:
-    """A validated model config: pydantic fills the defaults."""
-    return ModelConfig.model_validate(fields)
-
-
-def calibration_config(**fields: Any) -> CalibrationConfig:
-    """A validated calibration config."""
-    return CalibrationConfig.model_validate(fields)

@@ -11,10 +11,9 @@ daemon in-process twice (cameras paced at ``--fps``, then offered more than it c
 
 from __future__ import annotations
 
-import os
+import inspector as _package  # noqa: F401 - first: sets OMP_WAIT_POLICY before torch loads
 
-# As `inspector run` does (see inspector.cli_daemon): passive OpenMP waiting, set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# isort: split
 
 import argparse
 import sys
@@ -30,17 +29,22 @@ import torch
 import zmq
 from prometheus_client import CollectorRegistry
 
-from inspector.app import Daemon
-from inspector.capture import CameraConfig
-from inspector.config import BatchingConfig, InspectorConfig, ModelConfig, WorkerConfig
-from inspector.demo_daemon import DEMO_MODEL, DaemonDemoSettings, build_demo_gallery
-from inspector.demo_data import read_video_frames, write_demo_video
-from inspector.engine import Inspector
-from inspector.logs import LoggingConfig, configure_logging
-from inspector.metrics import MetricsConfig
-from inspector.publisher import BusConfig
-from inspector.sdnotify import SdNotifier
-from inspector.wire import decode_verdict
+from inspector.bus.wire import decode_verdict
+from inspector.config.batching import BatchingConfig
+from inspector.config.bus import BusConfig
+from inspector.config.camera import CameraConfig
+from inspector.config.logs import LoggingConfig
+from inspector.config.metrics import MetricsConfig
+from inspector.config.model import ModelConfig
+from inspector.config.root import InspectorConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.config.worker import WorkerConfig
+from inspector.daemon.lifecycle import Daemon
+from inspector.demo.daemon import DEMO_MODEL, DaemonDemoSettings, build_demo_gallery
+from inspector.demo.data import read_video_frames, write_demo_video
+from inspector.model.engine import Inspector
+from inspector.ops.logs import configure_logging
+from inspector.ops.sdnotify import SdNotifier
 
 MS_PER_S = 1000.0
 VIDEO_FRAMES = 40
@@ -94,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def engine_ms_per_frame(gallery: Path, runtime: ModelConfig, frames: list[np.ndarray], batch: int) -> float:
+def engine_ms_per_frame(gallery: Path, runtime: RuntimeConfig, frames: list[np.ndarray], batch: int) -> float:
     """Median Inspector.score time per frame on batches of ``batch`` frames, after a timed warm-up.
 
     PyTorch on CPU is several times slower on its first calls (kernel selection, allocator), so batches
@@ -115,7 +119,7 @@ def engine_ms_per_frame(gallery: Path, runtime: ModelConfig, frames: list[np.nda
 
 
 def phase_config(
-    args: argparse.Namespace, videos: list[Path], gallery: Path, runtime: ModelConfig, fps: float
+    args: argparse.Namespace, videos: list[Path], gallery: Path, runtime: RuntimeConfig, fps: float
 ) -> InspectorConfig:
     """Daemon configuration of one phase: looping paced file cameras, bus on a free port, no metrics."""
     cameras = [
@@ -123,7 +127,7 @@ def phase_config(
         for i, v in enumerate(videos)
     ]
     return InspectorConfig(
-        model=runtime,
+        runtime=runtime,
         cameras=cameras,
         worker=WorkerConfig(gallery=gallery),
         batching=BatchingConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, deadline_ms=60_000.0),
@@ -147,7 +151,7 @@ def _totals(daemon: Daemon) -> Totals:
     """Frames captured, dropped (by reason) and batched so far."""
     captured = 0
     dropped: dict[str, int] = {}
-    for counts in daemon.summary()["cameras"].values():
+    for counts in daemon.status.summary()["cameras"].values():
         captured += counts["captured"]
         for reason, n in counts["dropped"].items():
             dropped[reason] = dropped.get(reason, 0) + n
@@ -216,7 +220,8 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
 
 def report(
     args: argparse.Namespace,
-    runtime: ModelConfig,
+    model: ModelConfig,
+    runtime: RuntimeConfig,
     engine: tuple[float, float],
     phases: list[PhaseResult],
 ) -> None:
@@ -225,8 +230,8 @@ def report(
     engine_ms = sum(engine) / len(engine)
     print(
         f"bench_daemon: {args.cameras} file cameras, {args.size_px}px frames, {args.model} model settings, "
-        f"resize {runtime.resize_px} "
-        f"crop {runtime.crop_px}, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms:g}, "
+        f"resize {model.resize_px} "
+        f"crop {model.crop_px}, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms:g}, "
         f"device {device}, torch threads {torch.get_num_threads()}"
     )
     print(
@@ -249,12 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning", "console")
     base = DEMO_MODEL if args.model == "demo" else ModelConfig()
-    runtime = base.model_copy(
-        update={"resize_px": args.resize_px, "crop_px": args.crop_px, "device": args.device}
-    )
+    model = base.model_copy(update={"resize_px": args.resize_px, "crop_px": args.crop_px})
+    runtime = RuntimeConfig(device=args.device)
     with tempfile.TemporaryDirectory(prefix="bench_daemon_") as tmp:
         work = Path(tmp)
-        settings = DaemonDemoSettings(size_px=args.size_px, gallery_images=args.gallery_images, model=runtime)
+        settings = DaemonDemoSettings(
+            size_px=args.size_px, gallery_images=args.gallery_images, model=model, runtime=runtime
+        )
         gallery = build_demo_gallery(work, settings)
         videos = []
         for i in range(args.cameras):
@@ -276,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
         engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
-        report(args, runtime, (engine_before, engine_after), phases)
+        report(args, model, runtime, (engine_before, engine_after), phases)
     return 0
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import inspector as _package  # noqa: F401 - first: sets OMP_WAIT_POLICY before torch loads
+
+# isort: split
+
 import argparse
 import os
 import statistics
@@ -14,20 +18,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from inspector.backbone import build_backbone
-from inspector.config import ModelConfig
-from inspector.demo_data import render_part
-from inspector.engine import (
-    STAGE_NAMES,
-    FeatureEngine,
-    Features,
-    Inspector,
-    manifest_preprocessing,
-    resolve_device,
-    spade_params,
-)
-from inspector.gallery import Gallery, GalleryManifest, SourceImage
-from inspector.gallery_build import utc_now
+from inspector.config.model import ModelConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.core.names import COMPUTE_STAGES as STAGE_NAMES
+from inspector.demo.parts import render_part
+from inspector.model.build import utc_now
+from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, resolve_device
+from inspector.model.gallery import Gallery
+from inspector.model.manifest import GalleryManifest, SourceImage
+from inspector.model.settings import manifest_preprocessing, spade_params
 
 REAL_WEIGHTS_BACKBONE = "efficientnet_lite0"  # the only backbone whose weights ship with the package
 GFLOP = 1e9
@@ -38,6 +37,7 @@ FLOOR_STAGES = ("backbone", "image_knn", "pixel_match")  # stages with an arithm
 SEED = 0
 FAKE_SHA256 = "0" * 64
 DEFAULTS = ModelConfig.model_validate({})
+RUNTIME_DEFAULTS = RuntimeConfig()
 STAGE_HEADS = {
     "preprocess": "prep",
     "backbone": "backbone",
@@ -150,12 +150,11 @@ def synthetic_gallery(engine: FeatureEngine, feats: Features, n: int) -> Gallery
 def build_engines(name: str, st: Settings) -> tuple[FeatureEngine, dict[int, FeatureEngine], str]:
     """One extractor shared by an engine per K (pixel_k is all that differs); returns them and the weights kind."""
     weights = "real" if name == REAL_WEIGHTS_BACKBONE else "random"
-    base = ModelConfig.model_validate(
-        {"backbone": name, "resize_px": st.resize_px, "crop_px": st.crop_px, "device": st.device.type}
-    )
-    backbone = build_backbone(base, random_weights=weights == "random")
-    engine = FeatureEngine(base, st.device, backbone)
-    per_k = {k: FeatureEngine(base.model_copy(update={"pixel_k": k}), st.device, backbone) for k in st.ks}
+    base = ModelConfig.model_validate({"backbone": name, "resize_px": st.resize_px, "crop_px": st.crop_px})
+    runtime = RuntimeConfig(device=st.device.type)
+    backbones = BackboneCache(random_weights=weights == "random")
+    engine = FeatureEngine(base, runtime, backbones)
+    per_k = {k: FeatureEngine(base.model_copy(update={"pixel_k": k}), runtime, backbones) for k in st.ks}
     return engine, per_k, weights
 
 
@@ -268,7 +267,7 @@ def header_lines(st: Settings, gemm: tuple[float, float]) -> list[str]:
         (
             f"images: synthetic demo parts {st.image_px}px -> resize {st.resize_px} -> crop {st.crop_px}; "
             f"ModelConfig defaults: stages {DEFAULTS.stages}, image_k {DEFAULTS.image_k}, "
-            f"sigma {DEFAULTS.blur_sigma_px} px, distance chunk {DEFAULTS.distance_chunk_mb} MiB"
+            f"sigma {DEFAULTS.blur_sigma_px} px, distance chunk {RUNTIME_DEFAULTS.distance_chunk_mb} MiB"
         ),
         "floor = (backbone FLOPs + distance FLOPs) / GEMM rate; preprocess and up+blur have no FLOP floor",
         (

@@ -8,6 +8,10 @@ then checked end to end (calibration included) with ``inspector eval``.
 
 from __future__ import annotations
 
+import inspector as _package  # noqa: F401 - first: sets OMP_WAIT_POLICY before torch loads
+
+# isort: split
+
 import argparse
 import itertools
 import sys
@@ -18,14 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.config import ModelConfig
-from inspector.engine import FeatureEngine, Features, Inspector, manifest_preprocessing, spade_params
-from inspector.eval_metrics import image_auroc, pixel_auroc, pro_score
-from inspector.evaluate import GOOD, TestImage, list_tests, load_mask
-from inspector.gallery import Gallery, GalleryManifest, SourceImage
-from inspector.gallery_build import list_images, utc_now
-from inspector.preprocess import read_image
+from inspector.config.model import ModelConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.model.build import list_images, utc_now
+from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector
+from inspector.model.gallery import Gallery
+from inspector.model.manifest import GalleryManifest, SourceImage
+from inspector.model.preprocess import read_image
+from inspector.model.settings import manifest_preprocessing, spade_params
+from inspector.quality.evaluate import GOOD, TestImage, list_tests, load_mask
+from inspector.quality.metrics import image_auroc, pixel_auroc, pro_score
 
+RUNTIME = RuntimeConfig()
+BACKBONES = BackboneCache()  # one network per backbone for the whole sweep
 LOO_SAMPLE = 24  # gallery images scored leave-one-out for the knn_plus_map normalisers
 
 
@@ -41,9 +50,12 @@ class Extracted:
 
 
 def extract(engine: FeatureEngine, paths: list[Path]) -> tuple[Features, list[tuple[int, int, int, int]]]:
-    pooled, stages, valid = [], {s: [] for s in engine.config.stages}, []
-    for i in range(0, len(paths), engine.config.batch_size):
-        f, prep = engine.extract([read_image(p) for p in paths[i : i + engine.config.batch_size]], {})
+    pooled: list[torch.Tensor] = []
+    stages: dict[int, list[torch.Tensor]] = {s: [] for s in engine.config.stages}
+    valid: list[tuple[int, int, int, int]] = []
+    batch = engine.runtime.batch_size
+    for i in range(0, len(paths), batch):
+        f, prep = engine.extract([read_image(p) for p in paths[i : i + batch]], {})
         pooled.append(f.pooled)
         for s, t in f.stages.items():
             stages[s].append(t)
@@ -52,7 +64,7 @@ def extract(engine: FeatureEngine, paths: list[Path]) -> tuple[Features, list[tu
 
 
 def prepare(category: Path, cfg: ModelConfig) -> tuple[FeatureEngine, Extracted]:
-    engine = FeatureEngine(cfg)
+    engine = FeatureEngine(cfg, RUNTIME, BACKBONES)
     train = list_images(category / "train" / GOOD)
     tests: list[TestImage] = list_tests(category)
     tr, _ = extract(engine, train)
@@ -142,13 +154,19 @@ def main(argv: list[str] | None = None) -> int:
             args.stages.split(","), args.fusions.split(","), args.ks.split(","), args.sigmas.split(",")
         )
         for st, fusion, k, sig in grid:
-            update = {"stages": tuple(int(c) for c in st), "pixel_k": int(k), "blur_sigma_px": float(sig),
-                      "stage_fusion": fusion}
+            update = {
+                "stages": tuple(int(c) for c in st),
+                "pixel_k": int(k),
+                "blur_sigma_px": float(sig),
+                "stage_fusion": fusion,
+            }
             cfg = base.model_copy(update=update)
             m = evaluate(engine, ex, cfg)
-            row = (f"| {variant} | {neigh} | {','.join(st)} | {fusion} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
-                   f"| {m['img_top']:.4f} | {m['img_combo']:.4f} | {m['pixel']:.4f} | {m['pixel_content']:.4f} | {m['pro']:.4f} "
-                   f"| {m['match_ms']:.0f} |")
+            row = (
+                f"| {variant} | {neigh} | {','.join(st)} | {fusion} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
+                f"| {m['img_top']:.4f} | {m['img_combo']:.4f} | {m['pixel']:.4f} | {m['pixel_content']:.4f} | {m['pro']:.4f} "
+                f"| {m['match_ms']:.0f} |"
+            )
             rows.append(row)
             print(row, flush=True)
     if args.out:

@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh --test
-# Spinning OpenMP threads slow PyTorch ~50x when test processes share the 2 cores (see inspector/cli.py).
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# (OMP_WAIT_POLICY=PASSIVE, which keeps PyTorch fast on shared cores, is set by the inspector package itself.)
 .venv/bin/ruff check inspector tools tests
+.venv/bin/ruff format --check --quiet inspector tools tests
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

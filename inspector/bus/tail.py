@@ -1,0 +1,245 @@
+"""``inspector tail``: subscribe to the verdict bus, print verdicts, warn on sequence gaps and daemon restarts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+import zmq
+
+from inspector.bus.wire import (
+    HEARTBEAT_TOPIC,
+    VERDICT_TOPIC_PREFIX,
+    Heartbeat,
+    VerdictHeader,
+    decode_heartbeat,
+    decode_verdict,
+    latency_s,
+)
+from inspector.core.names import EXIT_OK, EXIT_USAGE
+
+POLL_INTERVAL_MS = 100
+SUB_RCVHWM = 100_000
+MS_PER_S = 1000.0
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Frames missing between two consecutive verdicts of one camera."""
+
+    camera: str
+    previous: int
+    current: int
+
+    @property
+    def missing(self) -> int:
+        """Number of sequence numbers skipped."""
+        return self.current - self.previous - 1
+
+    def message(self) -> str:
+        """Human-readable warning text."""
+        return f"gap: camera {self.camera} seq {self.previous} -> {self.current}, {self.missing} missing"
+
+
+@dataclass(frozen=True)
+class Regression:
+    """A sequence number that repeats or goes backwards within one boot (duplicate or reordering)."""
+
+    camera: str
+    previous: int
+    current: int
+
+    def message(self) -> str:
+        """Human-readable warning text."""
+        return f"out of order: camera {self.camera} seq {self.previous} -> {self.current}"
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The publisher's boot id changed: the daemon restarted and sequence numbers start over."""
+
+    old_boot_id: str
+    new_boot_id: str
+
+    def message(self) -> str:
+        """Human-readable warning text."""
+        return f"restart: daemon boot_id {self.old_boot_id} -> {self.new_boot_id}, sequence numbers reset"
+
+
+SequenceEvent = Gap | Regression | Restart
+
+
+class SequenceTracker:
+    """Detects lost and reordered verdicts per camera and daemon restarts. Pure: no I/O, no clock.
+
+    The first verdict seen for a camera (after start or after a restart) sets the baseline: joining a
+    running stream is not a gap. Boot ids are tracked per camera, so several daemons behind one
+    ``inspector proxy`` (each with its own cameras and boot id) are not mistaken for restarts.
+    """
+
+    def __init__(self) -> None:
+        """Start with no boot id and no cameras."""
+        self._boot_id: str | None = None
+        self._boots: dict[str, str] = {}
+        self._last: dict[str, int] = {}
+
+    @property
+    def boot_id(self) -> str | None:
+        """The boot id seen most recently."""
+        return self._boot_id
+
+    def last_seq(self, camera: str) -> int | None:
+        """Last sequence number seen for ``camera`` in the current boot."""
+        return self._last.get(camera)
+
+    def observe_boot(self, boot_id: str, cameras: Iterable[str]) -> Restart | None:
+        """Note the boot id a message carries for its cameras; a change for any of them resets those
+        cameras' sequence numbers and returns a Restart."""
+        self._boot_id = boot_id
+        previous: str | None = None
+        for camera in cameras:
+            known = self._boots.get(camera)
+            if known != boot_id:
+                self._boots[camera] = boot_id
+                self._last.pop(camera, None)
+                previous = known or previous
+        return None if previous is None else Restart(previous, boot_id)
+
+    def observe(self, boot_id: str, camera: str, seq: int) -> list[SequenceEvent]:
+        """Note one verdict; return the restart, gap or regression it reveals (usually nothing)."""
+        events: list[SequenceEvent] = []
+        restart = self.observe_boot(boot_id, [camera])
+        if restart is not None:
+            events.append(restart)
+        previous = self._last.get(camera)
+        if previous is not None:
+            if seq > previous + 1:
+                events.append(Gap(camera, previous, seq))
+            elif seq <= previous:
+                events.append(Regression(camera, previous, seq))
+        if previous is None or seq > previous:
+            self._last[camera] = seq
+        return events
+
+
+def _fmt_float(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_verdict_line(header: VerdictHeader) -> str:
+    """One text line per verdict: camera, seq, verdict, score, threshold, area, end-to-end latency."""
+    end_to_end = latency_s(header)
+    e2e = "-" if end_to_end is None else f"{end_to_end * MS_PER_S:.1f}ms"
+    area = "-" if header.defect_area_px is None else str(header.defect_area_px)
+    line = (
+        f"{header.published_at} {header.camera} seq={header.seq} {header.verdict} "
+        f"score={_fmt_float(header.score)} thr={_fmt_float(header.threshold)} area={area} e2e={e2e}"
+    )
+    return line + (f" error={header.error!r}" if header.error else "")
+
+
+class TailPrinter:
+    """Turns received messages into output lines (text or JSON). Pure apart from its state."""
+
+    def __init__(self, as_json: bool = False) -> None:
+        """Create a printer; ``as_json`` emits one JSON object per line instead of text."""
+        self.as_json = as_json
+        self.tracker = SequenceTracker()
+        self._state: str | None = None
+
+    def _warning(self, kind: str, text: str) -> str:
+        if self.as_json:
+            return json.dumps({"warning": kind, "message": text})
+        return f"WARNING {text}"
+
+    def _event_lines(self, events: Iterable[SequenceEvent]) -> list[str]:
+        kinds = {Gap: "gap", Regression: "out_of_order", Restart: "restart"}
+        return [self._warning(kinds[type(e)], e.message()) for e in events]
+
+    def on_heartbeat(self, hb: Heartbeat) -> list[str]:
+        """Lines for a heartbeat: a restart warning and/or a state change, else nothing."""
+        restart = self.tracker.observe_boot(hb.boot_id, hb.cameras.keys())
+        lines = self._event_lines([restart] if restart else [])
+        if restart is not None or hb.state != self._state:
+            old, self._state = self._state, hb.state
+            if self.as_json:
+                lines.append(hb.model_dump_json())
+            else:
+                alive = "alive" if hb.worker_alive else "DEAD"
+                lines.append(
+                    f"{hb.published_at} heartbeat: state {old or '-'} -> {hb.state} "
+                    f"(boot {hb.boot_id[:8]}, uptime {hb.uptime_s:.0f}s, worker {alive})"
+                )
+        return lines
+
+    def on_verdict(self, header: VerdictHeader) -> list[str]:
+        """Lines for a verdict: any sequence warnings, then the verdict itself."""
+        lines = self._event_lines(self.tracker.observe(header.boot_id, header.camera, header.seq))
+        lines.append(header.model_dump_json() if self.as_json else format_verdict_line(header))
+        return lines
+
+    def on_message(self, parts: Sequence[bytes]) -> tuple[list[str], bool]:
+        """Lines for any received message, and whether it was a valid verdict."""
+        topic = parts[0] if parts else b""
+        try:
+            if topic.startswith(VERDICT_TOPIC_PREFIX.encode("ascii")):
+                _, header, _ = decode_verdict(list(parts))
+                return self.on_verdict(header), True
+            if topic == HEARTBEAT_TOPIC.encode("ascii"):
+                return self.on_heartbeat(decode_heartbeat(list(parts))), False
+        except ValueError as exc:
+            return [self._warning("malformed", f"malformed message: {exc}")], False
+        return [self._warning("unknown_topic", f"unknown topic {topic!r} ({len(parts)} parts)")], False
+
+
+def tail(
+    connect: str,
+    context: zmq.Context[zmq.Socket[bytes]],
+    out: TextIO,
+    count: int | None,
+    topics: Sequence[str],
+    stop_event: threading.Event,
+    as_json: bool = False,
+) -> int:
+    """Subscribe to a verdict bus and print what arrives until ``count`` verdicts or ``stop_event``.
+
+    Heartbeats are always subscribed to (state changes are printed, boot id changes are restarts).
+
+    Args:
+        connect: endpoint of the daemon's PUB socket, e.g. ``tcp://127.0.0.1:5556``.
+        context: ZeroMQ context (not terminated here).
+        out: where lines go (flushed per message).
+        count: stop after this many verdicts; None runs until ``stop_event`` is set.
+        topics: subscription prefixes, e.g. ``["verdict."]`` or ``["verdict.cam1"]``.
+        stop_event: set from another thread or a signal handler to stop.
+        as_json: print JSON objects instead of text lines.
+
+    Returns:
+        Exit status: 0, or ``EXIT_USAGE`` (2) when the endpoint is invalid.
+    """
+    sock = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+    try:
+        try:
+            sock.connect(connect)
+        except zmq.ZMQError as exc:
+            out.write(f"error: cannot connect to {connect!r}: {exc}\n")
+            return EXIT_USAGE
+        for topic in {*topics, HEARTBEAT_TOPIC}:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        printer = TailPrinter(as_json=as_json)
+        verdicts = 0
+        while not stop_event.is_set() and (count is None or verdicts < count):
+            if not sock.poll(POLL_INTERVAL_MS, zmq.POLLIN):
+                continue
+            lines, is_verdict = printer.on_message(sock.recv_multipart())
+            verdicts += int(is_verdict)
+            out.writelines(line + "\n" for line in lines)
+            out.flush()
+        return EXIT_OK
+    finally:
+        sock.close(linger=0)

@@ -1,0 +1,292 @@
+"""The capture loop that runs inside one camera's process: open, read, pace, publish and reconnect."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import queue
+import time
+from collections.abc import Callable
+from multiprocessing.queues import Queue as MpQueue
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from inspector.capture.shared import (
+    EVENT_DOWN,
+    EVENT_ENDED,
+    EVENT_ERROR,
+    EVENT_UP,
+    F_DEADLINE,
+    F_LAST_FRAME_AT,
+    I_DROP_CHANNEL_BUSY,
+    I_DROP_QUEUE_FULL,
+    I_ENDED,
+    I_RECONNECTS,
+    I_SEQ,
+    I_UP,
+    Clock,
+    EventItem,
+    FrameItem,
+)
+from inspector.config.camera import CameraConfig
+from inspector.core.names import IMAGE_SUFFIXES
+from inspector.core.records import Image
+
+FOLDER_DEFAULT_FPS = 10.0  # folder pacing in frames/s when fps is unset
+FILE_FALLBACK_FPS = 25.0  # used when a video file reports no frame rate
+EVENT_MESSAGE_MAX_CHARS = 500  # keeps every event pickle far below PIPE_BUF, so writes are atomic
+DROP_GET_TIMEOUT_S = 0.1  # a full channel: wait this long to take its oldest frame
+PUT_ATTEMPTS = 3  # enqueue tries before the new frame is dropped as channel_busy
+MS_PER_S = 1000.0  # OpenCV open/read timeouts are in milliseconds
+
+
+class _Source(Protocol):
+    def read(self) -> tuple[Image | None, str | None]: ...
+    def close(self) -> None: ...
+
+
+class _CvSource:
+    """cv2.VideoCapture wrapper; read() returns None at end of stream or on failure."""
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self.cap = cap
+
+    def read(self) -> tuple[Image | None, str | None]:
+        ok, image = self.cap.read()
+        return (_to_bgr(image) if ok and image is not None else None), None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class _FolderSource:
+    """Sorted image files of a folder; unreadable files are skipped and reported."""
+
+    def __init__(self, files: list[Path], report: Callable[[str], None]) -> None:
+        self.files = files
+        self.index = 0
+        self.report = report
+
+    def read(self) -> tuple[Image | None, str | None]:
+        while self.index < len(self.files):
+            path = self.files[self.index]
+            self.index += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return _to_bgr(image), path.stem
+            self.report(f"unreadable image file {path}")
+        return None, None
+
+    def close(self) -> None:
+        self.index = len(self.files)
+
+
+def _to_bgr(image: Any) -> Image:
+    """Return a contiguous HxWx3 uint8 BGR array from what OpenCV decoded."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = cv2.convertScaleAbs(arr, alpha=255.0 / max(float(arr.max()), 1.0))
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+    elif arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _open_source(cfg: CameraConfig, kind: str, report: Callable[[str], None]) -> tuple[_Source | None, str]:
+    """Open the camera's source; return (source, "") or (None, error message naming the camera)."""
+    if kind == "folder":
+        folder = Path(cfg.source)
+        listing = folder.iterdir() if folder.is_dir() else iter(())
+        files = sorted(p for p in listing if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            return None, f"camera {cfg.name}: folder {folder} missing or without image files"
+        return _FolderSource(files, report), ""
+    if kind == "device":
+        cap = cv2.VideoCapture(int(cfg.source))
+    elif kind == "gstreamer":
+        cap = cv2.VideoCapture(cfg.source, cv2.CAP_GSTREAMER)
+    else:
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * MS_PER_S),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * MS_PER_S),
+        ]  # fmt: skip
+        cap = cv2.VideoCapture(cfg.source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        return None, f"camera {cfg.name}: cannot open {kind} source {cfg.source!r}"
+    return _CvSource(cap), ""
+
+
+class _StopReader:
+    """Child end of the stop signal: the parent closes its end of a pipe (or dies) to stop the child.
+
+    Unlike a multiprocessing Event, a pipe stays usable by the parent when a child is killed mid-wait.
+    """
+
+    def __init__(self, conn: mpc.Connection) -> None:
+        self.conn = conn
+
+    def is_set(self) -> bool:
+        return self.wait(0.0)
+
+    def wait(self, timeout_s: float) -> bool:
+        try:
+            return self.conn.poll(timeout_s)
+        except (OSError, EOFError):
+            return True
+
+
+class _Child:
+    """The capture loop running inside one camera's process."""
+
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        channels: tuple[MpQueue[FrameItem], MpQueue[EventItem], mpc.Connection],
+        shared: tuple[Any, Any],
+        clock: Clock,
+        margin_s: float,
+    ) -> None:
+        self.cfg = cfg
+        self.kind = cfg.resolved_kind()
+        self.frames, self.events, stop_conn = channels
+        self.stop = _StopReader(stop_conn)
+        self.ints, self.floats = shared
+        self.clock = clock
+        self.margin_s = margin_s
+
+    def arm(self, seconds: float) -> None:
+        """Tell the parent's watchdog how long the next step may block."""
+        self.floats[F_DEADLINE] = time.monotonic() + seconds + self.margin_s
+
+    def emit(self, name: str, value: float, message: str = "") -> None:
+        try:
+            self.events.put_nowait((name, value, message[:EVENT_MESSAGE_MAX_CHARS]))
+        except queue.Full:
+            pass  # status events are advisory; the counters live in shared memory
+
+    def run(self) -> None:
+        """Open, read, and reopen with exponential backoff until stopped or a file source ends."""
+        backoff = self.cfg.retry_initial_s
+        reconnect = False
+        while not self.stop.is_set():
+            if reconnect:
+                self.ints[I_RECONNECTS] += 1
+            self.arm(self.cfg.open_timeout_s)
+            source, error = _open_source(self.cfg, self.kind, lambda m: self.emit(EVENT_ERROR, 1.0, m))
+            if source is None:
+                backoff = self.wait_backoff(backoff, error)
+                reconnect = True
+                continue
+            self.ints[I_UP] = 1
+            self.emit(EVENT_UP, 1.0)
+            outcome, n_frames, error = self.read_loop(source, self.source_fps(source))
+            source.close()
+            self.ints[I_UP] = 0
+            if outcome == "stop":
+                break
+            if outcome == "end" and self.cfg.loop and n_frames > 0:
+                reconnect = False
+                continue
+            if outcome == "end" and not self.cfg.loop:
+                self.ints[I_ENDED] = 1
+                self.emit(EVENT_ENDED, 1.0, f"camera {self.cfg.name}: source {self.cfg.source!r} ended")
+                break
+            backoff = self.wait_backoff(self.cfg.retry_initial_s if n_frames else backoff, error)
+            reconnect = True
+        self.floats[F_DEADLINE] = math.inf  # finished: flushing the channel may take as long as the consumer
+
+    def wait_backoff(self, backoff: float, error: str) -> float:
+        """Report the camera down, wait ``backoff`` seconds (or until stop) and return the next wait."""
+        self.emit(EVENT_DOWN, backoff, error)
+        self.arm(backoff)
+        self.stop.wait(backoff)
+        return min(backoff * 2.0, self.cfg.retry_max_s)
+
+    def source_fps(self, source: _Source) -> float | None:
+        """Pacing rate in frames/s for file/folder sources, None for live or unpaced sources."""
+        if self.kind not in ("file", "folder") or self.cfg.as_fast_as_possible:
+            return None
+        if self.cfg.fps is not None:
+            return self.cfg.fps
+        if isinstance(source, _CvSource):
+            rate = float(source.cap.get(cv2.CAP_PROP_FPS))
+            return rate if math.isfinite(rate) and 0.0 < rate <= 1000.0 else FILE_FALLBACK_FPS
+        return FOLDER_DEFAULT_FPS
+
+    def read_loop(self, source: _Source, fps: float | None) -> tuple[str, int, str]:
+        """Read until stop ("stop"), end of a finite source ("end") or failure ("fail"); count frames."""
+        period = 1.0 / fps if fps else 0.0
+        next_due = time.monotonic()
+        n_frames = 0
+        timeout = self.cfg.read_timeout_s
+        while not self.stop.is_set():
+            if period:
+                delay = next_due - time.monotonic()
+                if delay > 0.0:
+                    self.arm(delay)
+                    if self.stop.wait(delay):
+                        break
+                next_due = max(next_due + period, time.monotonic() - period)  # no burst after a stall
+            self.arm(timeout)
+            started = time.monotonic()
+            image, part_id = source.read()
+            now = time.monotonic()
+            if image is None:
+                if self.kind in ("file", "folder"):
+                    return "end", n_frames, ""
+                return "fail", n_frames, f"camera {self.cfg.name}: read failed on {self.cfg.source!r}"
+            if now - started > timeout:
+                return "fail", n_frames, f"camera {self.cfg.name}: no frame within read_timeout_s={timeout}"
+            self.publish(now, part_id, image)
+            n_frames += 1
+        return "stop", n_frames, ""
+
+    def publish(self, monotonic_at: float, part_id: str | None, image: Image) -> None:
+        """Assign the next seq and enqueue; a full channel loses its oldest frame, never blocks."""
+        seq = int(self.ints[I_SEQ])
+        self.ints[I_SEQ] = seq + 1
+        item: FrameItem = (seq, self.clock(), monotonic_at, part_id, image)
+        self.floats[F_LAST_FRAME_AT] = item[1]
+        for attempt in range(PUT_ATTEMPTS):
+            try:
+                self.frames.put_nowait(item)
+                return
+            except queue.Full:
+                if attempt == PUT_ATTEMPTS - 1:
+                    break
+            try:
+                self.frames.get(timeout=DROP_GET_TIMEOUT_S)
+                self.ints[I_DROP_QUEUE_FULL] += 1
+            except queue.Empty:
+                continue  # the consumer emptied it meanwhile, or the feeder has not flushed yet
+        self.ints[I_DROP_CHANNEL_BUSY] += 1
+
+
+def child_main(
+    cfg_json: str,
+    channels: tuple[MpQueue[FrameItem], MpQueue[EventItem], mpc.Connection],
+    shared: tuple[Any, Any],
+    clock: Clock,
+    margin_s: float,
+) -> None:
+    """Entry point of a camera process (spawned: config travels as JSON)."""
+    cv2.setNumThreads(1)
+    cfg = CameraConfig.model_validate_json(cfg_json)
+    child = _Child(cfg, channels, shared, clock, margin_s)
+    try:
+        child.run()
+    except Exception as exc:
+        child.emit(EVENT_ERROR, 1.0, f"camera {cfg.name}: capture process crashed: {exc!r}")
+        channels[0].cancel_join_thread()  # unsent frames are counted lost by the parent
+        raise
+    parent = mp.parent_process()
+    if parent is None or not parent.is_alive():
+        channels[0].cancel_join_thread()  # nobody will drain the channel: do not hang at exit

@@ -1,0 +1,65 @@
+"""Capture's shared constants, channel item types and counters, used by the parent and the camera processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from inspector.core.records import Image
+
+# Event names passed to on_event(camera, name, value).
+EVENT_UP = "up"  # value 1.0: source opened
+EVENT_DOWN = "down"  # value: seconds until the next attempt (0.0 when none)
+EVENT_ENDED = "ended"  # file/folder source finished without loop
+EVENT_ERROR = "error"  # non-fatal problem (unreadable image) or child crash
+EVENT_RESTART = "restart"  # parent killed/restarted a hung or dead child process
+EVENT_CAPTURED = "captured"  # value: frames captured since the last call
+EVENT_RECONNECT = "reconnect"  # value: reopen attempts since the last call
+EVENT_DROPPED_PREFIX = "dropped:"  # + reason; value: frames dropped since the last call
+
+# Drop reasons. Child side: counted in shared memory. Parent side: counted by CameraProcess.
+DROP_QUEUE_FULL = "queue_full"  # channel full: the oldest queued frame was discarded
+DROP_CHANNEL_BUSY = "channel_busy"  # the child gave up enqueueing (PUT_ATTEMPTS): the new frame was discarded
+DROP_PROCESS_RESTART = "process_restart"  # in flight when a hung/dead child was killed
+DROP_STOP_TIMEOUT = "stop_timeout"  # in flight when a child had to be killed at stop
+DROP_PENDING_FULL = "pending_full"  # parent drain buffer overflowed (should not happen)
+
+# Shared-memory slots written by the child (single writer), read by the parent.
+I_SEQ, I_RECONNECTS, I_UP, I_ENDED, I_DROP_QUEUE_FULL, I_DROP_CHANNEL_BUSY = range(6)
+N_INTS = 6
+F_DEADLINE, F_LAST_FRAME_AT = range(2)
+N_FLOATS = 2
+CHILD_DROP_SLOTS = {DROP_QUEUE_FULL: I_DROP_QUEUE_FULL, DROP_CHANNEL_BUSY: I_DROP_CHANNEL_BUSY}
+
+FrameItem = tuple[int, float, float, str | None, Image]  # seq, captured_at, monotonic_at, part_id, image
+EventItem = tuple[str, float, str]  # name, value, message
+Clock = Callable[[], float]
+EventHook = Callable[[str, str, float], None]
+
+
+class CaptureError(RuntimeError):
+    """A camera configuration that cannot work on this host (e.g. GStreamer missing)."""
+
+
+class StopSignal(Protocol):
+    """Anything with is_set(): a threading.Event or a multiprocessing Event."""
+
+    def is_set(self) -> bool:
+        """True once a stop was requested."""
+        ...
+
+
+@dataclass(frozen=True)
+class CameraStats:
+    """Counters of one camera. After stop and a full drain, captured == delivered + sum(dropped)."""
+
+    captured: int
+    delivered: int
+    dropped_by_reason: dict[str, int]
+    reconnects: int
+    restarts: int
+    up: bool
+    ended: bool
+    last_frame_at: float | None
+    last_error: str

@@ -1,0 +1,189 @@
+"""Daemon subcommands: ``run --config FILE``, ``check-config FILE``, ``tail`` and ``proxy``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+from inspector.config.load import ConfigError, load_run_config
+from inspector.config.proxy import DEFAULT_HWM
+from inspector.config.root import InspectorConfig
+from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+
+SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
+    """Register ``run``, ``check-config``, ``tail`` and ``proxy`` on the CLI's subparsers.
+
+    A bad configuration raises :class:`~inspector.config.load.ConfigError`, which ``inspector.cli.main``
+    turns into exit status 78 with one line per problem naming the field.
+    """
+    run = subparsers.add_parser("run", help="run the inspection daemon (cameras in, verdicts on ZeroMQ)")
+    run.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+    run.set_defaults(func=cmd_run)
+
+    check = subparsers.add_parser("check-config", help="validate a daemon configuration without starting")
+    check.add_argument("file", type=Path, help="TOML configuration file")
+    check.set_defaults(func=cmd_check_config)
+
+    tail = subparsers.add_parser("tail", help="subscribe to the verdict bus and print verdicts")
+    tail.add_argument("--connect", required=True, help="PUB endpoint, e.g. tcp://127.0.0.1:5556")
+    tail.add_argument(
+        "--topic", action="append", dest="topics",
+        help="subscription prefix (repeatable); default verdict. (all cameras)",
+    )  # fmt: skip
+    tail.add_argument("--count", type=int, default=None, help="exit after N verdicts")
+    tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.set_defaults(func=cmd_tail)
+
+    proxy = subparsers.add_parser(
+        "proxy", help="forward several daemons' verdict buses to one endpoint (ZeroMQ XSUB/XPUB)"
+    )
+    proxy.add_argument(
+        "--frontend", action="append", required=True, metavar="ADDR",
+        help="a daemon's bus endpoint to connect to (its bus.bind address); repeat for each daemon",
+    )  # fmt: skip
+    proxy.add_argument(
+        "--backend",
+        required=True,
+        metavar="ADDR",
+        help="endpoint to bind for consumers, e.g. tcp://0.0.0.0:5550",
+    )
+    proxy.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="socket high-water mark in messages")
+    proxy.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="lowest log level written")
+    proxy.set_defaults(func=cmd_proxy)
+
+
+def gallery_problems(config: InspectorConfig) -> list[str]:
+    """What the galleries say against a daemon configuration: unreadable manifests, settings they decide."""
+    from inspector.model.gallery import GalleryError, read_manifest
+    from inspector.model.settings import daemon_config_conflicts
+
+    problems: list[str] = []
+    readable = {}
+    for index, cam in enumerate(config.cameras):
+        path = config.gallery_for(cam)
+        field = f"cameras.{index}.gallery" if cam.gallery is not None else "worker.gallery"
+        if path is None or path in readable:
+            continue
+        try:
+            readable[path] = read_manifest(path)
+        except GalleryError as exc:
+            problems.append(f"{field}: {exc}")
+    if problems:
+        return problems
+    return daemon_config_conflicts(config, lambda path: readable[path])
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
+    config = load_run_config(args.file)
+    problems = gallery_problems(config)
+    if problems:
+        raise ConfigError(str(args.file), problems)
+    cameras = ", ".join(f"{c.name} ({c.resolved_kind()} {c.source})" for c in config.cameras)
+    galleries = sorted({str(config.gallery_for(c)) for c in config.cameras})
+    metrics = (
+        f"http://{config.metrics.bind_address}:{config.metrics.port}/metrics"
+        if config.metrics.enabled
+        else "off"
+    )
+    print(f"{args.file}: OK")
+    print(f"  cameras: {cameras}")
+    print(f"  galleries: {', '.join(galleries)}")
+    print(f"  bus: {config.bus.bind}  metrics: {metrics}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop (a second Ctrl-C exits at once)."""
+    config = load_run_config(args.config)
+    problems = gallery_problems(config)
+    if problems:
+        raise ConfigError(str(args.config), problems)
+
+    import zmq
+    from prometheus_client import CollectorRegistry
+
+    from inspector.bus.publisher import PublisherError
+    from inspector.capture.shared import CaptureError
+    from inspector.daemon.lifecycle import Daemon
+    from inspector.ops.logs import configure_logging
+    from inspector.ops.metrics import MetricsError
+    from inspector.ops.sdnotify import SdNotifier
+    from inspector.ops.signals import capture_signals
+
+    configure_logging(config.logging.level, config.logging.format)
+    try:
+        notifier = SdNotifier(os.environ)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    daemon = Daemon(config, context, CollectorRegistry(), notifier, os.environ)
+    try:
+        with capture_signals(daemon.request_stop):
+            code = daemon.run()
+    except (PublisherError, MetricsError, CaptureError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    finally:
+        notifier.close()
+        context.term()  # waits up to bus.linger_ms for queued verdicts to reach subscribers
+    if daemon.pipeline_running:
+        # A hung model call cannot be interrupted; everything it held is already counted and logged.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """``inspector tail``: print the bus until ``--count`` verdicts, SIGTERM or Ctrl-C."""
+    import zmq
+
+    from inspector.bus.tail import tail
+    from inspector.bus.wire import VERDICT_TOPIC_PREFIX
+    from inspector.ops.signals import capture_signals
+
+    stop = threading.Event()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with capture_signals(lambda _name: stop.set()):
+            topics = args.topics or [VERDICT_TOPIC_PREFIX]
+            return tail(args.connect, context, sys.stdout, args.count, topics, stop, as_json=args.json)
+    finally:
+        context.term()
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    """``inspector proxy``: forward until SIGTERM or SIGINT; returns the exit status."""
+    import zmq
+    from pydantic import ValidationError
+
+    from inspector.bus.proxy import serve
+    from inspector.config.proxy import ProxyConfig
+    from inspector.core.errors import validation_lines
+    from inspector.ops.logs import configure_logging
+    from inspector.ops.sdnotify import SdNotifier
+    from inspector.ops.signals import capture_signals
+
+    configure_logging(args.log_level, "auto")
+    try:
+        config = ProxyConfig(frontends=tuple(args.frontend), backend=args.backend, hwm=args.hwm)
+    except ValidationError as exc:
+        for line in validation_lines(exc):
+            print(f"proxy: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = threading.Event()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with SdNotifier(os.environ) as notifier, capture_signals(lambda _name: stop.set()):
+            return serve(config, context, stop, notifier)
+    finally:
+        context.term()

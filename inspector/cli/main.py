@@ -1,0 +1,54 @@
+"""The ``inspector`` command: parser, subcommand dispatch, and the errors that become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from inspector import __version__
+from inspector.cli.daemon import add_daemon_commands
+from inspector.cli.offline import add_offline_commands
+from inspector.config.load import ConfigError
+from inspector.core.errors import InspectorError
+from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE
+
+DESCRIPTION = (
+    "Real-time visual inspection with SPADE: build and calibrate galleries of known-good parts, score images, "
+    "evaluate on labelled data, and run the inspection daemon (cameras in, verdicts on ZeroMQ)."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="inspector", description=DESCRIPTION)
+    parser.add_argument(
+        "--version", action="version", version=f"inspector {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_offline_commands(sub)
+    add_daemon_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``inspector`` console script.
+
+    Returns:
+        The command's exit status; 78 (EX_CONFIG) for a configuration error, one line per bad field on stderr;
+        1 for a gallery, backbone, engine, evaluation or image error, its message on stderr.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{exc.source}: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except InspectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

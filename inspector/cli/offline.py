@@ -1,0 +1,205 @@
+"""Offline subcommands: ``gallery build|calibrate|info``, ``score``, ``eval`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from inspector.cli.progress import progress_bar
+from inspector.config.load import load_config
+from inspector.config.root import InspectorConfig
+from inspector.core.names import EXIT_OK
+
+if TYPE_CHECKING:
+    from inspector.model.engine import BackboneCache
+
+SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
+
+
+def _config(args: argparse.Namespace) -> InspectorConfig:
+    return load_config(args.config)
+
+
+def cmd_gallery_build(args: argparse.Namespace) -> int:
+    """Build a gallery from a folder of good images, then calibrate it leave-one-out."""
+    from inspector.model.build import build_gallery, list_images
+    from inspector.model.engine import BackboneCache
+
+    cfg = _config(args)
+    images = list_images(args.images)
+    backbones = BackboneCache()
+    with progress_bar(len(images), "features") as bar:
+        manifest = build_gallery(
+            images,
+            args.out,
+            cfg.model,
+            cfg.runtime,
+            float16=args.float16,
+            progress=bar.update,
+            backbones=backbones,
+        )
+    print(f"gallery {args.out}: {manifest.image_count} images, content {manifest.content_sha256[:12]}")
+    if not args.no_calibrate:
+        return _calibrate(args.out, cfg, None, manifest.image_count, backbones)
+    return EXIT_OK
+
+
+def _calibrate(
+    gallery: Path,
+    cfg: InspectorConfig,
+    normal: list[Path] | None,
+    n_gallery: int,
+    backbones: BackboneCache | None,
+) -> int:
+    from inspector.model.build import calibrate_gallery
+
+    with progress_bar(len(normal) if normal else n_gallery, "calibration") as bar:
+        cal = calibrate_gallery(
+            gallery, cfg.runtime, cfg.calibration, normal, progress=bar.update, backbones=backbones
+        )
+    print(
+        f"calibrated ({cal.method}, {cal.n_images} normal images): image threshold {cal.image_threshold:.4f} "
+        f"at target false-reject rate {cal.target_false_reject_rate:g}; pixel threshold {cal.pixel_threshold:.4f}"
+    )
+    return EXIT_OK
+
+
+def cmd_gallery_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate (or re-calibrate) a gallery's thresholds."""
+    from inspector.model.build import list_images
+    from inspector.model.gallery import read_manifest
+
+    cfg = _config(args)
+    if args.target_frr is not None:
+        cfg.calibration.target_false_reject_rate = args.target_frr
+    normal = list_images(args.normal_dir) if args.normal_dir else None
+    return _calibrate(args.gallery, cfg, normal, read_manifest(args.gallery).image_count, None)
+
+
+def cmd_gallery_info(args: argparse.Namespace) -> int:
+    """Validate a gallery and print its manifest."""
+    from inspector.model.gallery import load_gallery
+
+    gallery = load_gallery(args.gallery)
+    manifest = gallery.manifest.model_dump(mode="json")
+    if not args.sources:
+        manifest["sources"] = f"{len(manifest['sources'])} files"
+    print(json.dumps(manifest, indent=2))
+    return EXIT_OK
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score images against a calibrated gallery; one line (or JSON record) per image, in input order."""
+    from inspector.quality.scoring import score_paths
+
+    cfg = _config(args)
+    return score_paths(args.gallery, args.images, cfg.runtime, args.json, args.overlay_dir, sys.stdout)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded demo: the daemon on a synthetic line video (or, with --offline, gallery + offline scoring)."""
+    if args.offline:
+        from inspector.demo.offline import run_demo
+
+        return run_demo(args.workdir, sys.stdout)
+    from inspector.demo.daemon import run_daemon_demo
+
+    return run_daemon_demo(args.workdir, sys.stdout)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate galleries on labelled MVTec-layout data and write the report."""
+    from inspector.quality.evaluate import run_eval
+
+    cfg = _config(args)
+    bars: list[tqdm[Any]] = []
+
+    def progress(desc: str, total: int) -> Any:
+        for old in bars:
+            old.close()
+        bars.append(progress_bar(total, desc))
+        return bars[-1].update
+
+    try:
+        metrics = run_eval(args.data, args.category, args.out, cfg, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    for name, m in metrics.items():
+        print(name + "  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
+    print(f"report: {args.out / 'report.md'}")
+    return EXIT_OK
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML config file: [model], [runtime] and [calibration] are read (defaults when omitted)",
+    )  # fmt: skip
+
+
+def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    """Register ``gallery build|calibrate|info``."""
+    gal = sub.add_parser("gallery", help="build, calibrate and inspect galleries").add_subparsers(
+        dest="gallery_command", required=True, metavar="{build,calibrate,info}"
+    )
+    b = gal.add_parser("build", help="build a gallery from known-good images (and calibrate it)")
+    b.add_argument("--images", type=Path, required=True, help="folder of known-good images")
+    b.add_argument("--out", type=Path, required=True, help="gallery file to write")
+    b.add_argument("--float16", action="store_true", help="store features in float16 (half the size)")
+    b.add_argument("--no-calibrate", action="store_true", help="skip leave-one-out calibration")
+    _add_config(b)
+    b.set_defaults(func=cmd_gallery_build)
+
+    c = gal.add_parser("calibrate", help="set thresholds from normal images only")
+    c.add_argument(
+        "--gallery", type=Path, required=True, help="gallery file to calibrate (rewritten in place)"
+    )
+    c.add_argument(
+        "--normal-dir", type=Path, default=None, help="separate normal images (default: leave-one-out)"
+    )
+    c.add_argument(
+        "--target-frr", type=float, default=None, help="target false-reject rate (default from config)"
+    )
+    _add_config(c)
+    c.set_defaults(func=cmd_gallery_calibrate)
+
+    i = gal.add_parser("info", help="validate a gallery and print its manifest")
+    i.add_argument("gallery", type=Path, help="gallery file")
+    i.add_argument("--sources", action="store_true", help="list every source image")
+    i.set_defaults(func=cmd_gallery_info)
+
+
+def add_offline_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
+    """Register ``gallery``, ``score``, ``eval`` and ``demo``."""
+    add_gallery_commands(sub)
+    s = sub.add_parser("score", help="score images against a gallery")
+    s.add_argument("--gallery", type=Path, required=True, help="calibrated gallery file")
+    s.add_argument("images", type=Path, nargs="+", help="image files to score")
+    s.add_argument("--json", action="store_true", help="one JSON record per image (wire field names)")
+    s.add_argument("--overlay-dir", type=Path, default=None, help="write heatmap overlay and mask PNGs here")
+    _add_config(s)
+    s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("eval", help="evaluate on labelled data (MVTec layout) and write a report")
+    e.add_argument("--data", type=Path, required=True, help="a category folder or a folder of categories")
+    e.add_argument("--category", action="append", default=None, help="only these categories (repeatable)")
+    e.add_argument("--out", type=Path, required=True, help="report folder")
+    _add_config(e)
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="run the embedded synthetic demo (no camera, GPU or external data)")
+    d.add_argument(
+        "--workdir", type=Path, default=Path("demo"), help="folder for the generated data (default demo/)"
+    )
+    d.add_argument(
+        "--offline",
+        action="store_true",
+        help="build a gallery and score test images instead of running the daemon",
+    )
+    d.set_defaults(func=cmd_demo)

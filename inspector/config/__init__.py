@@ -1,0 +1,1 @@
+"""Configuration: one pydantic section per module, importing nothing from the runtime."""

@@ -1,0 +1,33 @@
+"""The ``[bus]`` section: where and how verdicts and heartbeats are published."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from inspector.config.base import StrictModel
+
+MaskMode = Literal["anomaly_map", "binary", "none"]
+
+
+class BusConfig(StrictModel):
+    """The ZeroMQ PUB socket of the verdict bus."""
+
+    bind: str = Field(
+        default="tcp://127.0.0.1:5556",
+        description="ZeroMQ endpoint the PUB socket binds (tcp://HOST:PORT, ipc://PATH; port * = any free).",
+    )
+    sndhwm: int = Field(
+        default=10000,
+        ge=1,
+        description="Messages queued per subscriber before ZeroMQ drops for that subscriber.",
+    )
+    linger_ms: int = Field(default=2000, ge=0, description="How long close() waits to flush queued messages.")
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between heartbeat messages."
+    )
+    mask: MaskMode = Field(
+        default="anomaly_map",
+        description="Mask part content: anomaly_map (map scaled to 0..255), binary (0/255 defect mask) or none.",
+    )

@@ -1,0 +1,71 @@
+"""The ``[[cameras]]`` list: one entry per camera (source, pacing, timeouts, buffering)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from inspector.config.base import StrictModel
+from inspector.core.names import CAMERA_NAME_PATTERN
+
+SourceKind = Literal["auto", "device", "url", "file", "folder", "gstreamer"]
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
+FILE_SOURCE_KINDS = ("file", "folder")
+
+
+class CameraConfig(StrictModel):
+    """One camera of the ``[[cameras]]`` config list."""
+
+    name: str = Field(
+        description="Unique name: letters, digits, _ and -, starting with a letter or digit, at most 64 "
+        "characters (it becomes the bus topic verdict.<name> and a metrics label)."
+    )
+    source: str = Field(
+        min_length=1, description='Device index "0", URL, video file, folder or GStreamer pipeline.'
+    )
+    kind: SourceKind = Field("auto", description="Source type; auto guesses it from source.")
+    fps: float | None = Field(
+        None, gt=0, le=1000, description="File/folder pacing, frames/s; None: file rate."
+    )
+    loop: bool = Field(False, description="File/folder sources restart at the end.")
+    as_fast_as_possible: bool = Field(False, description="File/folder sources are read without pacing.")
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds allowed to open the source.")
+    read_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds without a frame before reconnect.")
+    retry_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect wait in seconds (doubles).")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect wait in seconds.")
+    queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered; when full the oldest is dropped.")
+    gallery: Path | None = Field(None, description="Per-camera gallery override (used by the worker).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_topic(cls, name: str) -> str:
+        if not re.match(CAMERA_NAME_PATTERN, name):
+            raise ValueError(
+                f"{name!r} cannot be a bus topic: use letters, digits, _ and -, starting with a letter or "
+                "digit, at most 64 characters"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CameraConfig:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError(f"camera {self.name}: retry_max_s must be >= retry_initial_s")
+        if self.resolved_kind() == "device" and not self.source.strip().isdigit():
+            raise ValueError(f"camera {self.name}: kind device needs a device index, got {self.source!r}")
+        return self
+
+    def resolved_kind(self) -> str:
+        """Return the concrete source kind, guessing it from ``source`` when kind is auto."""
+        if self.kind != "auto":
+            return self.kind
+        src = self.source.strip()
+        if src.isdigit():
+            return "device"
+        if src.lower().startswith(URL_SCHEMES):
+            return "url"
+        if "!" in src:
+            return "gstreamer"
+        return "folder" if Path(src).is_dir() else "file"

@@ -1,0 +1,90 @@
+"""Reading a configuration file: TOML in, a validated tree or one error line per bad field out."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from inspector.config.camera import FILE_SOURCE_KINDS
+from inspector.config.root import InspectorConfig
+from inspector.core.errors import validation_lines
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be read, does not validate or cannot run; one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> InspectorConfig:
+    """Load and validate the configuration.
+
+    Args:
+        path: TOML file; None means built-in defaults (environment overrides still apply).
+        overrides: values merged over the file's top-level sections (used by the CLI).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or a field does not validate (each named).
+    """
+    data: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, ["file not found"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, [f"cannot read: {exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    for section, values in (overrides or {}).items():
+        merged = dict(data.get(section, {}))
+        merged.update(values)
+        data[section] = merged
+    try:
+        return InspectorConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, validation_lines(exc)) from None
+
+
+def run_problems(config: InspectorConfig) -> list[str]:
+    """What prevents ``inspector run`` from starting with a valid config; one line per problem, field first.
+
+    Checks at least one camera, a gallery file for every camera, and that file/folder sources exist.
+    """
+    problems: list[str] = []
+    if not config.cameras:
+        problems.append("cameras: at least one [[cameras]] entry is required to run the daemon")
+    for index, cam in enumerate(config.cameras):
+        gallery = config.gallery_for(cam)
+        field = f"cameras.{index}.gallery" if cam.gallery is not None else "worker.gallery"
+        if gallery is None:
+            problems.append(f"worker.gallery: camera {cam.name} has no gallery and worker.gallery is not set")
+        elif not gallery.is_file():
+            problems.append(f"{field}: gallery file {gallery} (camera {cam.name}) not found")
+        kind = cam.resolved_kind()
+        if kind in FILE_SOURCE_KINDS and not Path(cam.source).exists():
+            problems.append(f"cameras.{index}.source: {kind} {cam.source} (camera {cam.name}) not found")
+    return problems
+
+
+def load_run_config(path: Path | None) -> InspectorConfig:
+    """Load a config for ``inspector run`` / ``check-config``: :func:`load_config` plus :func:`run_problems`.
+
+    Raises:
+        ConfigError: the file does not validate, or the daemon could not run with it (each field named).
+    """
+    config = load_config(path)
+    problems = run_problems(config)
+    if problems:
+        raise ConfigError(str(path) if path else "config", problems)
+    return config

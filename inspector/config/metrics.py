@@ -1,0 +1,39 @@
+"""The ``[metrics]`` section: the Prometheus scrape endpoint and the score histogram's buckets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from pydantic import Field, field_validator
+
+from inspector.config.base import StrictModel
+
+DEFAULT_SCORE_BUCKETS: tuple[float, ...] = (
+    0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0,
+)  # fmt: skip
+MAX_SCORE_BUCKETS = 40
+
+
+class MetricsConfig(StrictModel):
+    """Where ``/metrics`` is served."""
+
+    enabled: bool = Field(default=True, description="Serve /metrics over HTTP.")
+    bind_address: str = Field(default="127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(default=9108, ge=0, le=65535, description="TCP port; 0 picks a free port.")
+    score_buckets: tuple[float, ...] = Field(
+        default=DEFAULT_SCORE_BUCKETS,
+        min_length=1,
+        max_length=MAX_SCORE_BUCKETS,
+        description="Upper bounds of the inspector_anomaly_score histogram (strictly increasing); set them "
+        "around the calibrated thresholds of your galleries.",
+    )
+
+    @field_validator("score_buckets")
+    @classmethod
+    def _increasing_finite(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(b) for b in value):
+            raise ValueError("score_buckets must be finite numbers")
+        if any(b >= c for b, c in itertools.pairwise(value)):
+            raise ValueError(f"score_buckets must be strictly increasing, got {value}")
+        return value

@@ -1,0 +1,1 @@
+"""Names and records every layer shares; imports nothing else of inspector."""

@@ -1,0 +1,30 @@
+"""Names with one home: exit codes, image suffixes, stage and verdict names, the camera name rule."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# Exit codes of every command (sysexits-style where one fits).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad command line, or an endpoint that cannot be used
+EXIT_UNREADABLE = 3  # score: at least one image could not be read
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: a bad configuration; systemd must not restart on it
+EXIT_INTERRUPTED = 130  # a second Ctrl-C forced the exit (128 + SIGINT)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+"""File suffixes (lower case) read as images by folder cameras, gallery build, score and eval."""
+
+COMPUTE_STAGES: tuple[str, ...] = ("preprocess", "backbone", "image_knn", "pixel_match", "upsample_blur")
+"""Stages of scoring one batch, timed by the engine."""
+
+LATENCY_STAGES: tuple[str, ...] = ("queue", *COMPUTE_STAGES, "encode", "end_to_end")
+"""Keys of a verdict's ``latency_ms``: time waiting for the worker, the compute stages, mask encoding and
+the whole path from capture to publish (``end_to_end``)."""
+
+Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
+VERDICTS: tuple[Verdict, ...] = ("PASS", "FAIL", "TIMEOUT", "ERROR")
+"""Every verdict word. Only PASS means a good part."""
+
+CAMERA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
+"""A camera name: it becomes the bus topic ``verdict.<name>`` and a metrics label."""

@@ -1,0 +1,80 @@
+"""The records a frame travels as: a captured ``Frame`` and the ``Outcome`` the model worker gives it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from inspector.core.names import Verdict
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One captured image. ``seq`` counts per camera from 0; a gap means frames were dropped."""
+
+    camera: str
+    seq: int
+    captured_at: float  # wall clock (injected clock), seconds
+    monotonic_at: float  # time.monotonic() in the camera process, seconds
+    image: Image  # BGR uint8, HxWx3
+    part_id: str | None = None  # folder sources: the image file's stem
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """What became of one frame: its verdict and the evidence for it, before any wire format.
+
+    Attributes:
+        frame: the frame.
+        verdict: PASS or FAIL when scored; TIMEOUT or ERROR (with ``error``) when not.
+        score: image anomaly score (PASS/FAIL only).
+        threshold: the gallery's image threshold (PASS/FAIL only).
+        defect_area_px: mask pixels set (PASS/FAIL only).
+        gallery: content hash of the gallery that scored (or would have scored) the frame.
+        anomaly_map: float32 map in model-input (crop) coordinates (PASS/FAIL only).
+        mask: uint8 0/255 mask, ``anomaly_map`` above ``pixel_threshold`` (PASS/FAIL only).
+        pixel_threshold: the gallery's pixel threshold (PASS/FAIL only).
+        crop: the BGR crop the network saw (PASS/FAIL only).
+        latency_ms: milliseconds per stage so far (see ``inspector.core.names.LATENCY_STAGES``).
+        error: the reason, for TIMEOUT and ERROR only.
+    """
+
+    frame: Frame
+    verdict: Verdict
+    score: float | None = None
+    threshold: float | None = None
+    defect_area_px: int | None = None
+    gallery: str | None = None
+    anomaly_map: npt.NDArray[np.float32] | None = None
+    mask: Image | None = None
+    pixel_threshold: float | None = None
+    crop: Image | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a record whose fields contradict its verdict."""
+        if self.verdict in ("TIMEOUT", "ERROR"):
+            if not self.error:
+                raise ValueError(
+                    f"camera {self.frame.camera} seq {self.frame.seq}: {self.verdict} needs a reason"
+                )
+        elif self.score is None or self.threshold is None or self.error is not None:
+            raise ValueError(
+                f"camera {self.frame.camera} seq {self.frame.seq}: {self.verdict} needs a score and a "
+                "threshold and no error"
+            )
+
+    @property
+    def camera(self) -> str:
+        """The frame's camera."""
+        return self.frame.camera
+
+    @property
+    def seq(self) -> int:
+        """The frame's sequence number."""
+        return self.frame.seq

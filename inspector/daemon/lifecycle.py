@@ -1,0 +1,346 @@
+"""Daemon lifecycle: start-up order and readiness, supervision, graceful drain and shutdown, as named steps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import structlog
+import zmq
+from prometheus_client import CollectorRegistry
+
+from inspector import __version__
+from inspector.bus.publisher import Publisher, run_heartbeats
+from inspector.bus.wire import new_boot_id
+from inspector.capture.manager import CaptureManager
+from inspector.capture.shared import (
+    EVENT_CAPTURED,
+    EVENT_DOWN,
+    EVENT_DROPPED_PREFIX,
+    EVENT_ENDED,
+    EVENT_RECONNECT,
+    EVENT_RESTART,
+    EVENT_UP,
+)
+from inspector.config.load import ConfigError
+from inspector.config.root import InspectorConfig
+from inspector.core.names import EXIT_FAILURE, EXIT_OK
+from inspector.daemon.batching import Batcher
+from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
+from inspector.daemon.pipeline import DROP_PIPELINE_FAILED, Pipeline
+from inspector.daemon.sinks import BusSink
+from inspector.daemon.status import DaemonStatus
+from inspector.daemon.worker import ModelWorker, Scorer, load_scorers
+from inspector.model.engine import BackboneCache
+from inspector.model.settings import daemon_config_conflicts
+from inspector.ops.metrics import InspectorMetrics, MetricsServer, start_http_server
+from inspector.ops.sdnotify import SdNotifier, run_watchdog, watchdog_interval_s
+
+SUPERVISE_INTERVAL_S = 1.0
+STATUS_INTERVAL_S = 5.0
+CAPTURE_STOP_TIMEOUT_S = 5.0  # per camera process, within the overall shutdown_timeout_s
+MIN_CAPTURE_STOP_S = 0.5
+THREAD_JOIN_TIMEOUT_S = 5.0
+
+
+class Daemon:
+    """The inspection daemon: cameras in, verdicts out. Create, then call :meth:`run` (blocks until stopped).
+
+    Start-up order: bind the bus and the metrics endpoint, load and validate every gallery, warm the model
+    up, start the cameras and the pipeline; only then is the daemon ready (logged, ``READY=1``, heartbeat
+    state ``ready``). :meth:`request_stop` (from a signal handler or another thread) stops capture, lets
+    the pipeline score and publish every accepted frame within ``shutdown_timeout_s``, flushes the bus and
+    returns 0; frames that could not finish are logged and counted as dropped (``shutdown_timeout``).
+    """
+
+    def __init__(
+        self,
+        config: InspectorConfig,
+        context: zmq.Context[zmq.Socket[bytes]],
+        registry: CollectorRegistry,
+        notifier: SdNotifier,
+        env: Mapping[str, str],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Prepare the daemon; nothing is bound or started here.
+
+        Args:
+            config: a configuration that passed ``inspector.config.load.run_problems``.
+            context: ZeroMQ context (the caller terminates it after :meth:`run`).
+            registry: Prometheus registry served on the metrics endpoint.
+            notifier: systemd notifier (a no-op without ``NOTIFY_SOCKET``).
+            env: environment, read for the systemd watchdog (``WATCHDOG_USEC``).
+            wall_clock: Unix time for timestamps (camera processes use ``time.time``).
+        """
+        self.config = config
+        self.boot_id = new_boot_id()
+        self.stop_event = threading.Event()
+        self.ready_event = threading.Event()
+        self.metrics = InspectorMetrics(registry, config.metrics.score_buckets, clock=wall_clock)
+        self.publisher = Publisher(config.bus, context, self.boot_id, clock=wall_clock)
+        self.ledger = FrameLedger(self.metrics)
+        self.status = DaemonStatus(
+            config, self.boot_id, self.ledger, lambda: self.publisher.verdicts_published, wall_clock
+        )
+        self.metrics_port: int | None = None
+        self.exit_code = EXIT_OK
+        self._registry = registry
+        self._notifier = notifier
+        self._env = env
+        self._wall = wall_clock
+        self._capture_stop = threading.Event()
+        self._capture: CaptureManager | None = None
+        self._pipeline: Pipeline | None = None
+        self._threads: dict[str, threading.Thread] = {}
+        self._aux_stop = threading.Event()
+        self._metrics_server: MetricsServer | None = None
+        self._log = structlog.stdlib.get_logger(__name__).bind(boot_id=self.boot_id)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask the daemon to stop gracefully (safe from signal handlers and other threads)."""
+        if not self.stop_event.is_set():
+            self._log.info("stop_requested", reason=reason)
+        self.stop_event.set()
+
+    def run(self) -> int:
+        """Start, serve until stopped, shut down. Returns the exit status (0, or 1 if the pipeline died).
+
+        Raises:
+            Exception: start-up failures (gallery, backbone, bind errors) after releasing what was started.
+        """
+        try:
+            self._start()
+        except BaseException as exc:
+            self._log.error("startup_failed", error=str(exc), error_type=type(exc).__name__)
+            self._capture_stop.set()
+            if self._capture is not None:
+                self._capture.stop(CAPTURE_STOP_TIMEOUT_S)
+            self._close_outputs()
+            raise
+        if self.ready_event.is_set():
+            self._supervise()
+        return self._shutdown()
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._log.info("daemon_starting", version=__version__, cameras=[c.name for c in cfg.cameras])
+        self.metrics.set_build_info(__version__)
+        for cam in cfg.cameras:
+            self.metrics.init_camera(cam.name)
+        endpoint = self.publisher.bind()
+        self._log.info("bus_bound", endpoint=endpoint)
+        if cfg.metrics.enabled:
+            self._metrics_server, self.metrics_port = start_http_server(cfg.metrics, self._registry)
+            self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
+        self._spawn("heartbeat", self._heartbeat_loop)
+        worker = self._load_worker()
+        if self.stop_event.is_set():
+            return
+        self._start_capture(worker)
+        self._become_ready(endpoint)
+
+    def _load_worker(self) -> ModelWorker:
+        cfg = self.config
+        if cfg.worker.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.worker.torch_threads)
+        started = time.monotonic()
+        scorers = load_scorers(cfg, BackboneCache())
+        self._check_gallery_settings(scorers)
+        worker = ModelWorker(scorers)
+        for cam in cfg.cameras:
+            gallery_hash, backbone = worker.gallery_of(cam.name)
+            self.metrics.set_gallery(cam.name, gallery_hash, backbone)
+            self._log.info("gallery_validated", camera=cam.name, gallery=gallery_hash, backbone=backbone)
+        if cfg.worker.warmup and not self.stop_event.is_set():
+            worker.warm_up(cfg.batching.max_batch)
+        self._log.info("model_ready", seconds=round(time.monotonic() - started, 3), warmup=cfg.worker.warmup)
+        return worker
+
+    def _check_gallery_settings(self, scorers: Mapping[str, Scorer]) -> None:
+        """Refuse ``[model]``/``[calibration]`` keys the galleries decide otherwise; name the ignored ones.
+
+        Raises:
+            ConfigError: a key set in the config disagrees with a gallery (one line per key and gallery).
+        """
+        cfg = self.config
+        manifests = {cfg.gallery_for(c): scorers[c.name].gallery.manifest for c in cfg.cameras}
+        problems = daemon_config_conflicts(cfg, lambda path: manifests[path])
+        if problems:
+            raise ConfigError("config", problems)
+        decided = [f"model.{k}" for k in sorted(cfg.model.model_fields_set)]
+        decided += [f"calibration.{k}" for k in sorted(cfg.calibration.model_fields_set)]
+        if decided:
+            self._log.warning(
+                "config_keys_decided_by_gallery", keys=decided, note="they agree with every gallery"
+            )
+        if "batch_size" in cfg.runtime.model_fields_set:
+            self._log.warning(
+                "config_key_unused", key="runtime.batch_size", note="the daemon batches by batching.max_batch"
+            )
+
+    def _start_capture(self, worker: ModelWorker) -> None:
+        cfg = self.config
+        self._capture = CaptureManager(cfg.cameras, self._capture_stop, on_event=self._on_capture_event)
+        self._capture.start()
+        batcher = Batcher(cfg.batching)
+        bus = BusSink(self.publisher, self.metrics)
+        self._pipeline = Pipeline(self._capture, batcher, worker, bus, self.ledger, self.metrics)
+        self.status.attach(self._capture, self._pipeline, lambda: self.pipeline_running)
+        self._spawn("pipeline", self._pipeline_main)
+
+    def _become_ready(self, endpoint: str) -> None:
+        self.status.phase = "ready"
+        self.metrics.set_ready(True)
+        self._log.info(
+            "daemon_ready", bus=endpoint, metrics_port=self.metrics_port, cameras=len(self.config.cameras)
+        )
+        self._notifier.ready()
+        self._notifier.status(self.status.status_line())
+        interval = watchdog_interval_s(self._env)
+        if interval is not None:
+            self._spawn(
+                "watchdog",
+                lambda: run_watchdog(self._notifier, interval, self.status.healthy, self._aux_stop),
+            )
+        self.ready_event.set()
+
+    def _supervise(self) -> None:
+        last_status = time.monotonic()
+        while not self.stop_event.wait(SUPERVISE_INTERVAL_S):
+            self._update_gauges()
+            if time.monotonic() - last_status >= STATUS_INTERVAL_S:
+                last_status = time.monotonic()
+                self._notifier.status(self.status.status_line())
+
+    def _shutdown(self) -> int:
+        started = time.monotonic()
+        deadline = started + self.config.shutdown_timeout_s
+        self.status.phase = "stopping"
+        self.metrics.set_ready(False)
+        self._notifier.stopping()
+        self._notifier.status("stopping: finishing accepted frames")
+        self._log.info(
+            "daemon_stopping",
+            shutdown_timeout_s=self.config.shutdown_timeout_s,
+            accepted_in_flight=self.ledger.outstanding,
+        )
+        self._capture_stop.set()
+        if self._pipeline is not None:
+            self._pipeline.draining.set()
+        if self._capture is not None:
+            per_camera = min(CAPTURE_STOP_TIMEOUT_S, max(MIN_CAPTURE_STOP_S, deadline - time.monotonic()))
+            self._capture.stop(per_camera)
+        if self._pipeline is not None:
+            self._pipeline.input_closed.set()
+        pipeline = self._threads.get("pipeline")
+        if pipeline is not None:
+            pipeline.join(max(0.0, deadline - time.monotonic()))
+        self._account_unfinished(pipeline is not None and pipeline.is_alive())
+        self._update_gauges()
+        self._close_outputs()
+        self._log.info(
+            "daemon_stopped", seconds=round(time.monotonic() - started, 3), **self.status.summary()
+        )
+        return self.exit_code
+
+    def _account_unfinished(self, pipeline_alive: bool) -> None:
+        if self._pipeline is not None and not pipeline_alive:
+            self._pipeline.abandon_queued(DROP_PIPELINE_FAILED)
+        lost = self.ledger.abandon(DROP_SHUTDOWN_TIMEOUT if pipeline_alive else DROP_PIPELINE_FAILED)
+        for frame in lost:
+            self._log.error("frame_unfinished_at_shutdown", camera=frame.camera, seq=frame.seq)
+        undelivered = self._count_undelivered()
+        self.status.record_undelivered(undelivered)
+        if lost or undelivered:
+            self._log.error(
+                "shutdown_incomplete",
+                unfinished=len(lost),
+                undelivered=undelivered,
+                shutdown_timeout_s=self.config.shutdown_timeout_s,
+            )
+
+    def _count_undelivered(self) -> dict[str, int]:
+        """Frames captured but never handed to the pipeline (only after a failed shutdown): counted dropped."""
+        if self._capture is None:
+            return {}
+        left: dict[str, int] = {}
+        for name, st in self._capture.stats().items():
+            count = st.captured - st.delivered - sum(st.dropped_by_reason.values())
+            if count > 0:
+                left[name] = count
+                self.metrics.frames_dropped.labels(camera=name, reason=DROP_SHUTDOWN_TIMEOUT).inc(count)
+        return left
+
+    def _close_outputs(self) -> None:
+        self._aux_stop.set()
+        for name in ("heartbeat", "watchdog"):
+            thread = self._threads.get(name)
+            if thread is not None:
+                thread.join(THREAD_JOIN_TIMEOUT_S)
+        self.publisher.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        self.metrics.up.set(0)
+
+    # ------------------------------------------------------------------------------------------ threads
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads[name] = thread
+        thread.start()
+
+    def _pipeline_main(self) -> None:
+        assert self._pipeline is not None
+        try:
+            self._pipeline.run()
+        except Exception:  # noqa: BLE001 - logged, then the daemon stops with exit status 1
+            self._log.critical("pipeline_failed", exc_info=True)
+            self.exit_code = EXIT_FAILURE
+            self.request_stop("pipeline failed")
+
+    def _heartbeat_loop(self) -> None:
+        try:
+            run_heartbeats(
+                self.publisher, self.status.heartbeat, self.config.bus.heartbeat_interval_s, self._aux_stop
+            )
+        except Exception:  # noqa: BLE001 - heartbeats must never take the daemon down
+            self._log.error("heartbeat_failed", exc_info=True)
+
+    def _on_capture_event(self, camera: str, name: str, value: float) -> None:
+        m = self.metrics
+        if name == EVENT_CAPTURED:
+            m.frames_captured.labels(camera=camera).inc(value)
+        elif name == EVENT_RECONNECT:
+            m.camera_reconnects.labels(camera=camera).inc(value)
+        elif name.startswith(EVENT_DROPPED_PREFIX):
+            reason = name[len(EVENT_DROPPED_PREFIX) :]
+            m.frames_dropped.labels(camera=camera, reason=reason).inc(value)
+        elif name == EVENT_UP:
+            m.camera_up.labels(camera=camera).set(1)
+        elif name in (EVENT_DOWN, EVENT_ENDED, EVENT_RESTART):
+            m.camera_up.labels(camera=camera).set(0)
+
+    # ------------------------------------------------------------------------------------------ state
+
+    @property
+    def pipeline_running(self) -> bool:
+        """True while the pipeline thread is alive (after :meth:`run` only when a model call hung)."""
+        thread = self._threads.get("pipeline")
+        return thread is not None and thread.is_alive()
+
+    def _update_gauges(self) -> None:
+        if self._pipeline is not None:
+            self.metrics.queue_depth.labels(queue="batcher").set(self._pipeline.queued)
+            progress_at = self._wall() - self._pipeline.stalled_for_s()
+            self.metrics.worker_last_progress.set(progress_at)
+        if self._capture is not None:
+            for name, st in self._capture.stats().items():
+                waiting = st.captured - st.delivered - sum(st.dropped_by_reason.values())
+                self.metrics.queue_depth.labels(queue=f"capture:{name}").set(max(0, waiting))
+                self.metrics.camera_up.labels(camera=name).set(1 if st.up else 0)

@@ -1,0 +1,140 @@
+"""The daemon seen from outside: state, health, heartbeat, status line and per-camera accounting (read-only)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from inspector.bus.wire import CameraStatus, DaemonState, Heartbeat, rfc3339
+from inspector.capture.manager import CaptureManager
+from inspector.capture.shared import CameraStats
+from inspector.config.root import InspectorConfig
+from inspector.core.names import VERDICTS
+from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
+from inspector.daemon.pipeline import Pipeline
+
+
+class DaemonStatus:
+    """What the heartbeat, ``systemctl status``, the summary (and later the control socket) report.
+
+    The lifecycle writes only :attr:`phase` and attaches the running parts; everything else is derived from
+    the capture counters, the frame ledger and the pipeline's progress on each call, so it can never drift.
+    """
+
+    def __init__(
+        self,
+        config: InspectorConfig,
+        boot_id: str,
+        ledger: FrameLedger,
+        verdicts_published: Callable[[], int],
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create the view of a daemon that is still starting.
+
+        Args:
+            config: the daemon's configuration.
+            boot_id: the daemon's boot id.
+            ledger: the frame ledger.
+            verdicts_published: verdict messages handed to the bus so far.
+            wall_clock: Unix time for heartbeat timestamps.
+            monotonic: clock for the uptime.
+        """
+        self.config = config
+        self.boot_id = boot_id
+        self.phase: DaemonState = "starting"
+        self._ledger = ledger
+        self._verdicts_published = verdicts_published
+        self._wall = wall_clock
+        self._monotonic = monotonic
+        self._started_at = monotonic()
+        self._capture: CaptureManager | None = None
+        self._pipeline: Pipeline | None = None
+        self._pipeline_alive: Callable[[], bool] = lambda: False
+        self._undelivered: dict[str, int] = {}
+
+    def attach(self, capture: CaptureManager, pipeline: Pipeline, pipeline_alive: Callable[[], bool]) -> None:
+        """Start reporting on the running capture and pipeline."""
+        self._capture, self._pipeline, self._pipeline_alive = capture, pipeline, pipeline_alive
+
+    def record_undelivered(self, counts: dict[str, int]) -> None:
+        """Frames captured but never handed to the pipeline at a failed shutdown (counted as dropped)."""
+        self._undelivered = dict(counts)
+
+    def camera_stats(self) -> dict[str, CameraStats]:
+        """Capture counters per camera ({} before capture starts)."""
+        return self._capture.stats() if self._capture is not None else {}
+
+    def healthy(self) -> bool:
+        """True while the pipeline thread runs and its current step is shorter than ``stall_timeout_s``."""
+        if self._pipeline is None or not self._pipeline_alive():
+            return False
+        return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
+
+    def state(self) -> DaemonState:
+        """starting, ready, degraded (a camera down or the worker stalled) or stopping."""
+        if self.phase != "ready":
+            return self.phase
+        cameras_ok = all(st.up or st.ended for st in self.camera_stats().values())
+        return "ready" if cameras_ok and self.healthy() else "degraded"
+
+    def heartbeat(self) -> Heartbeat:
+        """The current heartbeat message."""
+        stats = self.camera_stats()
+        tally = self._ledger.tally()
+        cameras = {}
+        for cam in self.config.cameras:
+            st = stats.get(cam.name)
+            last = tally[cam.name].last_seq if cam.name in tally else None
+            cameras[cam.name] = CameraStatus(
+                up=st.up if st else False, frames=st.captured if st else 0, last_seq=last
+            )
+        return Heartbeat(
+            boot_id=self.boot_id,
+            published_at=rfc3339(self._wall()),
+            state=self.state(),
+            uptime_s=self._monotonic() - self._started_at,
+            cameras=cameras,
+            frames_published=self._verdicts_published(),
+            worker_alive=self.healthy(),
+        )
+
+    def status_line(self) -> str:
+        """One-line summary for ``systemctl status`` (sd_notify STATUS=)."""
+        stats = self.camera_stats()
+        up = sum(1 for st in stats.values() if st.up)
+        tally = self._ledger.tally().values()
+        verdicts = {v: sum(t.published.get(v, 0) for t in tally) for v in VERDICTS}
+        dropped = sum(sum(st.dropped_by_reason.values()) for st in stats.values())
+        dropped += sum(sum(t.dropped.values()) for t in tally)
+        counts = " ".join(f"{v} {n}" for v, n in verdicts.items())
+        return (
+            f"{self.state()}: {up}/{len(self.config.cameras)} cameras up, "
+            f"{sum(verdicts.values())} verdicts ({counts}), {dropped} dropped"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Per-camera accounting: captured == published + dropped (capture and daemon side) + unaccounted."""
+        stats = self.camera_stats()
+        tally = self._ledger.tally()
+        cameras: dict[str, Any] = {}
+        for cam in self.config.cameras:
+            st, t = stats.get(cam.name), tally.get(cam.name)
+            captured = st.captured if st else 0
+            dropped = dict(st.dropped_by_reason) if st else {}
+            for reason, n in (t.dropped if t else {}).items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            if self._undelivered.get(cam.name):
+                dropped[DROP_SHUTDOWN_TIMEOUT] = (
+                    dropped.get(DROP_SHUTDOWN_TIMEOUT, 0) + self._undelivered[cam.name]
+                )
+            published = t.published if t else {}
+            cameras[cam.name] = {
+                "captured": captured,
+                "published": sum(published.values()),
+                "verdicts": published,
+                "dropped": {r: n for r, n in dropped.items() if n},
+                "unaccounted": captured - sum(published.values()) - sum(dropped.values()),
+            }
+        return {"cameras": cameras, "frames_published": self._verdicts_published()}

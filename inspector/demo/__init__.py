@@ -1,0 +1,1 @@
+"""The embedded demo: a synthetic production line, its gallery, and the daemon or offline scoring on it."""

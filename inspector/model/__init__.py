@@ -1,0 +1,1 @@
+"""The SPADE model: pure math, the frozen backbone, preprocessing, the engine, and the gallery file and its build."""

@@ -1,0 +1,225 @@
+"""Building a gallery from known-good images and calibrating its thresholds from normal images only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspector.config.calibration import CalibrationConfig
+from inspector.config.model import ModelConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.core.errors import InspectorError
+from inspector.core.names import IMAGE_SUFFIXES
+from inspector.model.digest import file_sha256
+from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores, iter_batches
+from inspector.model.gallery import Gallery, load_gallery, save_gallery, update_calibration
+from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage
+from inspector.model.preprocess import read_image
+from inspector.model.settings import manifest_preprocessing, spade_params
+
+MIN_CALIBRATION_IMAGES = 2
+SCALE_SAMPLE_IMAGES = 32  # normal images used to estimate the per-stage distance scales
+
+Progress = Callable[[int], None]
+
+
+class BuildError(InspectorError):
+    """A gallery cannot be built from the given images (the message names the folder or file)."""
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in a folder, sorted by name.
+
+    Raises:
+        BuildError: the folder is missing or holds no image.
+    """
+    if not folder.is_dir():
+        raise BuildError(f"{folder}: not a folder")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise BuildError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def utc_now() -> str:
+    """Current time as RFC 3339 UTC."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def extract_all(engine: FeatureEngine, paths: Sequence[Path], progress: Progress | None = None) -> Features:
+    """Features of every image (on CPU), read and batched by the engine's batch size."""
+    pooled: list[torch.Tensor] = []
+    stages: dict[int, list[torch.Tensor]] = {s: [] for s in engine.config.stages}
+    for batch in iter_batches(list(paths), engine.runtime.batch_size):
+        feats, _ = engine.extract([read_image(p) for p in batch], {})
+        pooled.append(feats.pooled.cpu())
+        for s, t in feats.stages.items():
+            stages[s].append(t.cpu())
+        if progress:
+            progress(len(batch))
+    return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()})
+
+
+def build_gallery(
+    images: Sequence[Path],
+    out: Path,
+    config: ModelConfig,
+    runtime: RuntimeConfig,
+    float16: bool = False,
+    progress: Progress | None = None,
+    backbones: BackboneCache | None = None,
+) -> GalleryManifest:
+    """Extract features of known-good images and write an (uncalibrated) gallery file.
+
+    Args:
+        images: the known-good image files.
+        out: gallery file to write (atomically).
+        config: the model settings the gallery records.
+        runtime: device, arithmetic and weights files.
+        float16: store features as float16.
+        progress: called with the number of images done after each batch.
+        backbones: shared backbones (to reuse one already built).
+
+    Raises:
+        BuildError: fewer than two images.
+        ImageReadError: an image cannot be read (the message names it).
+    """
+    if len(images) < MIN_CALIBRATION_IMAGES:
+        raise BuildError(f"need at least {MIN_CALIBRATION_IMAGES} good images, got {len(images)}")
+    engine = FeatureEngine(config, runtime, backbones)
+    feats = extract_all(engine, images, progress)
+    manifest = GalleryManifest(
+        format_version=GALLERY_FORMAT_VERSION,
+        backbone=engine.spec.name,
+        weights_sha256=engine.spec.weights_sha256,
+        preprocessing=manifest_preprocessing(config, engine.spec),
+        stages=list(config.stages),
+        stage_shapes={},
+        spade=spade_params(config),
+        image_count=len(images),
+        sources=[SourceImage(name=p.name, sha256=file_sha256(p)) for p in images],
+        created_at=utc_now(),
+        storage_dtype="float16" if float16 else "float32",
+        content_sha256="",
+        calibration=None,
+    )
+    return save_gallery(out, feats.pooled, feats.stages, manifest, float16=float16)
+
+
+def threshold_at_rate(values: np.ndarray, rate: float) -> float:
+    """The smallest observed value such that at most ``rate`` of the values lie strictly above it."""
+    if values.size == 0:
+        raise ValueError("no values to calibrate from")
+    n = values.size
+    allowed_above = min(int(np.floor(rate * n + 1e-9)), n - 1)
+    return float(np.sort(values, axis=None)[n - 1 - allowed_above])
+
+
+def _leave_one_out(
+    inspector: Inspector, scales: list[float] | None, progress: Progress | None, limit: int | None = None
+) -> RawScores:
+    """Score each gallery image (the first ``limit``, or all) against all the others, batch by batch."""
+    g: Gallery = inspector.gallery
+    n = min(g.pooled.shape[0], limit or g.pooled.shape[0])
+    dev = inspector.engine.device
+    size = inspector.config.crop_px
+    parts: list[RawScores] = []
+    batch = inspector.engine.runtime.batch_size
+    for start in range(0, n, batch):
+        sel = torch.arange(start, min(n, start + batch))
+        feats = Features(g.pooled[sel].to(dev), {s: t[sel].to(dev) for s, t in g.stages.items()})
+        parts.append(inspector.raw_scores(feats, [(0, size, 0, size)] * len(sel), sel.to(dev), scales))
+        if progress:
+            progress(len(sel))
+    return _concat(parts)
+
+
+def _holdout(
+    inspector: Inspector,
+    paths: Sequence[Path],
+    scales: list[float] | None,
+    progress: Progress | None,
+    limit: int | None = None,
+) -> RawScores:
+    """Score normal images (the first ``limit``, or all) against the whole gallery."""
+    parts: list[RawScores] = []
+    for batch in iter_batches(list(paths)[:limit], inspector.engine.runtime.batch_size):
+        feats, prepared = inspector.engine.extract([read_image(p) for p in batch], {})
+        parts.append(inspector.raw_scores(feats, prepared.valid, None, scales))
+        if progress:
+            progress(len(batch))
+    return _concat(parts)
+
+
+def _score_normals(
+    inspector: Inspector, normal_images: Sequence[Path] | None, progress: Progress | None
+) -> tuple[RawScores, list[float] | None]:
+    """Scores of normal images, and the stage scales they were fused with (estimated first when needed)."""
+    scales: list[float] | None = None
+    if inspector.config.stage_fusion != "mean":
+        ones = [1.0] * len(inspector.config.stages)
+        sample = (
+            _holdout(inspector, normal_images, ones, None, SCALE_SAMPLE_IMAGES)
+            if normal_images
+            else _leave_one_out(inspector, ones, None, SCALE_SAMPLE_IMAGES)
+        )
+        scales = [float(v) for v in sample.stage_means.mean(0)]
+    if normal_images:
+        return _holdout(inspector, normal_images, scales, progress), scales
+    return _leave_one_out(inspector, scales, progress), scales
+
+
+def _concat(parts: list[RawScores]) -> RawScores:
+    return RawScores(
+        np.concatenate([p.knn for p in parts]),
+        np.concatenate([p.map_max for p in parts]),
+        np.concatenate([p.map_top_mean for p in parts]),
+        np.concatenate([p.maps for p in parts]),
+        np.concatenate([p.stage_means for p in parts]),
+    )
+
+
+def calibrate_gallery(
+    path: Path,
+    runtime: RuntimeConfig,
+    calibration: CalibrationConfig,
+    normal_images: Sequence[Path] | None = None,
+    progress: Progress | None = None,
+    backbones: BackboneCache | None = None,
+) -> Calibration:
+    """Set the image and pixel thresholds from normal images and store them in the gallery manifest.
+
+    Without ``normal_images`` each gallery image is scored against all the others (leave-one-out);
+    with them, those images are scored against the whole gallery.
+
+    Returns:
+        The calibration written to the manifest.
+    """
+    inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
+    raw, scales = _score_normals(inspector, normal_images, progress)
+    method = "holdout" if normal_images else "leave_one_out"
+    knn_median = float(np.median(raw.knn)) or 1.0
+    max_median = float(np.median(raw.map_max)) or 1.0
+    provisional = Calibration(
+        image_threshold=0.0,
+        target_false_reject_rate=calibration.target_false_reject_rate,
+        pixel_threshold=threshold_at_rate(raw.map_max, calibration.pixel_target_rate),
+        pixel_target_rate=calibration.pixel_target_rate,
+        method=method,
+        n_images=int(raw.knn.shape[0]),
+        score_median=knn_median,
+        map_max_median=max_median,
+        stage_scales=scales,
+        created_at=utc_now(),
+    )
+    scores = inspector.combine(raw, provisional)
+    final = provisional.model_copy(
+        update={"image_threshold": threshold_at_rate(scores, calibration.target_false_reject_rate)}
+    )
+    update_calibration(path, final)
+    load_gallery(path)  # prove the rewritten file validates before anyone relies on it
+    return final

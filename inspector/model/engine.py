@@ -1,0 +1,364 @@
+"""SPADE inference engine: backbone + gallery + math, from uint8 images to scores, maps, masks and verdicts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+
+from inspector.config.model import ModelConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.core.errors import InspectorError
+from inspector.model import spade
+from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
+from inspector.model.gallery import Gallery, GalleryError, check_expected, load_gallery
+from inspector.model.manifest import Calibration
+from inspector.model.maps import defect_mask
+from inspector.model.preprocess import Prepared, prepare_batch
+from inspector.model.settings import (
+    check_feature_shapes,
+    manifest_preprocessing,
+    preprocess_spec,
+    settings_from_manifest,
+)
+
+MIB = 1 << 20
+
+
+class EngineError(InspectorError):
+    """The engine cannot score: uncalibrated gallery, mismatched settings, unusable device."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map the config's device name to a torch device ("auto" picks CUDA when present)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EngineError("runtime.device: cuda requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Features:
+    """Backbone output for a batch: pooled [B, D] and stage maps {stage: [B, C, H, W]} (CPU or device)."""
+
+    pooled: torch.Tensor
+    stages: dict[int, torch.Tensor]
+
+
+@dataclass
+class RawScores:
+    """Every image-score variant and the anomaly maps for a batch (numpy, CPU)."""
+
+    knn: np.ndarray
+    map_max: np.ndarray
+    map_top_mean: np.ndarray
+    maps: np.ndarray
+    stage_means: np.ndarray  # [B, stages]: mean nearest-feature distance per stage, before fusion
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One image's outcome.
+
+    Attributes:
+        score: image score in the gallery's calibrated mode.
+        threshold: calibrated image threshold.
+        verdict: "PASS" or "FAIL" (score above threshold).
+        pixel_threshold: calibrated pixel threshold (the mask is the map above it).
+        anomaly_map: float32 [crop, crop] map in model-input (crop) coordinates.
+        mask: uint8 0/255 [crop, crop], anomaly_map above the pixel threshold.
+        defect_area_px: mask pixels set.
+        crop: the BGR crop the network saw.
+        timings_ms: the batch's time per stage in milliseconds.
+    """
+
+    score: float
+    threshold: float
+    verdict: Literal["PASS", "FAIL"]
+    pixel_threshold: float
+    knn_score: float
+    map_max: float
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    defect_area_px: int
+    crop: np.ndarray
+    timings_ms: dict[str, float]
+
+
+class BackboneCache:
+    """Backbones built so far, one per (name, weights file, device): galleries that use the same network share it.
+
+    Not thread-safe; the daemon builds every engine from one thread.
+    """
+
+    def __init__(self, random_weights: bool = False) -> None:
+        """Create an empty cache; ``random_weights`` builds untrained networks (benchmarks only)."""
+        self._random = random_weights
+        self._built: dict[tuple[str, str, str], tuple[FeatureExtractor, BackboneSpec]] = {}
+
+    def get(
+        self, name: str, runtime: RuntimeConfig, device: torch.device
+    ) -> tuple[FeatureExtractor, BackboneSpec]:
+        """The backbone ``name`` on ``device``, built (from local files only) the first time it is asked for.
+
+        Raises:
+            BackboneError: the weights file is missing or wrong.
+        """
+        weights = runtime.weights_for(name)
+        key = (name, str(weights or ""), str(device))
+        if key not in self._built:
+            extractor, spec = build_backbone(name, weights, random_weights=self._random)
+            self._built[key] = (extractor.to(device), spec)
+        return self._built[key]
+
+    def __len__(self) -> int:
+        """Backbones built."""
+        return len(self._built)
+
+
+class FeatureEngine:
+    """Preprocessing plus the frozen backbone: images in, SPADE features out."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        runtime: RuntimeConfig,
+        backbones: BackboneCache | None = None,
+    ) -> None:
+        """Build (or take from ``backbones``) the backbone the settings name, on the runtime's device.
+
+        Raises:
+            BackboneError: the weights file is missing or wrong.
+            EngineError: the device is unusable.
+        """
+        self.config = config
+        self.runtime = runtime
+        self.device = resolve_device(runtime.device)
+        cache = backbones if backbones is not None else BackboneCache()
+        self.extractor, self.spec = cache.get(config.backbone, runtime, self.device)
+        self.prep = preprocess_spec(config, self.spec)
+
+    @contextmanager
+    def timed(self, timings: dict[str, float], name: str) -> Iterator[None]:
+        """Add the wall time of the block, in ms, to timings[name] (synchronising CUDA for honest numbers)."""
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+    @torch.inference_mode()
+    def extract(self, images: list[np.ndarray], timings: dict[str, float]) -> tuple[Features, Prepared]:
+        """Preprocess and run the backbone on a batch of uint8 images; features stay on the device."""
+        with self.timed(timings, "preprocess"):
+            prepared = prepare_batch(images, self.prep)
+            x = prepared.tensor.to(self.device, non_blocking=True)
+        with self.timed(timings, "backbone"):
+            pooled, pyramid = self.extractor(x)
+            stages = {
+                s: spade.neighbourhood_average(pyramid[s].float(), self.config.neighbourhood_px)
+                for s in self.config.stages
+            }
+        return Features(pooled.float(), stages), prepared
+
+
+class Inspector:
+    """A feature engine bound to a loaded gallery: scores images and gives verdicts."""
+
+    def __init__(self, engine: FeatureEngine, gallery: Gallery, require_calibration: bool = True) -> None:
+        """Bind an engine to a gallery already checked against it (use :meth:`from_gallery`).
+
+        Raises:
+            EngineError: ``require_calibration`` and the gallery is not calibrated.
+        """
+        self.engine = engine
+        self.gallery = gallery
+        self.config = engine.config
+        cal = gallery.manifest.calibration
+        if require_calibration and cal is None:
+            raise EngineError(
+                f"gallery {gallery.content_hash[:12]}: not calibrated (run inspector gallery calibrate)"
+            )
+        dev = engine.device
+        self.pooled = gallery.pooled.to(dev)
+        self.stages = {s: t.to(dev) for s, t in gallery.stages.items()}
+        self.chunk_bytes = engine.runtime.distance_chunk_mb * MIB
+
+    @classmethod
+    def from_gallery(
+        cls,
+        path: Path,
+        runtime: RuntimeConfig,
+        require_calibration: bool = True,
+        backbones: BackboneCache | None = None,
+    ) -> Inspector:
+        """The one way a gallery file becomes a scorer: load it, build its backbone, check that they agree.
+
+        The file is read and hashed once; the model settings come from its manifest, the device, arithmetic
+        and weights files from ``runtime``.
+
+        Args:
+            path: the gallery file.
+            runtime: run-time settings of this machine.
+            require_calibration: refuse an uncalibrated gallery (False only while calibrating it).
+            backbones: shared backbones (galleries using the same network then share one copy).
+
+        Raises:
+            GalleryError: the file is corrupt or does not match the backbone (names the file and reason).
+            BackboneError: the weights file is missing or wrong.
+            EngineError: the gallery is not calibrated, or the device is unusable.
+        """
+        gallery = load_gallery(path)
+        if require_calibration and gallery.manifest.calibration is None:
+            raise EngineError(
+                f"gallery {path}: not calibrated (run inspector gallery calibrate --gallery {path})"
+            )
+        try:
+            config = settings_from_manifest(gallery.manifest)
+        except ValueError as exc:
+            raise GalleryError(path, f"manifest settings this build cannot use: {exc}") from None
+        engine = FeatureEngine(config, runtime, backbones)
+        check_expected(
+            path,
+            gallery.manifest,
+            engine.spec.name,
+            engine.spec.weights_sha256,
+            manifest_preprocessing(config, engine.spec),
+        )
+        check_feature_shapes(path, gallery.manifest, engine.spec, config)
+        return cls(engine, gallery, require_calibration)
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated image threshold."""
+        cal = self.gallery.manifest.calibration
+        if cal is None:
+            raise EngineError("gallery is not calibrated")
+        return cal.image_threshold
+
+    @torch.inference_mode()
+    def stage_scales(self) -> list[float] | None:
+        """Per-stage divisors for the configured fusion (None for the paper's plain mean)."""
+        if self.config.stage_fusion == "mean":
+            return None
+        cal = self.gallery.manifest.calibration
+        if cal is None or cal.stage_scales is None:
+            raise EngineError(f"stage_fusion {self.config.stage_fusion} needs calibrated stage scales")
+        return cal.stage_scales
+
+    def raw_scores(
+        self,
+        feats: Features,
+        valid: list[tuple[int, int, int, int]],
+        exclude: torch.Tensor | None = None,
+        scales: list[float] | None = None,
+    ) -> RawScores:
+        """All score variants and fused maps for features already on the device.
+
+        ``scales`` overrides the calibrated stage scales (used while calibrating them).
+        """
+        t: dict[str, float] = {}
+        cfg, eng, run = self.config, self.engine, self.engine.runtime
+        with eng.timed(t, "image_knn"):
+            knn, nn_idx = spade.knn_scores(
+                feats.pooled, self.pooled, cfg.image_k, cfg.pixel_k, exclude, run.precision
+            )
+        with eng.timed(t, "pixel_match"):
+            per_stage = [
+                spade.stage_maps(feats.stages[s], self.stages[s], nn_idx, self.chunk_bytes, run.precision)
+                for s in cfg.stages
+            ]
+        with eng.timed(t, "upsample_blur"):
+            fusion = cfg.stage_fusion
+            if fusion != "mean" and scales is None:
+                scales = self.stage_scales()
+            maps = spade.fuse_maps(
+                per_stage,
+                (cfg.crop_px, cfg.crop_px),
+                cfg.blur_sigma_px,
+                scales if fusion != "mean" else None,
+                geometric=fusion == "scaled_geomean",
+            )
+            maps = _zero_outside(maps, valid)
+            mmax, mtop = spade.map_image_scores(maps)
+        stage_means = torch.stack([m.flatten(1).mean(1) for m in per_stage], 1)
+        return RawScores(
+            knn.cpu().numpy(),
+            mmax.cpu().numpy(),
+            mtop.cpu().numpy(),
+            maps.cpu().numpy(),
+            stage_means.cpu().numpy(),
+            t,
+        )
+
+    def combine(self, raw: RawScores, calibration: Calibration | None = None) -> np.ndarray:
+        """Image scores in the gallery's mode (knn_plus_map needs calibration medians: given, else the gallery's)."""
+        mode = self.config.image_score
+        if mode == "knn_pooled":
+            return raw.knn
+        if mode == "map_max":
+            return raw.map_max
+        if mode == "map_top_mean":
+            return raw.map_top_mean
+        cal = calibration or self.gallery.manifest.calibration
+        if cal is None:
+            raise EngineError("image_score knn_plus_map needs calibration medians")
+        return np.asarray(raw.knn / cal.score_median + raw.map_max / cal.map_max_median)
+
+    def score(self, images: list[np.ndarray]) -> list[ScoreResult]:
+        """Score a batch of uint8 images (gray or BGR, any size) against the gallery."""
+        timings: dict[str, float] = {}
+        feats, prepared = self.engine.extract(images, timings)
+        raw = self.raw_scores(feats, prepared.valid)
+        timings.update(raw.timings_ms)
+        scores = self.combine(raw)
+        cal = self.gallery.manifest.calibration
+        assert cal is not None  # enforced in __init__ for scoring instances
+        results = []
+        for i, s in enumerate(scores):
+            amap = raw.maps[i]
+            mask = defect_mask(amap, cal.pixel_threshold)
+            results.append(
+                ScoreResult(
+                    score=float(s),
+                    threshold=cal.image_threshold,
+                    pixel_threshold=cal.pixel_threshold,
+                    verdict="FAIL" if float(s) > cal.image_threshold else "PASS",
+                    knn_score=float(raw.knn[i]),
+                    map_max=float(raw.map_max[i]),
+                    anomaly_map=amap,
+                    mask=mask,
+                    defect_area_px=int(np.count_nonzero(mask)),
+                    crop=prepared.crops[i],
+                    timings_ms=dict(timings),
+                )
+            )
+        return results
+
+
+def _zero_outside(maps: torch.Tensor, valid: list[tuple[int, int, int, int]]) -> torch.Tensor:
+    """Zero map values outside each image's real content (letterbox padding is never a defect)."""
+    h, w = maps.shape[1:]
+    for i, (y0, y1, x0, x1) in enumerate(valid):
+        if (y0, y1, x0, x1) != (0, h, 0, w):
+            keep = torch.zeros((h, w), dtype=torch.bool, device=maps.device)
+            keep[y0:y1, x0:x1] = True
+            maps[i] = torch.where(keep, maps[i], torch.zeros_like(maps[i]))
+    return maps
+
+
+T = TypeVar("T")
+
+
+def iter_batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """Consecutive slices of at most size items."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

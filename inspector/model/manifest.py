@@ -1,0 +1,130 @@
+"""The gallery manifest schema."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from inspector.config.model import VALID_STAGES
+
+GALLERY_FORMAT_VERSION = 1
+_SHA256_PATTERN = r"^[0-9a-f]{64}$"
+_RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
+
+
+def _check_rfc3339_utc(value: str) -> str:
+    if not _RFC3339_UTC.match(value):
+        raise ValueError(f"must be an RFC 3339 UTC timestamp like 2024-05-01T12:00:00Z, got {value!r}")
+    datetime.fromisoformat(value[:19])  # raises ValueError on an impossible date or time of day
+    return value
+
+
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {list(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+UtcTimestamp = Annotated[str, AfterValidator(_check_rfc3339_utc)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class Preprocessing(_Strict):
+    """How images were turned into backbone input; live frames must be preprocessed identically."""
+
+    resize_px: int = Field(ge=1)
+    crop_px: int = Field(ge=1)
+    keep_aspect: bool
+    input_scale: Annotated[str, AfterValidator(_one_of("minus1_1", "imagenet"))]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    color: Annotated[str, AfterValidator(_one_of("rgb"))] = "rgb"
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> Preprocessing:
+        if self.crop_px > self.resize_px:
+            raise ValueError(f"crop_px ({self.crop_px}) must not exceed resize_px ({self.resize_px})")
+        if any(s <= 0.0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+        return self
+
+
+class SpadeParams(_Strict):
+    """SPADE parameters the gallery was built and calibrated for."""
+
+    image_k: int = Field(ge=1)
+    pixel_k: int = Field(ge=1)
+    blur_sigma_px: float = Field(ge=0.0)
+    neighbourhood_px: int = Field(ge=1)
+    image_score: str = Field(min_length=1)
+    stage_fusion: str = Field(default="mean", min_length=1)
+
+
+class SourceImage(_Strict):
+    """One known-good image the gallery was built from."""
+
+    name: str = Field(min_length=1)
+    sha256: str = Field(pattern=_SHA256_PATTERN)
+
+
+class Calibration(_Strict):
+    """Thresholds set from normal images only."""
+
+    image_threshold: float
+    target_false_reject_rate: float = Field(gt=0.0, lt=1.0)
+    pixel_threshold: float
+    pixel_target_rate: float = Field(gt=0.0, lt=1.0)
+    method: Annotated[str, AfterValidator(_one_of("leave_one_out", "holdout"))]
+    n_images: int = Field(ge=1)
+    score_median: float
+    map_max_median: float
+    stage_scales: list[float] | None = Field(
+        default=None, description="Mean nearest-feature distance per used stage on normal images."
+    )
+    created_at: UtcTimestamp
+
+
+class GalleryManifest(_Strict):
+    """Everything needed to check a gallery matches the running model; stored as JSON in the file header.
+
+    ``storage_dtype``, ``stage_shapes`` and ``content_sha256`` are filled by :func:`save_gallery`.
+    """
+
+    format_version: int = GALLERY_FORMAT_VERSION
+    backbone: str = Field(min_length=1)
+    weights_sha256: str = Field(pattern=_SHA256_PATTERN)
+    preprocessing: Preprocessing
+    stages: list[int] = Field(min_length=1, max_length=len(VALID_STAGES))
+    stage_shapes: dict[str, list[int]] = Field(default_factory=dict)
+    spade: SpadeParams
+    image_count: int = Field(ge=1)
+    sources: list[SourceImage]
+    created_at: UtcTimestamp
+    storage_dtype: Literal["float32", "float16"] = "float32"
+    content_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    calibration: Calibration | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_valid(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(s not in VALID_STAGES for s in value):
+            raise ValueError(f"must be distinct values from {VALID_STAGES}, got {value}")
+        return value
+
+    @field_validator("stage_shapes")
+    @classmethod
+    def _shapes_positive(cls, value: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, shape in value.items():
+            if not shape or any(d < 1 for d in shape):
+                raise ValueError(f"{name}: dimensions must be positive, got {shape}")
+        return value

@@ -1,0 +1,124 @@
+"""Image preprocessing shared by gallery building and live scoring: resize, centre crop, normalise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from inspector.core.errors import InspectorError
+
+U8_MAX = 255.0
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a raw image becomes a network input; a gallery and a live frame always use the same one.
+
+    Attributes:
+        resize_px: side of the square the image is resized into (paper: 256).
+        crop_px: side of the centre crop fed to the network (paper: 224).
+        keep_aspect: letterbox (scale the longer side to resize_px, pad with black) instead of squashing.
+        mean: per-channel RGB mean on the [0, 1] scale.
+        std: per-channel RGB std on the [0, 1] scale.
+    """
+
+    resize_px: int
+    crop_px: int
+    keep_aspect: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch ready for the network.
+
+    Attributes:
+        tensor: float32 [B, 3, crop, crop], normalised.
+        crops: the uint8 BGR crops [B, crop, crop, 3] (for overlays and reports).
+        valid: per image (y0, y1, x0, x1) of real image content inside the crop (letterbox padding excluded).
+    """
+
+    tensor: torch.Tensor
+    crops: np.ndarray
+    valid: list[tuple[int, int, int, int]]
+
+
+class ImageReadError(InspectorError):
+    """An image file that cannot be decoded."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as 3-channel BGR uint8 (grayscale is replicated to 3 channels).
+
+    Raises:
+        ImageReadError: the file is missing or is not an image OpenCV can decode (the message names it).
+    """
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise ImageReadError(f"{path}: file not found")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a decodable image")
+    return np.ascontiguousarray(image)
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Return a 3-channel BGR uint8 view of a gray, BGR or BGRA uint8 image."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"unsupported image shape {image.shape}")
+
+
+def resize_and_crop(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Resize (squash or letterbox) to resize_px, then take the centre crop_px square.
+
+    Returns:
+        The BGR crop and the (y0, y1, x0, x1) box of real image content inside it.
+    """
+    image = to_bgr(image)
+    h, w = image.shape[:2]
+    r = spec.resize_px
+    if spec.keep_aspect:
+        scale = r / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(image, (nw, nh), interpolation=interp)
+        canvas = np.zeros((r, r, 3), np.uint8)
+        top, left = (r - nh) // 2, (r - nw) // 2
+        canvas[top : top + nh, left : left + nw] = small
+        content = (top, top + nh, left, left + nw)
+    else:
+        interp = cv2.INTER_AREA if min(h, w) > r else cv2.INTER_LINEAR
+        canvas = np.asarray(cv2.resize(image, (r, r), interpolation=interp), dtype=np.uint8)
+        content = (0, r, 0, r)
+    off = (r - spec.crop_px) // 2
+    c = spec.crop_px
+    crop = np.ascontiguousarray(canvas[off : off + c, off : off + c])
+    y0, y1 = max(content[0] - off, 0), min(content[1] - off, c)
+    x0, x1 = max(content[2] - off, 0), min(content[3] - off, c)
+    return crop, (y0, max(y1, y0), x0, max(x1, x0))
+
+
+def prepare_batch(images: list[np.ndarray], spec: PreprocessSpec) -> Prepared:
+    """Preprocess a batch of uint8 images (gray or BGR) into a normalised network input."""
+    if not images:
+        raise ValueError("prepare_batch needs at least one image")
+    crops, valid = zip(*(resize_and_crop(im, spec) for im in images), strict=True)
+    stack = np.stack(crops)  # [B, H, W, 3] BGR
+    rgb = torch.from_numpy(stack[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(U8_MAX)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return Prepared(tensor=(rgb - mean) / std, crops=stack, valid=list(valid))

@@ -1,0 +1,253 @@
+"""Prometheus metrics of the daemon on an injected CollectorRegistry, and the HTTP endpoint serving them.
+
+Only the parent (daemon) process writes these metrics. Camera and model-worker child processes never touch
+the registry (prometheus-client state is per process and multiprocess mode is not used): they send events
+(frame captured/dropped, batch scored, progress) over their result queues and the parent turns those events
+into counter increments and histogram observations here. Labels are bounded sets (camera names, stage names,
+queue names, verdicts, drop reasons from a fixed list); no label is ever per frame or per part.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from inspector.config.metrics import DEFAULT_SCORE_BUCKETS, MetricsConfig
+from inspector.core.names import LATENCY_STAGES, VERDICTS
+
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
+STAGE_LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+END_TO_END_BUCKETS_S: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+SERVER_THREAD_JOIN_TIMEOUT_S = 5.0
+MS_PER_S = 1000.0
+END_TO_END = "end_to_end"
+
+
+class MetricsError(RuntimeError):
+    """The metrics HTTP server cannot start."""
+
+
+class InspectorMetrics:
+    """All daemon metrics, registered on one injected registry.
+
+    The metric objects are public attributes for direct use; the helper methods cover the common updates.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        score_buckets: Sequence[float] = DEFAULT_SCORE_BUCKETS,
+        stages: Sequence[str] = LATENCY_STAGES,
+        clock: Callable[[], float] = time.time,
+        include_process_collector: bool = True,
+    ) -> None:
+        """Create and register every metric.
+
+        Args:
+            registry: the registry served by :func:`start_http_server` (never the global default).
+            score_buckets: upper bounds of the anomaly score histogram (``MetricsConfig.score_buckets``).
+            stages: stage names observed from ``latency_ms`` (others are ignored, bounding cardinality).
+            clock: wall clock for ``inspector_start_time_seconds``.
+            include_process_collector: also export ``process_*`` (CPU, memory, fds, start time).
+        """
+        self.registry = registry
+        self._stages = tuple(s for s in stages if s != END_TO_END)
+        self._galleries: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+        self._create_pipeline_metrics(registry)
+        self._create_latency_metrics(registry, score_buckets)
+        self._create_state_metrics(registry)
+        if include_process_collector:
+            ProcessCollector(registry=registry)
+        self.start_time.set(clock())
+        self.up.set(1)
+        self.ready.set(0)
+
+    def _create_pipeline_metrics(self, r: CollectorRegistry) -> None:
+        self.frames_captured = Counter(
+            "inspector_frames_captured_total", "Frames read from the camera.", ["camera"], registry=r
+        )
+        self.frames_dropped = Counter(
+            "inspector_frames_dropped_total",
+            "Frames discarded before scoring, by reason (queue_full, stale, decode_error, ...).",
+            ["camera", "reason"],
+            registry=r,
+        )
+        self.frames_scored = Counter(
+            "inspector_frames_scored_total", "Frames scored by the model.", ["camera"], registry=r
+        )
+        self.verdicts = Counter(
+            "inspector_verdicts_total", "Verdicts published, by verdict.", ["camera", "verdict"], registry=r
+        )
+        self.camera_up = Gauge(
+            "inspector_camera_up", "1 when the camera delivers frames.", ["camera"], registry=r
+        )
+        self.camera_reconnects = Counter(
+            "inspector_camera_reconnects_total", "Camera reconnect attempts.", ["camera"], registry=r
+        )
+        self.sink_errors = Counter(
+            "inspector_sink_errors_total",
+            "Outcomes an auxiliary output (archive, live view...) failed to take; the verdict was published.",
+            ["sink"],
+            registry=r,
+        )
+        self.queue_depth = Gauge("inspector_queue_depth", "Items waiting in a queue.", ["queue"], registry=r)
+        self.batch_size = Histogram(
+            "inspector_batch_size", "Frames per model batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+
+    def _create_latency_metrics(self, r: CollectorRegistry, score_buckets: Sequence[float]) -> None:
+        self.stage_latency = Histogram(
+            "inspector_stage_latency_seconds",
+            "Time spent per pipeline stage.",
+            ["stage"],
+            buckets=STAGE_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "inspector_end_to_end_latency_seconds",
+            "Capture to publish latency.",
+            ["camera"],
+            buckets=END_TO_END_BUCKETS_S,
+            registry=r,
+        )
+        self.anomaly_score = Histogram(
+            "inspector_anomaly_score",
+            "Image anomaly scores.",
+            ["camera"],
+            buckets=tuple(score_buckets),
+            registry=r,
+        )
+
+    def _create_state_metrics(self, r: CollectorRegistry) -> None:
+        self.build_info = Gauge(
+            "inspector_build_info", "Build version (value is 1).", ["version"], registry=r
+        )
+        self.gallery_info = Gauge(
+            "inspector_gallery_info",
+            "Gallery in use per camera (value is 1).",
+            ["camera", "gallery_hash", "backbone"],
+            registry=r,
+        )
+        self.worker_last_progress = Gauge(
+            "inspector_worker_last_progress_timestamp_seconds",
+            "Unix time the model worker last finished a batch.",
+            registry=r,
+        )
+        self.up = Gauge("inspector_up", "1 while the daemon process runs.", registry=r)
+        self.ready = Gauge("inspector_ready", "1 when the daemon is ready to score frames.", registry=r)
+        self.start_time = Gauge("inspector_start_time_seconds", "Unix time the daemon started.", registry=r)
+
+    def set_build_info(self, version: str) -> None:
+        """Export ``inspector_build_info{version}`` = 1."""
+        self.build_info.labels(version=version).set(1)
+
+    def init_camera(self, camera: str) -> None:
+        """Create a camera's series at 0 so dashboards and ``rate()`` see it before its first frame."""
+        self.frames_captured.labels(camera=camera)
+        self.frames_scored.labels(camera=camera)
+        self.camera_reconnects.labels(camera=camera)
+        self.camera_up.labels(camera=camera).set(0)
+        for verdict in VERDICTS:
+            self.verdicts.labels(camera=camera, verdict=verdict)
+
+    def set_gallery(self, camera: str, gallery_hash: str, backbone: str) -> None:
+        """Record the gallery a camera uses, removing the series of the gallery it replaces."""
+        with self._lock:
+            previous = self._galleries.get(camera)
+            if previous is not None and previous != (gallery_hash, backbone):
+                self.gallery_info.remove(camera, *previous)
+            self._galleries[camera] = (gallery_hash, backbone)
+            self.gallery_info.labels(camera=camera, gallery_hash=gallery_hash, backbone=backbone).set(1)
+
+    def set_ready(self, ready: bool) -> None:
+        """Set ``inspector_ready`` to 1 or 0."""
+        self.ready.set(1 if ready else 0)
+
+    def record_batch(self, size: int, stage_seconds: dict[str, float] | None = None) -> None:
+        """Observe one model batch: its size and optional per-stage durations in seconds."""
+        self.batch_size.observe(size)
+        for stage, seconds in (stage_seconds or {}).items():
+            if stage in self._stages:
+                self.stage_latency.labels(stage=stage).observe(seconds)
+
+    def record_verdict(
+        self,
+        camera: str,
+        verdict: str,
+        score: float | None,
+        latency_ms: Mapping[str, float],
+        observe_stages: bool = True,
+    ) -> None:
+        """Count a published verdict and observe its score and latencies.
+
+        Args:
+            camera: the camera.
+            verdict: PASS, FAIL, TIMEOUT or ERROR.
+            score: the image score (None when not scored).
+            latency_ms: milliseconds per stage as published; ``end_to_end`` feeds the end-to-end histogram.
+            observe_stages: also observe the stages into ``inspector_stage_latency_seconds``
+                (set False when :meth:`record_batch` already observes them per batch).
+        """
+        self.verdicts.labels(camera=camera, verdict=verdict).inc()
+        if score is not None:
+            self.frames_scored.labels(camera=camera).inc()
+            self.anomaly_score.labels(camera=camera).observe(score)
+        if observe_stages:
+            for stage in self._stages:
+                if stage in latency_ms:
+                    self.stage_latency.labels(stage=stage).observe(latency_ms[stage] / MS_PER_S)
+        if END_TO_END in latency_ms:
+            self.end_to_end_latency.labels(camera=camera).observe(latency_ms[END_TO_END] / MS_PER_S)
+
+
+class MetricsServer:
+    """A running /metrics HTTP server; :meth:`close` stops it and frees the port."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+        """Wrap the server and serving thread returned by prometheus-client."""
+        self.server = server
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound."""
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Stop serving, close the listening socket and join the thread."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(SERVER_THREAD_JOIN_TIMEOUT_S)
+
+
+def start_http_server(config: MetricsConfig, registry: CollectorRegistry) -> tuple[MetricsServer, int]:
+    """Serve ``registry`` at ``http://bind_address:port/metrics`` from a daemon thread.
+
+    The caller checks ``config.enabled`` and calls ``server.close()`` on shutdown.
+
+    Returns:
+        (server, actual port) — the actual port differs from ``config.port`` when it is 0.
+
+    Raises:
+        MetricsError: the address cannot be bound (in use, not local, ...), naming address and port.
+    """
+    try:
+        server, thread = prometheus_client.start_http_server(
+            config.port, addr=config.bind_address, registry=registry
+        )
+    except OSError as exc:
+        raise MetricsError(
+            f"metrics: cannot listen on {config.bind_address}:{config.port} (metrics.bind_address/port): {exc}"
+        ) from exc
+    wrapped = MetricsServer(server, thread)
+    return wrapped, wrapped.port

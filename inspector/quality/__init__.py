@@ -1,0 +1,1 @@
+"""Offline quality: scoring files, evaluating on labelled data, metrics and the report."""

@@ -1,0 +1,153 @@
+"""Evaluation on labelled MVTec-layout data: build, calibrate, score every test image, write the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.config.root import InspectorConfig
+from inspector.core.errors import InspectorError
+from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.engine import BackboneCache, Inspector, iter_batches
+from inspector.model.preprocess import read_image, resize_and_crop
+from inspector.quality.report import CategoryEval, write_report
+
+GOOD = "good"
+MASK_SUFFIX = "_mask.png"
+MASK_ON = 127  # a resized 0/255 mask pixel above this counts as defective
+
+Progress = Callable[[int], None]
+
+
+class EvalError(InspectorError):
+    """The data folder is not in MVTec layout (the message names the folder or file)."""
+
+
+@dataclass(frozen=True)
+class TestImage:
+    """One labelled test image and its ground-truth mask file (None for good images)."""
+
+    path: Path
+    defect_type: str
+    mask_path: Path | None
+
+
+def find_categories(data: Path, names: list[str] | None) -> list[Path]:
+    """Category folders under data (data itself when it is one category), filtered by names."""
+    if (data / "train" / GOOD).is_dir():
+        found = [data]
+    else:
+        found = sorted(p for p in data.iterdir() if (p / "train" / GOOD).is_dir()) if data.is_dir() else []
+    if names:
+        found = [p for p in found if p.name in names]
+        missing = set(names) - {p.name for p in found}
+        if missing:
+            raise EvalError(f"{data}: no category named {', '.join(sorted(missing))}")
+    if not found:
+        raise EvalError(f"{data}: no <category>/train/good folder (MVTec layout expected)")
+    return found
+
+
+def list_tests(category: Path) -> list[TestImage]:
+    """Every test image with its defect type and mask path (a defect without a mask file is an error)."""
+    tests: list[TestImage] = []
+    for type_dir in sorted(p for p in (category / "test").iterdir() if p.is_dir()):
+        for path in list_images(type_dir):
+            if type_dir.name == GOOD:
+                tests.append(TestImage(path, GOOD, None))
+                continue
+            mask = category / "ground_truth" / type_dir.name / f"{path.stem}{MASK_SUFFIX}"
+            if not mask.is_file():
+                raise EvalError(f"{path}: ground-truth mask {mask} not found")
+            tests.append(TestImage(path, type_dir.name, mask))
+    return tests
+
+
+def load_mask(test: TestImage, image_shape: tuple[int, ...], inspector: Inspector) -> np.ndarray:
+    """Ground truth in model-input space: resized and cropped exactly like its image."""
+    if test.mask_path is None:
+        return np.zeros((inspector.config.crop_px,) * 2, dtype=bool)
+    raw = cv2.imread(str(test.mask_path), cv2.IMREAD_GRAYSCALE)
+    if raw is None:
+        raise EvalError(f"{test.mask_path}: not a readable mask")
+    if raw.shape[:2] != image_shape[:2]:
+        raw = cv2.resize(raw, (image_shape[1], image_shape[0]), interpolation=cv2.INTER_NEAREST)
+    crop, _ = resize_and_crop(raw, inspector.engine.prep)
+    return np.asarray(crop[:, :, 0] > MASK_ON)
+
+
+def score_category(
+    name: str, inspector: Inspector, tests: list[TestImage], progress: Progress | None
+) -> CategoryEval:
+    """Score every test image; returns everything the report needs."""
+    scores, maps, masks, crops = [], [], [], []
+    elapsed = 0.0
+    for batch in iter_batches(tests, inspector.engine.runtime.batch_size):
+        images = [read_image(t.path) for t in batch]
+        start = time.perf_counter()
+        results = inspector.score(images)
+        elapsed += time.perf_counter() - start
+        for t, im, r in zip(batch, images, results, strict=True):
+            scores.append(r.score)
+            maps.append(r.anomaly_map)
+            crops.append(r.crop)
+            masks.append(load_mask(t, im.shape, inspector))
+        if progress:
+            progress(len(batch))
+    return CategoryEval(
+        name=name,
+        image_paths=[str(t.path) for t in tests],
+        labels=np.array([int(t.defect_type != GOOD) for t in tests]),
+        defect_types=[t.defect_type for t in tests],
+        scores=np.array(scores, dtype=np.float64),
+        threshold=inspector.threshold,
+        maps=np.stack(maps).astype(np.float32),
+        masks=np.stack(masks),
+        images=np.stack(crops),
+        ms_per_image=elapsed * 1e3 / max(1, len(tests)),
+    )
+
+
+def evaluate_category(
+    category: Path, config: InspectorConfig, out_dir: Path, progress: Callable[[str, int], Progress] | None
+) -> CategoryEval:
+    """Build and calibrate a gallery from train/good, then score test/ against it."""
+    train = list_images(category / "train" / GOOD)
+    tests = list_tests(category)
+    gallery = out_dir / "galleries" / f"{category.name}.gallery"
+    gallery.parent.mkdir(parents=True, exist_ok=True)
+    backbones = BackboneCache()
+    build_gallery(
+        train, gallery, config.model, config.runtime, backbones=backbones,
+        progress=progress(f"{category.name} gallery", len(train)) if progress else None,
+    )  # fmt: skip
+    calibrate_gallery(
+        gallery, config.runtime, config.calibration, backbones=backbones,
+        progress=progress(f"{category.name} calibrate", len(train)) if progress else None,
+    )  # fmt: skip
+    inspector = Inspector.from_gallery(gallery, config.runtime, backbones=backbones)
+    return score_category(
+        category.name, inspector, tests, progress(f"{category.name} test", len(tests)) if progress else None
+    )
+
+
+def run_eval(
+    data: Path,
+    categories: list[str] | None,
+    out_dir: Path,
+    config: InspectorConfig,
+    progress: Callable[[str, int], Progress] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The ``inspector eval`` command body: every category, then metrics.json, report.md and PNGs."""
+    evals = [evaluate_category(c, config, out_dir, progress) for c in find_categories(data, categories)]
+    settings: dict[str, object] = {
+        **config.model.model_dump(mode="json"),
+        "precision": config.runtime.precision,
+        **config.calibration.model_dump(mode="json"),
+    }
+    return write_report(out_dir, evals, settings)

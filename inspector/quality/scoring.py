@@ -1,0 +1,130 @@
+"""Offline scoring of image files against a gallery: text/JSON lines and overlay PNGs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import cv2
+import numpy as np
+
+from inspector.config.runtime import RuntimeConfig
+from inspector.core.names import EXIT_OK, EXIT_UNREADABLE
+from inspector.model.engine import Inspector, ScoreResult, iter_batches
+from inspector.model.maps import overlay_heatmap
+from inspector.model.preprocess import ImageReadError, read_image
+
+MAP_FULL_SCALE_X_THRESHOLD = 2.0  # colour scale: 0 .. 2x the pixel threshold (threshold at mid-scale)
+RECORD_VERDICT = "verdict"
+RECORD_UNREADABLE = "unreadable"
+SCORE_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class FileScore:
+    """A scored file, or the reason it could not be read."""
+
+    path: Path
+    result: ScoreResult | None
+    error: str | None
+
+
+def score_files(inspector: Inspector, paths: Sequence[Path]) -> Iterator[FileScore]:
+    """Score files batch by batch, in input order; an unreadable file is yielded with its error in its place."""
+    batch_size = inspector.engine.runtime.batch_size
+    for batch in iter_batches(list(paths), batch_size):
+        images: dict[int, np.ndarray] = {}
+        errors: dict[int, str] = {}
+        for i, p in enumerate(batch):
+            try:
+                images[i] = read_image(p)
+            except ImageReadError as exc:
+                errors[i] = str(exc)
+        results = dict(zip(images, inspector.score(list(images.values())), strict=True)) if images else {}
+        for i, p in enumerate(batch):
+            yield FileScore(p, results.get(i), errors.get(i))
+
+
+def format_line(fs: FileScore, as_json: bool, gallery: str | None = None) -> str:
+    """One output line: text (path, score, threshold, verdict, defect area) or a JSON record.
+
+    JSON records use the wire's field names and verdict words: ``{"kind": "verdict", "path", "verdict",
+    "score", "threshold", "defect_area_px", "gallery", "knn_score", "map_max"}``, and an unreadable file is
+    its own kind, ``{"kind": "unreadable", "path", "error"}``, never a verdict.
+    """
+    r = fs.result
+    if as_json:
+        doc: dict[str, object] = {"path": str(fs.path)}
+        if r is None:
+            doc = {"kind": RECORD_UNREADABLE, **doc, "error": fs.error}
+        else:
+            doc = {
+                "kind": RECORD_VERDICT,
+                **doc,
+                "verdict": r.verdict,
+                "score": round(r.score, SCORE_DIGITS),
+                "threshold": round(r.threshold, SCORE_DIGITS),
+                "defect_area_px": r.defect_area_px,
+                "gallery": gallery,
+                "knn_score": round(r.knn_score, SCORE_DIGITS),
+                "map_max": round(r.map_max, SCORE_DIGITS),
+            }
+        return json.dumps(doc)
+    if r is None:
+        return f"{fs.path}\tUNREADABLE\t{fs.error}"
+    return (
+        f"{fs.path}\tscore={r.score:.4f}\tthreshold={r.threshold:.4f}\t{r.verdict}\tarea={r.defect_area_px}px"
+    )
+
+
+def write_overlays(out_dir: Path, fs: FileScore, pixel_threshold: float, stem: str | None = None) -> None:
+    """Write <stem>_overlay.png (heatmap over the crop) and <stem>_mask.png (binary mask)."""
+    assert fs.result is not None
+    stem = stem or fs.path.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full_scale = max(pixel_threshold * MAP_FULL_SCALE_X_THRESHOLD, 1e-12)
+    heat = overlay_heatmap(fs.result.crop, fs.result.anomaly_map, 0.0, full_scale)
+    for name, img in (("overlay", heat), ("mask", fs.result.mask)):
+        target = out_dir / f"{stem}_{name}.png"
+        if not cv2.imwrite(str(target), img):
+            raise OSError(f"{target}: cannot write")
+
+
+def unique_stem(path: Path, taken: set[str]) -> str:
+    """The file's stem, prefixed by its parent folders as needed so that no two outputs share a name."""
+    parts = [path.stem]
+    for parent in path.parents:
+        if "_".join(parts) not in taken or not parent.name:
+            break
+        parts.insert(0, parent.name)
+    stem = "_".join(parts)
+    while stem in taken:
+        stem += "_"
+    taken.add(stem)
+    return stem
+
+
+def score_paths(
+    gallery: Path,
+    paths: Sequence[Path],
+    runtime: RuntimeConfig,
+    as_json: bool,
+    overlay_dir: Path | None,
+    out: TextIO,
+) -> int:
+    """The ``inspector score`` command. Returns 0, or 3 when any file could not be read."""
+    inspector = Inspector.from_gallery(gallery, runtime)
+    cal = inspector.gallery.manifest.calibration
+    assert cal is not None
+    unreadable = 0
+    stems: set[str] = set()
+    for fs in score_files(inspector, paths):
+        print(format_line(fs, as_json, inspector.gallery.content_hash), file=out, flush=True)
+        if fs.result is None:
+            unreadable += 1
+        elif overlay_dir is not None:
+            write_overlays(overlay_dir, fs, cal.pixel_threshold, unique_stem(fs.path, stems))
+    return EXIT_UNREADABLE if unreadable else EXIT_OK

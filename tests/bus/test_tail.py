@@ -1,0 +1,229 @@
+"""Tests for inspector.bus.tail: SequenceTracker, and tail() in a thread against a real ZeroMQ PUB socket."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from inspector.bus.tail import Gap, Regression, Restart, SequenceTracker, TailPrinter, tail
+from inspector.bus.wire import (
+    Heartbeat,
+    VerdictHeader,
+    encode_heartbeat,
+    encode_verdict,
+    new_boot_id,
+    rfc3339,
+)
+from inspector.cli.main import main
+
+WAIT_S = 5.0
+STEP_S = 0.01
+T0 = 1_714_564_800.0
+
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+class SharedOutput(io.StringIO):
+    """A StringIO safe to write from the tail thread while the test thread reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def write(self, s: str) -> int:
+        """Append under the lock."""
+        with self._lock:
+            return super().write(s)
+
+    def text(self) -> str:
+        """Everything written so far."""
+        with self._lock:
+            return self.getvalue()
+
+
+def verdict(boot_id: str, camera: str, seq: int, **overrides: Any) -> VerdictHeader:
+    """A PASS verdict header."""
+    fields: dict[str, Any] = {
+        "boot_id": boot_id,
+        "camera": camera,
+        "seq": seq,
+        "captured_at": rfc3339(T0),
+        "published_at": rfc3339(T0 + 0.0123),
+        "verdict": "PASS",
+        "score": 1.25,
+        "threshold": 2.5,
+        "defect_area_px": 0,
+    }
+    fields.update(overrides)
+    return VerdictHeader.model_validate(fields)
+
+
+def heartbeat(boot_id: str, state: str) -> Heartbeat:
+    """A heartbeat with no cameras."""
+    return Heartbeat.model_validate(
+        {
+            "boot_id": boot_id,
+            "published_at": rfc3339(T0),
+            "state": state,
+            "uptime_s": 3.0,
+            "frames_published": 0,
+            "worker_alive": True,
+        }
+    )
+
+
+def wait_for(predicate: Callable[[], bool], action: Callable[[], object] | None = None) -> None:
+    """Run ``action`` until ``predicate`` holds, waiting on an Event between tries (bounded)."""
+    pause = threading.Event()
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        if action is not None:
+            action()
+        pause.wait(STEP_S)
+
+
+@pytest.fixture
+def bus() -> Iterator[tuple[Context, zmq.Socket[bytes], str]]:
+    """A context and a PUB socket bound on a free localhost port."""
+    ctx: Context = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+    yield ctx, pub, endpoint
+    pub.close()
+    ctx.term()
+
+
+def test_tracker_reports_gap_with_missing_count() -> None:
+    tracker = SequenceTracker()
+    boot = new_boot_id()
+    assert tracker.observe(boot, "cam1", 5) == []
+    events = tracker.observe(boot, "cam1", 9)
+    assert events == [Gap("cam1", 5, 9)]
+    assert events[0].message() == "gap: camera cam1 seq 5 -> 9, 3 missing"
+    assert tracker.observe(boot, "cam1", 10) == []
+
+
+def test_tracker_keeps_cameras_apart_and_flags_regressions() -> None:
+    tracker = SequenceTracker()
+    boot = new_boot_id()
+    tracker.observe(boot, "a", 1)
+    assert tracker.observe(boot, "b", 100) == []
+    assert tracker.observe(boot, "a", 2) == []
+    assert tracker.observe(boot, "a", 2) == [Regression("a", 2, 2)]
+    assert tracker.last_seq("a") == 2
+    assert tracker.last_seq("b") == 100
+
+
+def test_tracker_restart_resets_sequences() -> None:
+    tracker = SequenceTracker()
+    old, new = new_boot_id(), new_boot_id()
+    tracker.observe(old, "cam1", 500)
+    assert tracker.observe(new, "cam1", 0) == [Restart(old, new)]
+    assert tracker.last_seq("cam1") == 0
+    assert tracker.observe_boot(new, ["cam1"]) is None
+
+
+def test_printer_reports_malformed_and_unknown_messages() -> None:
+    printer = TailPrinter()
+    lines, is_verdict = printer.on_message([b"verdict.cam1", b"{", b""])
+    assert not is_verdict
+    assert lines[0].startswith("WARNING malformed message: verdict header")
+    lines, _ = printer.on_message([b"other", b"x"])
+    assert "unknown topic" in lines[0]
+
+
+def test_tail_prints_verdicts_and_warns_on_gap_and_restart(
+    bus: tuple[Context, zmq.Socket[bytes], str],
+) -> None:
+    ctx, pub, endpoint = bus
+    out, stop = SharedOutput(), threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(tail(endpoint, ctx, out, 5, ["verdict."], stop)), daemon=True
+    )
+    thread.start()
+    first, second = new_boot_id(), new_boot_id()
+    wait_for(
+        lambda: "heartbeat: state" in out.text(),
+        lambda: pub.send_multipart(encode_heartbeat(heartbeat(first, "ready"))),
+    )
+    for seq in (1, 2, 6):
+        pub.send_multipart(encode_verdict(verdict(first, "cam1", seq), b""))
+    pub.send_multipart(encode_verdict(verdict(second, "cam1", 0), b""))
+    pub.send_multipart(encode_heartbeat(heartbeat(second, "ready")))
+    pub.send_multipart(
+        encode_verdict(verdict(second, "cam1", 1, verdict="FAIL", score=3.0, defect_area_px=7), b"")
+    )
+    thread.join(WAIT_S)
+    stop.set()
+    assert not thread.is_alive()
+    assert result == [0]
+    text = out.text()
+    assert "WARNING gap: camera cam1 seq 2 -> 6, 3 missing" in text
+    assert f"WARNING restart: daemon boot_id {first} -> {second}" in text
+    assert text.count("WARNING") == 2
+    assert "cam1 seq=6 PASS score=1.250 thr=2.500 area=0 e2e=12.3ms" in text
+    assert "cam1 seq=1 FAIL score=3.000 thr=2.500 area=7" in text
+    assert "heartbeat: state - -> ready" in text
+
+
+def test_tail_json_mode_and_stop_event(bus: tuple[Context, zmq.Socket[bytes], str]) -> None:
+    ctx, pub, endpoint = bus
+    out, stop = SharedOutput(), threading.Event()
+    thread = threading.Thread(
+        target=tail, args=(endpoint, ctx, out, None, ["verdict.cam2"], stop), kwargs={"as_json": True}
+    )
+    thread.start()
+    boot = new_boot_id()
+    seq = iter(range(10_000))
+    wait_for(
+        lambda: "cam2" in out.text(),
+        lambda: pub.send_multipart(encode_verdict(verdict(boot, "cam2", next(seq)), b"")),
+    )
+    pub.send_multipart(encode_verdict(verdict(boot, "cam9", 0), b""))  # not subscribed
+    stop.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    records = [json.loads(line) for line in out.text().splitlines()]
+    assert records
+    assert all(r["camera"] == "cam2" for r in records)
+    assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
+
+
+def test_tail_rejects_an_invalid_endpoint() -> None:
+    ctx: Context = zmq.Context()
+    out = io.StringIO()
+    try:
+        assert tail("bogus://nowhere", ctx, out, 1, ["verdict."], threading.Event()) == 2
+    finally:
+        ctx.term()
+    assert "cannot connect to 'bogus://nowhere'" in out.getvalue()
+
+
+def test_main_with_count_zero_exits_cleanly(bus: tuple[Context, zmq.Socket[bytes], str]) -> None:
+    _, _, endpoint = bus
+    assert main(["tail", "--connect", endpoint, "--count", "0"]) == 0
+
+
+def test_two_daemons_behind_one_proxy_are_not_reported_as_restarts() -> None:
+    tracker = SequenceTracker()
+    boot_a, boot_b = new_boot_id(), new_boot_id()
+    events = []
+    for seq in range(3):
+        events += tracker.observe(boot_a, "line1_cam", seq)
+        events += tracker.observe(boot_b, "line2_cam", seq)
+    assert events == []
+    restarted = tracker.observe(new_boot_id(), "line1_cam", 0)
+    assert [type(e) for e in restarted] == [Restart]
+    assert tracker.observe(boot_b, "line2_cam", 3) == []

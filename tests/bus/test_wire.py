@@ -1,0 +1,279 @@
+"""Tests for inspector.bus.wire: verdict/heartbeat models, multipart encoding, masks and schema export."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inspector.bus.wire import (
+    RFC3339_UTC_PATTERN,
+    SCHEMA_VERSION,
+    U8_AT_PIXEL_THRESHOLD,
+    CameraStatus,
+    Heartbeat,
+    MaskInfo,
+    VerdictHeader,
+    anomaly_map_to_u8,
+    decode_heartbeat,
+    decode_mask,
+    decode_verdict,
+    encode_heartbeat,
+    encode_mask,
+    encode_verdict,
+    export_schemas,
+    latency_s,
+    new_boot_id,
+    parse_rfc3339,
+    rfc3339,
+)
+from tests.support import REPO_ROOT
+
+DOCS_DIR = REPO_ROOT / "docs"
+T0 = 1_714_564_800.25  # 2024-05-01T12:00:00.25Z
+
+
+def make_header(**overrides: Any) -> VerdictHeader:
+    """A valid FAIL header; keyword overrides replace fields (validated)."""
+    fields: dict[str, Any] = {
+        "boot_id": "0" * 31 + "1",
+        "camera": "cam1",
+        "seq": 7,
+        "frame_id": "f-7",
+        "part_id": "P123",
+        "captured_at": rfc3339(T0),
+        "published_at": rfc3339(T0 + 0.042),
+        "verdict": "FAIL",
+        "score": 3.5,
+        "threshold": 2.0,
+        "defect_area_px": 120,
+        "gallery": "sha256:abc",
+        "latency_ms": {"queue": 1.0, "backbone": 20.5, "end_to_end": 42.0},
+    }
+    fields.update(overrides)
+    return VerdictHeader.model_validate(fields)
+
+
+def make_heartbeat(**overrides: Any) -> Heartbeat:
+    """A valid heartbeat with one camera."""
+    fields: dict[str, Any] = {
+        "boot_id": new_boot_id(),
+        "published_at": rfc3339(T0),
+        "state": "ready",
+        "uptime_s": 12.5,
+        "cameras": {"cam1": CameraStatus(up=True, frames=100, last_seq=99)},
+        "frames_published": 100,
+        "worker_alive": True,
+    }
+    fields.update(overrides)
+    return Heartbeat.model_validate(fields)
+
+
+def test_rfc3339_has_microseconds_and_z_and_round_trips() -> None:
+    text = rfc3339(T0)
+    assert text == "2024-05-01T12:00:00.250000Z"
+    assert re.fullmatch(RFC3339_UTC_PATTERN, rfc3339(time.time()))
+    assert parse_rfc3339(text) == pytest.approx(T0, abs=1e-6)
+
+
+def test_parse_rfc3339_rejects_other_formats_naming_the_text() -> None:
+    with pytest.raises(ValueError, match="2024-05-01 12:00:00"):
+        parse_rfc3339("2024-05-01 12:00:00")
+
+
+def test_new_boot_id_is_random_uuid4_hex() -> None:
+    a, b = new_boot_id(), new_boot_id()
+    assert a != b
+    assert re.fullmatch(r"[0-9a-f]{32}", a)
+
+
+def test_verdict_round_trip_preserves_every_field_and_mask() -> None:
+    mask = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) % 256).astype(np.uint8)
+    mask_png, info = encode_mask(mask)
+    header = make_header(mask=info)
+    parts = encode_verdict(header, mask_png)
+    assert parts[0] == b"verdict.cam1"
+    topic, decoded, mask_bytes = decode_verdict(parts)
+    assert topic == "verdict.cam1"
+    assert decoded == header
+    restored = decode_mask(mask_bytes, decoded.mask)
+    assert restored is not None
+    np.testing.assert_array_equal(restored, mask)
+
+
+def test_header_json_spells_schema_field_as_schema() -> None:
+    raw = json.loads(encode_verdict(make_header(), b"")[1])
+    assert raw["schema"] == SCHEMA_VERSION
+    assert "schema_version" not in raw
+    assert raw["mask"] == {"encoding": "none", "kind": "anomaly_map_u8", "width": 0, "height": 0}
+
+
+def test_encode_mask_none_gives_empty_bytes_and_encoding_none() -> None:
+    data, info = encode_mask(None, kind="binary")
+    assert data == b""
+    assert (info.encoding, info.kind, info.width, info.height) == ("none", "binary", 0, 0)
+    assert decode_mask(data, info) is None
+
+
+def test_encode_mask_rejects_non_uint8_or_non_2d() -> None:
+    with pytest.raises(ValueError, match="2-D uint8"):
+        encode_mask(np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="2-D uint8"):
+        encode_mask(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+def test_decode_mask_rejects_size_mismatch() -> None:
+    data, _ = encode_mask(np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match="expected 9x8"):
+        decode_mask(data, MaskInfo(encoding="png", kind="binary", width=8, height=9))
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([b"verdict.cam1", b"{}"], "expected 3 message parts, got 2"),
+        ([b"other.cam1", b"{}", b""], "does not start with 'verdict.'"),
+        ([b"verdict.cam1", b"not json", b""], "verdict header on topic 'verdict.cam1'"),
+        ([b"verdict.cam1", b"{}", "text"], "part 2 must be bytes"),
+    ],
+)
+def test_decode_verdict_rejects_malformed_messages_clearly(parts: list[Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        decode_verdict(parts)
+
+
+def test_decode_verdict_names_missing_and_invalid_fields() -> None:
+    raw = json.loads(encode_verdict(make_header(), b"")[1])
+    del raw["seq"]
+    raw["verdict"] = "MAYBE"
+    with pytest.raises(ValueError) as info:
+        decode_verdict([b"verdict.cam1", json.dumps(raw).encode(), b""])
+    assert "seq: Field required" in str(info.value)
+    assert "verdict:" in str(info.value)
+
+
+def test_decode_verdict_rejects_topic_camera_mismatch() -> None:
+    parts = encode_verdict(make_header(), b"")
+    with pytest.raises(ValueError, match="does not match header camera 'cam1'"):
+        decode_verdict([b"verdict.cam2", parts[1], parts[2]])
+
+
+def test_decode_verdict_rejects_unknown_schema_version() -> None:
+    raw = json.loads(encode_verdict(make_header(), b"")[1])
+    raw["schema"] = SCHEMA_VERSION + 1
+    with pytest.raises(ValueError, match="unsupported schema version 2"):
+        decode_verdict([b"verdict.cam1", json.dumps(raw).encode(), b""])
+
+
+def test_decode_verdict_rejects_mask_bytes_contradicting_header() -> None:
+    parts = encode_verdict(make_header(), b"")
+    with pytest.raises(ValueError, match="mask encoding is none"):
+        decode_verdict([parts[0], parts[1], b"\x89PNG\r\n\x1a\nxx"])
+    png_header = make_header(mask=MaskInfo(encoding="png", kind="binary", width=4, height=4))
+    with pytest.raises(ValueError, match="not a PNG"):
+        decode_verdict([b"verdict.cam1", png_header.model_dump_json().encode(), b""])
+
+
+def test_encode_verdict_rejects_mask_bytes_contradicting_header() -> None:
+    with pytest.raises(ValueError, match="camera cam1: mask encoding is none"):
+        encode_verdict(make_header(), b"\x89PNG\r\n\x1a\n")
+
+
+def test_error_and_timeout_verdicts_require_a_reason() -> None:
+    with pytest.raises(ValueError, match="error must give the reason when verdict is TIMEOUT"):
+        make_header(verdict="TIMEOUT", score=None, threshold=None)
+    header = make_header(verdict="ERROR", score=None, threshold=None, error="worker died")
+    assert decode_verdict(encode_verdict(header, b""))[1].error == "worker died"
+
+
+def test_pass_fail_verdicts_require_score_and_threshold_and_no_error() -> None:
+    with pytest.raises(ValueError, match="score and threshold are required"):
+        make_header(verdict="PASS", score=None)
+    with pytest.raises(ValueError, match="error must be null"):
+        make_header(verdict="PASS", error="x")
+
+
+def test_non_finite_scores_and_negative_latency_are_rejected() -> None:
+    with pytest.raises(ValueError, match="score"):
+        make_header(score=float("nan"))
+    with pytest.raises(ValueError, match="latency_ms"):
+        make_header(latency_ms={"queue": -1.0})
+
+
+def test_bad_timestamps_camera_names_and_extra_fields_are_rejected() -> None:
+    with pytest.raises(ValueError, match="captured_at"):
+        make_header(captured_at="2024-05-01T12:00:00Z")
+    with pytest.raises(ValueError, match="camera"):
+        make_header(camera="cam 1")
+    with pytest.raises(ValueError, match="unexpected"):
+        make_header(unexpected=1)
+
+
+def test_latency_s_prefers_end_to_end_then_timestamps() -> None:
+    assert latency_s(make_header()) == pytest.approx(0.042)
+    assert latency_s(make_header(latency_ms={})) == pytest.approx(0.042, abs=1e-6)
+
+
+def test_heartbeat_round_trip() -> None:
+    hb = make_heartbeat()
+    parts = encode_heartbeat(hb)
+    assert parts[0] == b"heartbeat"
+    assert decode_heartbeat(parts) == hb
+
+
+def test_decode_heartbeat_rejects_wrong_topic_and_bad_state() -> None:
+    parts = encode_heartbeat(make_heartbeat())
+    with pytest.raises(ValueError, match="is not 'heartbeat'"):
+        decode_heartbeat([b"verdict.cam1", parts[1]])
+    raw = json.loads(parts[1])
+    raw["state"] = "sleeping"
+    with pytest.raises(ValueError, match="heartbeat header: state"):
+        decode_heartbeat([b"heartbeat", json.dumps(raw).encode()])
+    with pytest.raises(ValueError, match="expected 2 message parts, got 1"):
+        decode_heartbeat([parts[1]])
+
+
+def test_committed_schemas_equal_a_fresh_export(tmp_path: Path) -> None:
+    written = export_schemas(tmp_path)
+    assert [p.name for p in written] == ["verdict.schema.json", "heartbeat.schema.json"]
+    for path in written:
+        committed = DOCS_DIR / path.name
+        assert committed.exists(), f"{committed} missing: run python -m inspector.bus.wire docs"
+        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"{committed} is stale: run python -m inspector.bus.wire docs"
+        )
+
+
+def test_verdict_schema_lists_wire_field_names_and_verdict_values(tmp_path: Path) -> None:
+    schema = json.loads(export_schemas(tmp_path)[0].read_text(encoding="utf-8"))
+    expected = set(make_header().model_dump(by_alias=True))
+    assert set(schema["properties"]) == expected
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]["verdict"]["enum"]) == {"PASS", "FAIL", "TIMEOUT", "ERROR"}
+
+
+def test_anomaly_map_to_u8_puts_the_pixel_threshold_at_128() -> None:
+    thr = float(np.float32(3.7))  # a threshold as the engine stores it (from a float32 map)
+    assert anomaly_map_to_u8(np.array([thr], np.float32), thr)[0] == U8_AT_PIXEL_THRESHOLD
+
+
+def test_anomaly_map_to_u8_is_0_at_zero_255_from_twice_the_threshold_and_monotone() -> None:
+    thr = float(np.float32(3.7))  # a threshold as the engine stores it (from a float32 map)
+    amap = np.linspace(-1.0, 3 * thr, 1001, dtype=np.float32)
+    u8 = anomaly_map_to_u8(amap, thr)
+    assert u8.dtype == np.uint8 and u8.shape == amap.shape
+    assert np.all(u8[amap <= 0] == 0) and np.all(u8[amap >= 2 * thr] == 255)
+    assert np.all(np.diff(u8.astype(int)) >= 0)
+
+
+def test_anomaly_map_to_u8_at_least_128_exactly_where_the_map_is_above_the_pixel_threshold() -> None:
+    """A bus consumer that rebuilds the mask as u8 >= 128 must get the engine's mask (amap > threshold)."""
+    thr = float(np.float32(3.7))  # a threshold as the engine stores it (from a float32 map)
+    amap = (thr * (1.0 + np.linspace(-0.003, 0.003, 61))).astype(np.float32)
+    amap = amap[amap != np.float32(thr)]
+    assert np.array_equal(anomaly_map_to_u8(amap, thr) >= U8_AT_PIXEL_THRESHOLD, amap > thr)

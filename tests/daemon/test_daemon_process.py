@@ -1,0 +1,424 @@
+"""End-to-end tests of ``python -m inspector.cli run``: the real daemon process, a video-file camera, an HTTP
+MJPEG camera served by ffmpeg, a real ZeroMQ subscriber and the metrics endpoint scraped over HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from inspector.bus.wire import decode_heartbeat, decode_verdict
+from inspector.core.names import VERDICTS
+from tests.support import LabelledVideo, Samples, SyntheticGallery, free_port, metric, scrape, wait_until
+
+FFMPEG = shutil.which("ffmpeg")
+EXIT_CONFIG = 78
+START_TIMEOUT_S = 120.0  # imports, gallery validation and warm-up on a loaded 2-core machine
+WAIT_S = 60.0
+FILE_FRAMES = 60
+CAMERA_FPS = 5.0
+
+
+@dataclass
+class Received:
+    """What a SUB socket received: verdicts (camera, seq, verdict, arrival) and heartbeat states."""
+
+    verdicts: list[tuple[str, int, str, float]] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    cameras_up: dict[str, bool] = field(default_factory=dict)  # as the latest heartbeat says
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, camera: str) -> list[tuple[str, int, str, float]]:
+        with self.lock:
+            return [v for v in self.verdicts if v[0] == camera]
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.verdicts)
+
+
+class Subscriber:
+    """A SUB socket connected before the daemon starts, recording everything in a thread."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.got = Received()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            parts = self.sock.recv_multipart()
+            if parts[0] == b"heartbeat":
+                hb = decode_heartbeat(parts)
+                self.got.states.append(hb.state)
+                self.got.cameras_up = {name: cam.up for name, cam in hb.cameras.items()}
+                continue
+            _, h, _ = decode_verdict(parts)
+            with self.got.lock:
+                self.got.verdicts.append((h.camera, h.seq, h.verdict, time.monotonic()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+class DaemonProcess:
+    """``python -m inspector.cli run --config FILE`` with its JSON log lines collected from stderr."""
+
+    def __init__(self, config: Path) -> None:
+        cmd = [sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            if line.startswith("{"):
+                self.logs.append(json.loads(line))
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in list(self.logs) if e.get("event") == name), None)
+
+    def wait_event(self, name: str, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+        wait_until(lambda: self.event(name) is not None or self.proc.poll() is not None, name, timeout_s)
+        found = self.event(name)
+        assert found is not None, (
+            f"daemon exited ({self.proc.returncode}) before {name}: {''.join(self.raw)[-3000:]}"
+        )
+        return found
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(WAIT_S)
+        self._reader.join(WAIT_S)
+        return code
+
+    def close(self) -> None:
+        """Kill the process if a failed test left it running; close its stderr pipe."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(WAIT_S)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def dropped(samples: Samples, camera: str) -> float:
+    return sum(
+        v
+        for (n, lab), v in samples.items()
+        if n == "inspector_frames_dropped_total" and ("camera", camera) in lab
+    )
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def mjpeg_server(labelled_video: LabelledVideo) -> Iterator[Callable[[int], subprocess.Popen[bytes]]]:
+    """Start ffmpeg serving a demo video as an HTTP MJPEG camera (one client) on a port."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed (apt-get install -y ffmpeg): the MJPEG camera test needs it")
+    video, _ = labelled_video("served", 24, seed=6, fps=CAMERA_FPS)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        args = ["-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video)]
+        args += ["-c:v", "copy", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam.mjpg"]
+        proc = subprocess.Popen([str(FFMPEG), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemon processes started by a test; killed at teardown if a failed test left them running."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+def main_config(
+    tmp_path: Path, gallery: Path, video: Path, net_port: int, bus: str, metrics_port: int
+) -> Path:
+    return write_config(
+        tmp_path / "inspector.toml",
+        f"""shutdown_timeout_s = 30
+[[cameras]]
+name = "file"
+source = "{video}"
+fps = {CAMERA_FPS}
+queue_size = 64
+[[cameras]]
+name = "net"
+source = "http://127.0.0.1:{net_port}/cam.mjpg"
+open_timeout_s = 2.0
+read_timeout_s = 1.0
+retry_initial_s = 0.2
+retry_max_s = 1.0
+queue_size = 64
+[worker]
+gallery = "{gallery}"
+[batching]
+max_batch = 4
+max_wait_ms = 50
+deadline_ms = 30000
+[bus]
+bind = "{bus}"
+heartbeat_interval_s = 0.5
+[metrics]
+port = {metrics_port}
+[logging]
+format = "json"
+""",
+    )
+
+
+def test_two_cameras_deliver_verdicts_survive_a_camera_outage_and_metrics_agree(
+    tmp_path: Path,
+    synthetic_gallery: SyntheticGallery,
+    labelled_video: LabelledVideo,
+    mjpeg_server: Callable[[int], subprocess.Popen[bytes]],
+    daemons: list[DaemonProcess],
+) -> None:
+    video, labels = labelled_video("line", FILE_FRAMES, seed=3)
+    net_port, bus_port, metrics_port = free_port(), free_port(), free_port()
+    bus = f"tcp://127.0.0.1:{bus_port}"
+    server = mjpeg_server(net_port)
+    sub = Subscriber(bus)
+    try:
+        config = main_config(tmp_path, synthetic_gallery.path, video, net_port, bus, metrics_port)
+        daemons.append(daemon := DaemonProcess(config))
+        ready = daemon.wait_event("daemon_ready")
+        assert ready["bus"] == bus and ready["metrics_port"] == metrics_port
+        got = sub.got
+        wait_until(lambda: len(got.of("net")) >= 5 and len(got.of("file")) >= 3, "verdicts from both cameras")
+
+        server = check_outage(server, mjpeg_server, net_port, got)
+        assert daemon.proc.poll() is None, "the daemon died during the camera outage"
+        # Heartbeats told subscribers about the outage: ready with both cameras, degraded without one.
+        assert {"ready", "degraded"} <= set(got.states)
+
+        wait_until(lambda: ended(daemon, "file"), "the file camera to reach the end of its video")
+        server.kill()  # the network camera goes down for good, so the daemon goes quiet
+        server.wait()
+        wait_quiet(got, metrics_port)
+        check_file_verdicts(got, labels)
+        check_net_verdicts(got)
+        check_metrics_agree(scrape(metrics_port), got)
+
+        assert daemon.terminate() == 0
+        check_final_summary(daemon, got)
+    finally:
+        sub.close()
+
+
+def wait_quiet(got: Received, metrics_port: int) -> None:
+    """Wait until the network camera is down and every captured frame is published (and received) or dropped."""
+
+    def settled() -> bool:
+        samples = scrape(metrics_port)
+        if metric(samples, "inspector_camera_up", camera="net") != 0.0:
+            return False  # the network camera has not noticed yet that its server is gone
+        for camera in ("file", "net"):
+            verdicts = sum(
+                metric(samples, "inspector_verdicts_total", camera=camera, verdict=v) for v in VERDICTS
+            )
+            captured = metric(samples, "inspector_frames_captured_total", camera=camera)
+            if captured != verdicts + dropped(samples, camera) or len(got.of(camera)) != verdicts:
+                return False
+        return True
+
+    wait_until(settled, "every captured frame to end in a received verdict or a counted drop")
+
+
+def check_metrics_agree(samples: Samples, got: Received) -> None:
+    """Counters equal what the subscriber received; captured = verdicts + counted drops; seq gaps = drops."""
+    for camera in ("file", "net"):
+        verdicts = got.of(camera)
+        for verdict in ("PASS", "FAIL", "TIMEOUT", "ERROR"):
+            received = sum(1 for v in verdicts if v[2] == verdict)
+            assert metric(samples, "inspector_verdicts_total", camera=camera, verdict=verdict) == received
+        captured = metric(samples, "inspector_frames_captured_total", camera=camera)
+        lost = dropped(samples, camera)
+        assert captured == len(verdicts) + lost, f"{camera}: captured {captured} != verdicts + drops {lost}"
+        seqs = sorted(seq for _, seq, _, _ in verdicts)
+        assert len(set(seqs)) == len(seqs), f"{camera}: a seq was published twice"
+        missing = set(range(int(captured))) - set(seqs)
+        assert len(missing) == lost, f"{camera}: seq gaps {sorted(missing)} but {lost} counted drops"
+        e2e = metric(samples, "inspector_end_to_end_latency_seconds_count", camera=camera)
+        assert e2e == len(verdicts)
+    assert metric(samples, "inspector_frames_captured_total", camera="file") == FILE_FRAMES
+    assert metric(samples, "inspector_camera_reconnects_total", camera="net") >= 1
+    assert metric(samples, "inspector_camera_up", camera="net") == 0.0
+
+
+def check_final_summary(daemon: DaemonProcess, got: Received) -> None:
+    stopped = daemon.wait_event("daemon_stopped", WAIT_S)
+    # Everything was flushed before the process exited; give the SUB thread a moment to read it.
+    wait_until(lambda: got.states and got.states[-1] == "stopping", "the final 'stopping' heartbeat")
+    for camera, counts in stopped["cameras"].items():
+        assert counts["published"] == len(got.of(camera))
+        assert counts["unaccounted"] == 0
+    assert daemon.event("daemon_stopping") is not None
+
+
+def ended(daemon: DaemonProcess, camera: str) -> bool:
+    return any(
+        e.get("event") == "camera_event" and e.get("camera") == camera and e.get("event_name") == "ended"
+        for e in list(daemon.logs)
+    )
+
+
+def check_outage(
+    server: subprocess.Popen[bytes],
+    start_server: Callable[[int], subprocess.Popen[bytes]],
+    net_port: int,
+    got: Received,
+) -> subprocess.Popen[bytes]:
+    """Kill the MJPEG server: net goes down, file keeps delivering; restart it: net resumes. Returns the new server."""
+    server.kill()
+    server.wait()
+    wait_until(lambda: got.cameras_up.get("net") is False, "a heartbeat saying the network camera is down")
+    file_before = len(got.of("file"))
+    wait_until(
+        lambda: len(got.of("file")) >= file_before + 5, "file verdicts while the network camera is down"
+    )
+    assert got.cameras_up.get("net") is False, "the network camera came back with no server"
+    net_before = len(got.of("net"))
+    restarted = start_server(net_port)
+    wait_until(lambda: len(got.of("net")) >= net_before + 5, "the network camera to resume after restart")
+    return restarted
+
+
+def check_file_verdicts(got: Received, labels: list[str | None]) -> None:
+    for _, seq, verdict, _ in got.of("file"):
+        expected = "PASS" if labels[seq] is None else "FAIL"
+        assert verdict == expected, f"file seq {seq} ({labels[seq] or 'good'}) got {verdict}"
+
+
+def check_net_verdicts(got: Received) -> None:
+    verdicts = {v for _, _, v, _ in got.of("net")}
+    assert verdicts == {"PASS", "FAIL"}, f"net verdicts {verdicts}"
+
+
+def test_sigterm_exits_0_after_publishing_every_accepted_frame(
+    tmp_path: Path,
+    synthetic_gallery: SyntheticGallery,
+    labelled_video: LabelledVideo,
+    daemons: list[DaemonProcess],
+) -> None:
+    video, _ = labelled_video("burst", 20, seed=3)
+    bus = f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path / "burst.toml",
+        f"""shutdown_timeout_s = 30
+[[cameras]]
+name = "burst"
+source = "{video}"
+loop = true
+fps = 100
+queue_size = 8
+[worker]
+gallery = "{synthetic_gallery.path}"
+[batching]
+max_batch = 4
+deadline_ms = 30000
+[bus]
+bind = "{bus}"
+[metrics]
+enabled = false
+[logging]
+format = "json"
+""",
+    )
+    sub = Subscriber(bus)
+    try:
+        daemons.append(daemon := DaemonProcess(config))
+        daemon.wait_event("daemon_ready")
+        # The camera outruns the worker: frames are queued, batched and in flight when SIGTERM arrives.
+        wait_until(lambda: sub.got.count() >= 8, "the first verdicts")
+        assert daemon.terminate() == 0
+        stopping = daemon.wait_event("daemon_stopping", WAIT_S)
+        assert stopping["accepted_in_flight"] > 0, "nothing was in flight: the test proves nothing"
+        stopped = daemon.wait_event("daemon_stopped", WAIT_S)
+        counts = stopped["cameras"]["burst"]
+        assert counts["unaccounted"] == 0
+        assert set(counts["dropped"]) <= {"queue_full", "channel_busy"}, counts["dropped"]
+        assert counts["captured"] == counts["published"] + sum(counts["dropped"].values())
+        wait_until(lambda: len(sub.got.of("burst")) >= counts["published"], "the last verdicts")
+        seqs = [seq for _, seq, _, _ in sub.got.of("burst")]
+        assert len(seqs) == counts["published"] == len(set(seqs))
+        assert daemon.event("shutdown_incomplete") is None
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_bad_config_exits_78_naming_each_field_without_traceback(tmp_path: Path, command: str) -> None:
+    config = write_config(
+        tmp_path / "bad.toml",
+        '[[cameras]]\nname = "cam1"\nsource = "0"\nfps = -1\n[batching]\nmax_wait_ms = 50\ndeadline_ms = 10\n',
+    )
+    args = ["--config", str(config)] if command == "run" else [str(config)]
+    done = subprocess.run(
+        [sys.executable, "-m", "inspector.cli", command, *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode == EXIT_CONFIG
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        f"{config}: cameras.0.fps: Input should be greater than 0",
+        f"{config}: batching: Value error, deadline_ms (10.0) must be greater than max_wait_ms (50.0)",
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_run_without_a_gallery_exits_78_naming_worker_gallery(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "nogallery.toml", '[[cameras]]\nname = "cam1"\nsource = "0"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "inspector.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode == EXIT_CONFIG
+    assert done.stderr.strip() == (
+        f"{config}: worker.gallery: camera cam1 has no gallery and worker.gallery is not set"
+    )

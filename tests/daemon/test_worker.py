@@ -1,0 +1,140 @@
+"""Tests for inspector.daemon.worker: real galleries and backbone scoring real video frames into outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.config.camera import CameraConfig
+from inspector.config.root import InspectorConfig
+from inspector.config.worker import WorkerConfig
+from inspector.core.names import COMPUTE_STAGES as ENGINE_STAGES
+from inspector.core.records import Frame
+from inspector.daemon.worker import ModelWorker, Scorer, load_scorers
+from inspector.demo.data import read_video_frames
+from inspector.model.engine import BackboneCache, Inspector, ScoreResult
+from inspector.model.gallery import load_gallery
+from tests.support import LabelledVideo, SyntheticGallery, build_synthetic_gallery
+
+CROP_PX = 128
+
+
+def config_for(gallery: Path, cameras: dict[str, Path | None]) -> InspectorConfig:
+    cams = [CameraConfig(name=name, source="0", gallery=own) for name, own in cameras.items()]
+    return InspectorConfig(cameras=cams, worker=WorkerConfig(gallery=gallery))
+
+
+def to_frames(images: list[np.ndarray], camera: str) -> list[Frame]:
+    return [
+        Frame(camera=camera, seq=i, captured_at=time.time(), monotonic_at=time.monotonic(), image=img)
+        for i, img in enumerate(images)
+    ]
+
+
+@pytest.fixture(scope="module")
+def worker(synthetic_gallery: SyntheticGallery) -> ModelWorker:
+    return ModelWorker(load_scorers(config_for(synthetic_gallery.path, {"cam1": None})))
+
+
+def test_frames_get_the_verdict_their_label_implies_with_complete_outcomes(
+    worker: ModelWorker, synthetic_gallery: SyntheticGallery, labelled_video: LabelledVideo
+) -> None:
+    video, labels = labelled_video("line", 8, seed=3)
+    frames = to_frames(read_video_frames(video), "cam1")
+    result = worker.score(frames)
+    assert [o.frame for o in result.outcomes] == frames
+    assert [o.verdict for o in result.outcomes] == ["PASS" if lab is None else "FAIL" for lab in labels]
+    calibration = load_gallery(synthetic_gallery.path).manifest.calibration
+    assert calibration is not None
+    for o in result.outcomes:
+        assert (o.camera, o.seq, o.gallery) == ("cam1", o.frame.seq, synthetic_gallery.content_hash)
+        assert o.threshold == pytest.approx(calibration.image_threshold)
+        assert o.pixel_threshold == pytest.approx(calibration.pixel_threshold)
+        assert o.score is not None and o.threshold is not None
+        assert (o.score > o.threshold) == (o.verdict == "FAIL")
+        assert set(o.latency_ms) == {"queue", *ENGINE_STAGES}  # encode and end_to_end are the publisher's
+        assert o.anomaly_map is not None and o.anomaly_map.shape == (CROP_PX, CROP_PX)
+        assert o.mask is not None and np.array_equal(
+            o.mask == 255, o.anomaly_map > calibration.pixel_threshold
+        )
+        assert o.crop is not None and o.crop.shape == (CROP_PX, CROP_PX, 3)
+        assert (o.defect_area_px or 0) > 0 if o.verdict == "FAIL" else o.defect_area_px == 0
+        assert o.error is None
+    assert set(result.stage_seconds) == set(ENGINE_STAGES)
+
+
+def test_unscorable_frame_gets_error_with_reason_and_the_rest_of_its_batch_is_scored(
+    worker: ModelWorker, labelled_video: LabelledVideo
+) -> None:
+    video, _ = labelled_video("line", 3, seed=3)
+    images = read_video_frames(video)
+    broken = np.zeros((8, 8, 5), np.uint8)  # five channels: preprocessing refuses it
+    frames = to_frames([images[0], broken, images[1], images[2]], "cam1")
+    outcomes = worker.score(frames).outcomes
+    assert [o.frame.seq for o in outcomes] == [0, 1, 2, 3]
+    assert [o.verdict for o in outcomes] == ["PASS", "ERROR", "PASS", "PASS"]
+    error = outcomes[1]
+    assert error.error is not None and "scoring failed" in error.error and "shape" in error.error
+    assert error.score is None and error.anomaly_map is None and error.mask is None
+    assert worker.busy_for_s() == 0.0
+
+
+class NanScorer:
+    """A scorer whose scores are NaN (a broken model): ``NaN > threshold`` is False, so it would PASS."""
+
+    def __init__(self, real: Scorer) -> None:
+        self.gallery, self.config, self._real = real.gallery, real.config, real
+
+    def score(self, images: list[np.ndarray]) -> list[ScoreResult]:
+        return [dataclasses.replace(r, score=float("nan"), verdict="PASS") for r in self._real.score(images)]
+
+
+def test_a_score_that_is_not_a_number_is_an_error_never_a_pass(
+    synthetic_gallery: SyntheticGallery, labelled_video: LabelledVideo
+) -> None:
+    real = load_scorers(config_for(synthetic_gallery.path, {"cam1": None}))["cam1"]
+    video, _ = labelled_video("line", 2, seed=3)
+    outcomes = (
+        ModelWorker({"cam1": NanScorer(real)}).score(to_frames(read_video_frames(video), "cam1")).outcomes
+    )
+    assert [o.verdict for o in outcomes] == ["ERROR", "ERROR"]
+    assert all(o.error is not None and "not a finite number" in o.error for o in outcomes)
+
+
+def test_timeout_outcome_carries_reason_and_queue_latency_but_no_score(worker: ModelWorker) -> None:
+    frame = to_frames([np.zeros((16, 16, 3), np.uint8)], "cam1")[0]
+    o = worker.failure(frame, "TIMEOUT", "deadline_ms exceeded")
+    assert (o.verdict, o.error, o.score, o.threshold, o.mask) == (
+        "TIMEOUT",
+        "deadline_ms exceeded",
+        None,
+        None,
+        None,
+    )
+    assert o.latency_ms["queue"] >= 0.0 and o.gallery is not None
+
+
+def test_each_camera_is_scored_against_its_own_gallery_and_galleries_share_the_backbone(
+    synthetic_gallery: SyntheticGallery, labelled_video: LabelledVideo, tmp_path: Path
+) -> None:
+    other = build_synthetic_gallery(tmp_path / "other", 6, seed=11)
+    cfg = config_for(synthetic_gallery.path, {"a": None, "b": other.path, "c": None})
+    backbones = BackboneCache()
+    scorers = load_scorers(cfg, backbones)
+    assert scorers["a"] is scorers["c"] and scorers["a"] is not scorers["b"]
+    # One network for both galleries instead of loading it twice.
+    assert len(backbones) == 1
+    extractors = {id(s.engine.extractor) for s in scorers.values() if isinstance(s, Inspector)}
+    assert len(extractors) == 1
+    video, _ = labelled_video("line", 2, seed=3)
+    images = read_video_frames(video)
+    mixed = [*to_frames(images, "a"), *to_frames(images, "b")]
+    outcomes = ModelWorker(scorers).score(mixed).outcomes
+    assert [o.camera for o in outcomes] == ["a", "a", "b", "b"]
+    assert [o.gallery for o in outcomes] == [synthetic_gallery.content_hash] * 2 + [other.content_hash] * 2
+    thresholds = {o.camera: o.threshold for o in outcomes}
+    assert thresholds["a"] != thresholds["b"]

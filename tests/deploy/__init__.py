@@ -1,0 +1,1 @@
+"""Tests of the deployment files (systemd, Prometheus, Grafana) against the real tools."""

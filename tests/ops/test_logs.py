@@ -1,0 +1,132 @@
+"""Tests for inspector.ops.logs: JSON and console rendering, levels, frame binding, no configuration at import."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from pydantic import ValidationError
+
+from inspector.config.logs import LoggingConfig
+from inspector.ops.logs import HANDLER_MARK, configure_logging, frame_logger, get_logger
+from tests.support import REPO_ROOT
+
+ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z"
+
+
+class TtyStream(io.StringIO):
+    """A StringIO that claims to be a terminal."""
+
+    def isatty(self) -> bool:
+        """Pretend to be a TTY."""
+        return True
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo configure_logging after each test so other test files see default logging."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in [h for h in root.handlers if getattr(h, HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    """Parse every line written to ``stream`` as JSON."""
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_mode_emits_parseable_lines_with_camera_and_seq() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    frame_logger(get_logger("inspector.pipeline"), "cam1", 42).info("frame scored", score=1.5)
+    (record,) = json_lines(stream)
+    assert record["event"] == "frame scored"
+    assert (record["camera"], record["seq"], record["score"]) == ("cam1", 42, 1.5)
+    assert record["level"] == "info"
+    assert record["logger"] == "inspector.pipeline"
+    assert re.fullmatch(ISO_UTC, record["timestamp"])
+
+
+def test_level_filters_lower_levels() -> None:
+    stream = io.StringIO()
+    configure_logging("warning", "json", stream)
+    log = get_logger("x")
+    log.info("hidden")
+    log.warning("shown")
+    assert [r["event"] for r in json_lines(stream)] == ["shown"]
+
+
+def test_stdlib_records_use_the_same_json_format() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logging.getLogger("thirdparty").warning("disk %s full", "/var")
+    (record,) = json_lines(stream)
+    assert (record["event"], record["logger"], record["level"]) == ("disk /var full", "thirdparty", "warning")
+
+
+def test_exceptions_are_structured_without_locals() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    secret = "hunter2"
+    try:
+        raise RuntimeError("camera cam1 vanished")
+    except RuntimeError:
+        get_logger("x").exception("capture failed")
+    assert secret not in stream.getvalue()
+    (record,) = json_lines(stream)
+    assert record["exception"][0]["exc_value"] == "camera cam1 vanished"
+
+
+def test_auto_format_is_json_for_pipes_and_console_for_ttys() -> None:
+    pipe = io.StringIO()
+    configure_logging("info", "auto", pipe)
+    get_logger("x").info("hello", camera="cam1")
+    assert json_lines(pipe)[0]["camera"] == "cam1"
+    tty = TtyStream()
+    configure_logging("info", "auto", tty)
+    get_logger("x").info("hello", camera="cam1")
+    text = tty.getvalue()
+    assert "hello" in text and "cam1" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+
+
+def test_reconfiguring_replaces_the_previous_handler() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("info", "json", first)
+    configure_logging("info", "json", second)
+    get_logger("x").info("once")
+    assert first.getvalue() == ""
+    assert len(json_lines(second)) == 1
+
+
+def test_logging_config_validates_level_and_format() -> None:
+    assert LoggingConfig().level == "info"
+    with pytest.raises(ValidationError, match="level"):
+        LoggingConfig(level="verbose")
+    with pytest.raises(ValidationError, match="format"):
+        LoggingConfig(format="xml")
+
+
+def test_import_does_not_configure_logging() -> None:
+    code = (
+        "import logging, structlog, inspector.ops.logs\n"
+        "assert not structlog.is_configured()\n"
+        "assert logging.getLogger().handlers == []\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

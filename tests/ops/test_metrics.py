@@ -1,0 +1,190 @@
+"""Tests for inspector.ops.metrics: a real HTTP /metrics endpoint on an injected registry, scraped and parsed."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+from inspector.config.metrics import MetricsConfig
+from inspector.ops.metrics import InspectorMetrics, MetricsError, MetricsServer, start_http_server
+
+SCRAPE_TIMEOUT_S = 5.0
+T0 = 1_714_564_800.0
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[InspectorMetrics, MetricsServer, int]]:
+    """Metrics on a fresh registry served on a free port; the server is closed after the test."""
+    registry = CollectorRegistry()
+    metrics = InspectorMetrics(registry, clock=lambda: T0)
+    server, port = start_http_server(MetricsConfig(port=0), registry)
+    yield metrics, server, port
+    server.close()
+
+
+def scrape(port: int) -> dict[str, Metric]:
+    """GET /metrics over HTTP and parse it into families by name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=SCRAPE_TIMEOUT_S) as resp:
+        text = resp.read().decode("utf-8")
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample_value(families: dict[str, Metric], family: str, sample: str, **labels: str) -> float:
+    """Value of the sample called ``sample`` in ``family`` whose labels include ``labels``."""
+    for s in families[family].samples:
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    raise AssertionError(f"no sample {sample}{labels} in {family}")
+
+
+LATENCY_MS = {"backbone": 12.0, "queue": 3.0, "not_a_stage": 1.0, "end_to_end": 80.0}
+
+
+def test_scraped_counters_follow_increments(served: tuple[InspectorMetrics, MetricsServer, int]) -> None:
+    metrics, _, port = served
+    metrics.init_camera("cam1")
+    for _ in range(3):
+        metrics.frames_captured.labels(camera="cam1").inc()
+    metrics.frames_dropped.labels(camera="cam1", reason="queue_full").inc(2)
+    metrics.camera_up.labels(camera="cam1").set(1)
+    metrics.camera_reconnects.labels(camera="cam1").inc()
+    metrics.queue_depth.labels(queue="frames").set(5)
+    families = scrape(port)
+    assert sample_value(families, "inspector_frames_captured", "inspector_frames_captured_total") == 3
+    assert (
+        sample_value(
+            families,
+            "inspector_frames_dropped",
+            "inspector_frames_dropped_total",
+            camera="cam1",
+            reason="queue_full",
+        )
+        == 2
+    )
+    assert sample_value(families, "inspector_camera_up", "inspector_camera_up", camera="cam1") == 1
+    assert sample_value(families, "inspector_queue_depth", "inspector_queue_depth", queue="frames") == 5
+    assert sample_value(families, "inspector_verdicts", "inspector_verdicts_total", verdict="TIMEOUT") == 0
+
+
+def test_record_verdict_updates_counts_score_and_latencies(
+    served: tuple[InspectorMetrics, MetricsServer, int],
+) -> None:
+    metrics, _, port = served
+    metrics.record_verdict("cam1", "FAIL", 3.2, LATENCY_MS)
+    metrics.record_verdict("cam1", "ERROR", None, {"end_to_end": 80.0})
+    families = scrape(port)
+    verdicts = "inspector_verdicts_total"
+    assert sample_value(families, "inspector_verdicts", verdicts, camera="cam1", verdict="FAIL") == 1
+    assert sample_value(families, "inspector_verdicts", verdicts, camera="cam1", verdict="ERROR") == 1
+    assert sample_value(families, "inspector_frames_scored", "inspector_frames_scored_total") == 1
+    assert sample_value(families, "inspector_anomaly_score", "inspector_anomaly_score_sum") == pytest.approx(
+        3.2
+    )
+    assert sample_value(families, "inspector_anomaly_score", "inspector_anomaly_score_bucket", le="2.5") == 0
+    assert sample_value(families, "inspector_anomaly_score", "inspector_anomaly_score_bucket", le="4.0") == 1
+    stage = "inspector_stage_latency_seconds"
+    assert sample_value(families, stage, stage + "_sum", stage="backbone") == pytest.approx(0.012)
+    assert not any(s.labels.get("stage") == "not_a_stage" for s in families[stage].samples)
+    e2e = "inspector_end_to_end_latency_seconds"
+    assert sample_value(families, e2e, e2e + "_count", camera="cam1") == 2
+    assert sample_value(families, e2e, e2e + "_sum", camera="cam1") == pytest.approx(0.16, abs=1e-5)
+
+
+def test_state_info_and_batch_metrics_are_exported(
+    served: tuple[InspectorMetrics, MetricsServer, int],
+) -> None:
+    metrics, _, port = served
+    metrics.set_build_info("0.1.0")
+    metrics.set_gallery("cam1", "old", "resnet18")
+    metrics.set_gallery("cam1", "new", "efficientnet_lite0")
+    metrics.set_ready(True)
+    metrics.worker_last_progress.set(T0 + 5)
+    metrics.record_batch(8, {"backbone": 0.02})
+    families = scrape(port)
+    assert sample_value(families, "inspector_build_info", "inspector_build_info", version="0.1.0") == 1
+    galleries = families["inspector_gallery_info"].samples
+    assert [s.labels["gallery_hash"] for s in galleries] == ["new"]
+    assert sample_value(families, "inspector_ready", "inspector_ready") == 1
+    assert sample_value(families, "inspector_up", "inspector_up") == 1
+    assert sample_value(families, "inspector_start_time_seconds", "inspector_start_time_seconds") == T0
+    progress = "inspector_worker_last_progress_timestamp_seconds"
+    assert sample_value(families, progress, progress) == T0 + 5
+    assert sample_value(families, "inspector_batch_size", "inspector_batch_size_bucket", le="4.0") == 0
+    assert sample_value(families, "inspector_batch_size", "inspector_batch_size_bucket", le="8.0") == 1
+    assert "process_start_time_seconds" in families
+
+
+def test_metric_names_follow_prometheus_conventions(
+    served: tuple[InspectorMetrics, MetricsServer, int],
+) -> None:
+    metrics, _, port = served
+    metrics.init_camera("cam1")
+    metrics.record_verdict("cam1", "FAIL", 3.2, LATENCY_MS)
+    families = scrape(port)
+    # prometheus-client also exports <name>_created series; the text parser lists them as families.
+    ours = {n: f for n, f in families.items() if n.startswith("inspector_") and not n.endswith("_created")}
+    assert len(ours) >= 17
+    for name, family in ours.items():
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), name
+        if "latency" in name or name.endswith("_timestamp_seconds"):
+            assert name.endswith("_seconds"), name
+        if name.endswith("_info"):
+            assert all(s.value == 1 for s in family.samples), name
+        for sample in family.samples:
+            assert "seq" not in sample.labels and "frame_id" not in sample.labels, name
+
+
+def test_two_registries_are_independent() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    a = InspectorMetrics(first, include_process_collector=False)
+    InspectorMetrics(second, include_process_collector=False)
+    a.frames_captured.labels(camera="x").inc()
+    assert first.get_sample_value("inspector_frames_captured_total", {"camera": "x"}) == 1
+    assert second.get_sample_value("inspector_frames_captured_total", {"camera": "x"}) is None
+
+
+def test_score_buckets_are_configurable() -> None:
+    registry = CollectorRegistry()
+    metrics = InspectorMetrics(registry, score_buckets=(10.0, 20.0), include_process_collector=False)
+    metrics.anomaly_score.labels(camera="c").observe(15.0)
+    assert registry.get_sample_value("inspector_anomaly_score_bucket", {"camera": "c", "le": "10.0"}) == 0
+    assert registry.get_sample_value("inspector_anomaly_score_bucket", {"camera": "c", "le": "20.0"}) == 1
+
+
+def test_metrics_config_validates_port_and_buckets() -> None:
+    with pytest.raises(ValidationError, match="port"):
+        MetricsConfig(port=70000)
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        MetricsConfig(score_buckets=(1.0, 1.0))
+    with pytest.raises(ValidationError, match="extra"):
+        MetricsConfig.model_validate({"extra": True})
+
+
+def test_port_in_use_raises_error_naming_address_and_port() -> None:
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        with pytest.raises(MetricsError, match=f"127.0.0.1:{port}"):
+            start_http_server(MetricsConfig(port=port), CollectorRegistry())
+    finally:
+        blocker.close()
+
+
+def test_close_frees_the_port() -> None:
+    registry = CollectorRegistry()
+    server, port = start_http_server(MetricsConfig(port=0), registry)
+    server.close()
+    assert not server.thread.is_alive()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))

@@ -1,0 +1,132 @@
+"""Helpers shared by the tests: free ports, validated configs and the synthetic gallery builder."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from inspector.config.calibration import CalibrationConfig
+from inspector.config.model import ModelConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.demo.daemon import DEMO_MODEL
+from inspector.demo.data import write_good_part_images
+from inspector.model.build import build_gallery, calibrate_gallery
+
+FRAME_SIDE_PX = 160
+GALLERY_IMAGES = 30
+GALLERY_SEED = 7
+VIDEO_FPS = 10.0
+DEFECT_EVERY = 4
+# Small and fast on 2 CPU cores: the demo's pinned settings (every setting that moves scores is explicit,
+# not left to the engine's defaults, which are tuned for 224 px crops); map_max splits the synthetic parts cleanly.
+TEST_MODEL = DEMO_MODEL
+RUNTIME = RuntimeConfig()
+POLL_S = 0.05
+WAIT_S = 120.0  # default bound of wait_until
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+CLI_TIMEOUT_S = 3600.0  # generous: real data on a busy 2-core machine
+HTTP_TIMEOUT_S = 10.0
+
+LabelledVideo = Callable[..., tuple[Path, list[str | None]]]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@dataclass(frozen=True)
+class SyntheticGallery:
+    """A calibrated gallery built from known-good demo frames."""
+
+    path: Path
+    model: ModelConfig
+    content_hash: str
+
+
+def build_synthetic_gallery(folder: Path, n_images: int, seed: int) -> SyntheticGallery:
+    """Build and calibrate a gallery from ``n_images`` good parts of a demo video.
+
+    The good parts go through the same MJPG encoding as the cameras' videos, so the gallery and the live
+    frames share one image domain (PNG-only galleries score every JPEG frame a little higher).
+    """
+    images = write_good_part_images(folder, n_images, VIDEO_FPS, FRAME_SIDE_PX, seed)
+    gallery = folder / "gallery.safetensors"
+    manifest = build_gallery(images, gallery, TEST_MODEL, RUNTIME)
+    calibrate_gallery(gallery, RUNTIME, CalibrationConfig())
+    return SyntheticGallery(gallery, TEST_MODEL, manifest.content_sha256)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def model_config(**fields: Any) -> ModelConfig:
+    """A validated model config: pydantic fills the defaults."""
+    return ModelConfig.model_validate(fields)
+
+
+def runtime_config(**fields: Any) -> RuntimeConfig:
+    """A validated runtime config."""
+    return RuntimeConfig.model_validate(fields)
+
+
+def calibration_config(**fields: Any) -> CalibrationConfig:
+    """A validated calibration config."""
+    return CalibrationConfig.model_validate(fields)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout_s``.
+
+    The bound is generous on purpose (the suite runs on 2 shared, busy cores): it only turns a hang into a
+    failure with a message, it never measures how fast something happened.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
+        time.sleep(POLL_S)
+
+
+def run_cli(*args: str | Path, timeout_s: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """``inspector ARGS`` as a real process (``python -m inspector.cli``), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "inspector.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+
+
+def read_png(path: Path) -> np.ndarray:
+    """A PNG read back unchanged (fails the test when it is missing or unreadable)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, path
+    return np.asarray(image)
+
+
+def scrape(port: int) -> Samples:
+    """Every sample of a /metrics endpoint on 127.0.0.1: (name, labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=HTTP_TIMEOUT_S) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

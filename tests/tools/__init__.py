@@ -1,0 +1,1 @@
+"""Tests of the tools/ scripts (benchmarks run small and for real)."""

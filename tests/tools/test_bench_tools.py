@@ -1,0 +1,83 @@
+"""Smoke test of tools/bench_spade.py: a tiny real run whose printed tables have the expected rows."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.support import REPO_ROOT
+
+REPO = REPO_ROOT
+TOOL = REPO / "tools" / "bench_spade.py"
+BACKBONES = ("efficientnet_lite0", "wide_resnet50_2")
+BATCHES = (1, 2)
+KS = (1, 3)
+TIMEOUT_S = 120
+ROUNDING_MS = 0.05  # the table prints two decimals; five stage roundings add up to at most this
+
+
+def section(lines: list[str], title_prefix: str) -> list[list[str]]:
+    """Split rows of the table whose title line starts with title_prefix (header skipped, ends at a blank)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(title_prefix))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def output() -> list[str]:
+    args = [
+        sys.executable,
+        str(TOOL),
+        "--quick",
+        "--device",
+        "cpu",
+        "--backbones",
+        ",".join(BACKBONES),
+        "--batches",
+        ",".join(map(str, BATCHES)),
+        "--ks",
+        ",".join(map(str, KS)),
+    ]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_timing_table_has_one_consistent_row_per_backbone_batch_and_k(output: list[str]) -> None:
+    rows = section(output, "== ms per image")
+    keys = [(r[0], int(r[2]), int(r[3])) for r in rows]
+    assert keys == list(itertools.product(BACKBONES, BATCHES, KS))
+    for r in rows:
+        assert r[1] == ("real" if r[0] == "efficientnet_lite0" else "random")
+        stages = [float(v) for v in r[5:10]]
+        total, floor, ratio = float(r[10]), float(r[11]), float(r[12])
+        assert all(v >= 0.0 for v in stages) and total > 0.0 and floor > 0.0
+        assert total == pytest.approx(sum(stages), abs=ROUNDING_MS)
+        assert ratio == pytest.approx(total / floor, rel=0.02)
+
+
+def test_floor_table_scales_pixel_flops_with_k_and_keeps_backbone_flops_fixed(output: list[str]) -> None:
+    rows = {(r[0], int(r[1]), int(r[2])): [float(v) for v in r[3:]] for r in section(output, "== arithmetic")}
+    assert set(rows) == set(itertools.product(BACKBONES, BATCHES, KS))
+    for name in BACKBONES:
+        bb = {rows[(name, b, k)][0] for b in BATCHES for k in KS}
+        assert len(bb) == 1 and bb.pop() > 0.0
+        small, large = rows[(name, 1, KS[0])][2], rows[(name, 1, KS[1])][2]
+        assert large / small == pytest.approx(KS[1] / KS[0], rel=0.05)
+    assert rows[("wide_resnet50_2", 1, 1)][0] > rows[("efficientnet_lite0", 1, 1)][0]
+
+
+def test_header_reports_a_positive_gemm_rate_and_the_torch_version(output: list[str]) -> None:
+    text = "\n".join(output)
+    match = re.search(r"floor uses the better, ([0-9.]+) GFLOP/s", text)
+    assert match is not None and float(match.group(1)) > 0.0
+    assert f"torch {torch.__version__}" in text
