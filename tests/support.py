@@ -18,10 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inspector.config.calibration import CalibrationConfig
 from inspector.config.model import ModelConfig
+from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.daemon.products import ProductRegistry, load_products, product_loader
 from inspector.demo.daemon import DEMO_MODEL
 from inspector.demo.data import write_good_part_images
 from inspector.model.build import build_gallery, calibrate_gallery
+from inspector.model.engine import BackboneCache
 
 FRAME_SIDE_PX = 160
 GALLERY_IMAGES = 30
@@ -64,6 +67,13 @@ def build_synthetic_gallery(folder: Path, n_images: int, seed: int) -> Synthetic
     manifest = build_gallery(images, gallery, TEST_MODEL, RUNTIME)
     calibrate_gallery(gallery, RUNTIME, CalibrationConfig())
     return SyntheticGallery(gallery, TEST_MODEL, manifest.content_sha256)
+
+
+def load_registry(config: InspectorConfig, backbones: BackboneCache | None = None) -> ProductRegistry:
+    """Every product of a config loaded as the daemon loads it (one backbone per network)."""
+    return load_products(
+        config, product_loader(config, backbones if backbones is not None else BackboneCache())
+    )
 
 
 def free_port() -> int:

@@ -236,6 +236,7 @@ def verdict_header(
         score=outcome.score,
         threshold=outcome.threshold,
         defect_area_px=outcome.defect_area_px,
+        product=frame.product,
         gallery=outcome.gallery,
         latency_ms={stage: max(0.0, ms) for stage, ms in latency_ms.items()},
         mask=mask,

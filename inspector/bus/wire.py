@@ -27,9 +27,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspector.core.errors import validation_lines
-from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, Verdict
+from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, CameraState, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdicts name their product; heartbeat cameras carry a state (paused)
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -96,7 +96,10 @@ class VerdictHeader(_WireModel):
     """Header (second part) of a ``verdict.<camera>`` message: one per inspected frame."""
 
     schema_version: int = Field(
-        default=SCHEMA_VERSION, alias="schema", ge=1, description="Wire schema version; this build writes 1."
+        default=SCHEMA_VERSION,
+        alias="schema",
+        ge=1,
+        description=f"Wire schema version; this build writes {SCHEMA_VERSION}.",
     )
     boot_id: BootId
     camera: CameraName
@@ -116,6 +119,10 @@ class VerdictHeader(_WireModel):
     )
     defect_area_px: int | None = Field(
         default=None, ge=0, description="Mask pixels above the pixel threshold."
+    )
+    product: str | None = Field(
+        default=None,
+        description="The product (recipe) the frame was inspected as; its gallery is ``gallery``.",
     )
     gallery: str | None = Field(
         default=None, description="Content hash of the gallery that scored the frame."
@@ -147,6 +154,10 @@ class VerdictHeader(_WireModel):
 class CameraStatus(_WireModel):
     """One camera's state inside a heartbeat."""
 
+    state: CameraState = Field(
+        description="up: delivering frames; down: not delivering (reconnecting); paused: stopped by the control "
+        "socket (not a fault); ended: a file or folder source finished."
+    )
     up: bool = Field(description="The camera is connected and delivering frames.")
     frames: int = Field(ge=0, description="Frames captured since the daemon started.")
     last_seq: int | None = Field(default=None, ge=0, description="seq of the last verdict published, if any.")
@@ -156,7 +167,10 @@ class Heartbeat(_WireModel):
     """Header of a ``heartbeat`` message: daemon liveness, published periodically."""
 
     schema_version: int = Field(
-        default=SCHEMA_VERSION, alias="schema", ge=1, description="Wire schema version; this build writes 1."
+        default=SCHEMA_VERSION,
+        alias="schema",
+        ge=1,
+        description=f"Wire schema version; this build writes {SCHEMA_VERSION}.",
     )
     boot_id: BootId
     published_at: Timestamp

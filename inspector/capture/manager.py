@@ -82,6 +82,9 @@ class CaptureManager:
         self._stop_event = stop_event
         self._on_event = on_event
         self._halt = threading.Event()
+        self._service_lock = (
+            threading.Lock()
+        )  # the monitor's supervision against pause/resume from other threads
         self._monitor: threading.Thread | None = None
         self._rr = 0
         self._seen: dict[tuple[str, str], int] = {}
@@ -114,6 +117,32 @@ class CaptureManager:
         for cam in self._cams:
             cam.stop(timeout_s)
         self._service_all(restart=False)
+
+    def pause(self, camera: str) -> None:
+        """Stop a camera capturing until :meth:`resume`; it is not restarted meanwhile.
+
+        Raises:
+            CaptureError: unknown camera.
+        """
+        cam = self._camera(camera)
+        with self._service_lock:
+            cam.pause()
+
+    def resume(self, camera: str) -> None:
+        """Let a paused camera capture again (a new process; seq continues).
+
+        Raises:
+            CaptureError: unknown camera.
+        """
+        cam = self._camera(camera)
+        with self._service_lock:
+            cam.resume(STOP_TIMEOUT_S)
+
+    def _camera(self, name: str) -> CameraProcess:
+        for cam in self._cams:
+            if cam.name == name:
+                return cam
+        raise CaptureError(f"unknown camera {name!r} (known: {', '.join(c.name for c in self._cams)})")
 
     def pid(self, camera: str) -> int | None:
         """Process id of a camera's current child process."""
@@ -175,6 +204,10 @@ class CaptureManager:
             self._service_all(restart=not self._stop_event.is_set())
 
     def _service_all(self, restart: bool) -> None:
+        with self._service_lock:
+            self._service_cameras(restart)
+
+    def _service_cameras(self, restart: bool) -> None:
         for cam in self._cams:
             for name, value, message in cam.poll_events():
                 if message:

@@ -80,6 +80,7 @@ class CameraProcess:
         self._events: MpQueue[EventItem] | None = None
         self._stop_writer: mpc.Connection | None = None
         self._stopping = False
+        self._paused = False
         self._process: SpawnProcess | None = None
         self._pending: deque[Frame] = deque()
         self._parent_drops: dict[str, int] = {}
@@ -125,6 +126,26 @@ class CameraProcess:
             self._frames, self._events, self._stop_writer = frames, events, stop_writer
             self._process = process
 
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume`: the camera captures nothing and is not restarted."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop capturing (the child finishes its read and exits) and do not restart until :meth:`resume`."""
+        self._paused = True
+        self._restart_at = None
+        if self._stop_writer is not None:
+            self._stop_writer.close()
+
+    def resume(self, timeout_s: float) -> None:
+        """Capture again with a new child (seq continues); a child still finishing is killed after ``timeout_s``."""
+        if not self._paused or self._stopping:
+            return
+        self._finish_child(timeout_s)
+        self._paused = False
+        self.start()
+
     def request_stop(self) -> None:
         """Ask the child to finish (non-blocking; closing the pipe wakes it)."""
         self._stopping = True
@@ -143,12 +164,14 @@ class CameraProcess:
             return "finished"
         if proc.is_alive():
             return "hung" if time.monotonic() > self._floats[F_DEADLINE] else "ok"
-        if proc.exitcode == 0 and (self.ended or self._stopping):
+        if proc.exitcode == 0 and (self.ended or self._stopping or self._paused):
             return "finished"
         return "dead"
 
     def supervise(self) -> str | None:
         """Watchdog step: kill a hung or dead child, respawn it after a backoff; return why it was killed."""
+        if self._paused:
+            return None
         if self._restart_at is not None:
             if time.monotonic() >= self._restart_at:
                 self._restart_at = None
@@ -172,6 +195,10 @@ class CameraProcess:
     def stop(self, timeout_s: float) -> None:
         """Stop the child, draining its channel into the pending buffer; kill it after ``timeout_s``."""
         self.request_stop()
+        self._finish_child(timeout_s)
+
+    def _finish_child(self, timeout_s: float) -> None:
+        """Wait for a child told to finish, draining its channel; kill it (stop_timeout) after ``timeout_s``."""
         proc = self._process
         deadline = time.monotonic() + timeout_s
         while proc is not None and proc.is_alive() and time.monotonic() < deadline:
@@ -259,4 +286,5 @@ class CameraProcess:
             ended=self.ended,
             last_frame_at=last if last > 0.0 else None,
             last_error=self.last_error,
+            paused=self._paused,
         )

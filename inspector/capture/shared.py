@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from inspector.core.names import CameraState
 from inspector.core.records import Image
 
 # Event names passed to on_event(camera, name, value).
@@ -63,3 +64,13 @@ class CameraStats:
     ended: bool
     last_frame_at: float | None
     last_error: str
+    paused: bool = False
+
+    @property
+    def state(self) -> CameraState:
+        """paused, up, ended (a finite source finished) or down."""
+        if self.paused:
+            return "paused"
+        if self.up:
+            return "up"
+        return "ended" if self.ended else "down"

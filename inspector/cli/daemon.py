@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from inspector.config.load import ConfigError, load_run_config
+from inspector.config.load import ConfigError, gallery_field, load_run_config
 from inspector.config.proxy import DEFAULT_HWM
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -41,6 +41,8 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
     tail.set_defaults(func=cmd_tail)
 
+    add_ctl_command(subparsers)
+
     proxy = subparsers.add_parser(
         "proxy", help="forward several daemons' verdict buses to one endpoint (ZeroMQ XSUB/XPUB)"
     )
@@ -59,6 +61,65 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     proxy.set_defaults(func=cmd_proxy)
 
 
+CTL_TIMEOUT_S = 60.0  # a reload loads and validates galleries: seconds, more on a busy CPU
+
+
+def add_ctl_command(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
+    """Register ``inspector ctl``: one request to a running daemon's control socket, the answer as JSON."""
+    ctl = subparsers.add_parser("ctl", help="send one request to a running daemon's control socket")
+    ctl.add_argument(
+        "--connect", required=True, help="control endpoint (control.bind), e.g. tcp://127.0.0.1:5561"
+    )
+    ctl.add_argument("--timeout-s", type=float, default=CTL_TIMEOUT_S, help="seconds to wait for the answer")
+    cmds = ctl.add_subparsers(
+        dest="ctl_command", required=True, metavar="{status,trigger,product,reload,pause,resume}"
+    )
+    cmds.add_parser("status", help="cameras, products, uptime and boot id")
+    trigger = cmds.add_parser("trigger", help="inspect the next part in front of an external-trigger camera")
+    trigger.add_argument("camera", help="camera name")
+    trigger.add_argument("part_id", help="the part's id, carried by its verdict")
+    trigger.add_argument("--product", default=None, help="switch the camera to this product first")
+    trigger.add_argument("--at", default=None, help="RFC 3339 time of the trigger (default: now)")
+    product = cmds.add_parser("product", help="switch a camera to a product (from its next frame on)")
+    product.add_argument("camera", help="camera name")
+    product.add_argument("product", help="product name")
+    reload = cmds.add_parser(
+        "reload", help="re-read gallery files; a file that fails is refused, the old one kept"
+    )
+    reload.add_argument("product", nargs="?", default=None, help="only this product (default: every product)")
+    for name, text in (
+        ("pause", "stop a camera capturing (not a fault)"),
+        ("resume", "let a paused camera capture again"),
+    ):
+        p = cmds.add_parser(name, help=text)
+        p.add_argument("camera", help="camera name")
+    ctl.set_defaults(func=cmd_ctl)
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    """Send the request, print the answer as JSON; exit 0 when it says ok, 1 otherwise."""
+    import json
+
+    import zmq
+
+    from inspector.bus.control import ControlError, request
+
+    payload = {"cmd": args.ctl_command}
+    for key in ("camera", "part_id", "product", "at"):
+        if getattr(args, key, None) is not None:
+            payload[key] = getattr(args, key)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        answer = request(context, args.connect, payload, args.timeout_s)
+    except ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        context.term()
+    print(json.dumps(answer, indent=2))
+    return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+
+
 def gallery_problems(config: InspectorConfig) -> list[str]:
     """What the galleries say against a daemon configuration: unreadable manifests, settings they decide."""
     from inspector.model.gallery import GalleryError, read_manifest
@@ -66,15 +127,13 @@ def gallery_problems(config: InspectorConfig) -> list[str]:
 
     problems: list[str] = []
     readable = {}
-    for index, cam in enumerate(config.cameras):
-        path = config.gallery_for(cam)
-        field = f"cameras.{index}.gallery" if cam.gallery is not None else "worker.gallery"
-        if path is None or path in readable:
+    for name, path in config.product_galleries().items():
+        if path in readable:
             continue
         try:
             readable[path] = read_manifest(path)
         except GalleryError as exc:
-            problems.append(f"{field}: {exc}")
+            problems.append(f"{gallery_field(config, name)}: {exc}")
     if problems:
         return problems
     return daemon_config_conflicts(config, lambda path: readable[path])
@@ -86,8 +145,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problems = gallery_problems(config)
     if problems:
         raise ConfigError(str(args.file), problems)
-    cameras = ", ".join(f"{c.name} ({c.resolved_kind()} {c.source})" for c in config.cameras)
-    galleries = sorted({str(config.gallery_for(c)) for c in config.cameras})
+    cameras = ", ".join(
+        f"{c.name} ({c.resolved_kind()} {c.source}, {c.trigger}, product {config.product_for(c)})"
+        for c in config.cameras
+    )
+    galleries = [f"{name} = {path}" for name, path in sorted(config.product_galleries().items())]
     metrics = (
         f"http://{config.metrics.bind_address}:{config.metrics.port}/metrics"
         if config.metrics.enabled
@@ -95,7 +157,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     print(f"{args.file}: OK")
     print(f"  cameras: {cameras}")
-    print(f"  galleries: {', '.join(galleries)}")
+    print(f"  products: {', '.join(galleries)}")
     print(f"  bus: {config.bus.bind}  metrics: {metrics}")
     return EXIT_OK
 
@@ -127,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     daemon = Daemon(config, context, CollectorRegistry(), notifier, os.environ)
     try:
-        with capture_signals(daemon.request_stop):
+        with capture_signals(daemon.request_stop, on_reload=daemon.request_reload):
             code = daemon.run()
     except (PublisherError, MetricsError, CaptureError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -81,6 +81,32 @@ def cmd_gallery_calibrate(args: argparse.Namespace) -> int:
     return _calibrate(args.gallery, cfg, normal, read_manifest(args.gallery).image_count, None)
 
 
+def cmd_gallery_add(args: argparse.Namespace) -> int:
+    """Append new known-good images to a gallery, refuse duplicates by hash, re-calibrate."""
+    from inspector.model.build import add_to_gallery, list_images
+    from inspector.model.gallery import read_manifest
+
+    cfg = _config(args)
+    images = list_images(args.images)
+    calibration = cfg.calibration if cfg.calibration.model_fields_set else None
+    before = read_manifest(args.gallery).image_count
+    with progress_bar(len(images), "add") as bar:
+        result = add_to_gallery(args.gallery, images, cfg.runtime, calibration, progress=bar.update)
+    for image, source in result.duplicates:
+        print(f"refused {image}: already in the gallery as {source} (same SHA-256)")
+    cal = result.manifest.calibration
+    assert cal is not None
+    print(
+        f"gallery {args.gallery}: {before} -> {result.manifest.image_count} images ({len(result.added)} added, "
+        f"{len(result.duplicates)} duplicates refused), content {result.manifest.content_sha256[:12]}"
+    )
+    print(
+        f"re-calibrated ({cal.method}, {cal.n_images} normal images): image threshold {cal.image_threshold:.4f} "
+        f"at target false-reject rate {cal.target_false_reject_rate:g}; pixel threshold {cal.pixel_threshold:.4f}"
+    )
+    return EXIT_OK
+
+
 def cmd_gallery_info(args: argparse.Namespace) -> int:
     """Validate a gallery and print its manifest."""
     from inspector.model.gallery import load_gallery
@@ -146,7 +172,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     """Register ``gallery build|calibrate|info``."""
     gal = sub.add_parser("gallery", help="build, calibrate and inspect galleries").add_subparsers(
-        dest="gallery_command", required=True, metavar="{build,calibrate,info}"
+        dest="gallery_command", required=True, metavar="{build,calibrate,add,info}"
     )
     b = gal.add_parser("build", help="build a gallery from known-good images (and calibrate it)")
     b.add_argument("--images", type=Path, required=True, help="folder of known-good images")
@@ -168,6 +194,12 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     )
     _add_config(c)
     c.set_defaults(func=cmd_gallery_calibrate)
+
+    a = gal.add_parser("add", help="append known-good images to a gallery (duplicates refused), re-calibrate")
+    a.add_argument("--gallery", type=Path, required=True, help="gallery file to grow (replaced atomically)")
+    a.add_argument("--images", type=Path, required=True, help="folder of new known-good images")
+    _add_config(a)
+    a.set_defaults(func=cmd_gallery_add)
 
     i = gal.add_parser("info", help="validate a gallery and print its manifest")
     i.add_argument("gallery", type=Path, help="gallery file")

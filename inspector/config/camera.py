@@ -12,6 +12,7 @@ from inspector.config.base import StrictModel
 from inspector.core.names import CAMERA_NAME_PATTERN
 
 SourceKind = Literal["auto", "device", "url", "file", "folder", "gstreamer"]
+TriggerMode = Literal["free_run", "external"]
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
 FILE_SOURCE_KINDS = ("file", "folder")
 
@@ -37,7 +38,28 @@ class CameraConfig(StrictModel):
     retry_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect wait in seconds (doubles).")
     retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect wait in seconds.")
     queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered; when full the oldest is dropped.")
-    gallery: Path | None = Field(None, description="Per-camera gallery override (used by the worker).")
+    gallery: Path | None = Field(
+        None,
+        description="This camera's own gallery (a product named after the file); else product or worker.gallery.",
+    )
+    product: str | None = Field(None, description="The [[products]] entry this camera inspects at start-up.")
+    trigger: TriggerMode = Field(
+        "free_run",
+        description="free_run: every frame is scored; external: the camera keeps capturing, but only frames "
+        "picked by a trigger (ZeroMQ [triggers] socket or the control socket) are scored, one verdict per trigger.",
+    )
+    trigger_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=60_000.0,
+        description="A trigger picks the first frame captured this long after its time.",
+    )
+    trigger_timeout_ms: float = Field(
+        1000.0,
+        gt=0.0,
+        le=600_000.0,
+        description="A trigger that no frame answers within this long after its pick time gets an ERROR verdict.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -53,6 +75,8 @@ class CameraConfig(StrictModel):
     def _consistent(self) -> CameraConfig:
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError(f"camera {self.name}: retry_max_s must be >= retry_initial_s")
+        if self.gallery is not None and self.product is not None:
+            raise ValueError(f"camera {self.name}: set gallery or product, not both")
         if self.resolved_kind() == "device" and not self.source.strip().isdigit():
             raise ValueError(f"camera {self.name}: kind device needs a device index, got {self.source!r}")
         return self

@@ -59,22 +59,37 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 def run_problems(config: InspectorConfig) -> list[str]:
     """What prevents ``inspector run`` from starting with a valid config; one line per problem, field first.
 
-    Checks at least one camera, a gallery file for every camera, and that file/folder sources exist.
+    Checks at least one camera, a product for every camera, every product's gallery file, and that file/folder
+    sources exist.
     """
     problems: list[str] = []
     if not config.cameras:
         problems.append("cameras: at least one [[cameras]] entry is required to run the daemon")
     for index, cam in enumerate(config.cameras):
-        gallery = config.gallery_for(cam)
-        field = f"cameras.{index}.gallery" if cam.gallery is not None else "worker.gallery"
-        if gallery is None:
-            problems.append(f"worker.gallery: camera {cam.name} has no gallery and worker.gallery is not set")
-        elif not gallery.is_file():
-            problems.append(f"{field}: gallery file {gallery} (camera {cam.name}) not found")
+        if config.product_for(cam) is None:
+            problems.append(
+                f"cameras.{index}.product: camera {cam.name} has no product (set product, gallery or worker.gallery)"
+            )
         kind = cam.resolved_kind()
         if kind in FILE_SOURCE_KINDS and not Path(cam.source).exists():
             problems.append(f"cameras.{index}.source: {kind} {cam.source} (camera {cam.name}) not found")
+    for name, gallery in config.product_galleries().items():
+        if not gallery.is_file():
+            problems.append(
+                f"{gallery_field(config, name)}: gallery file {gallery} (product {name}) not found"
+            )
     return problems
+
+
+def gallery_field(config: InspectorConfig, product: str) -> str:
+    """The config field that names a product's gallery, for error messages."""
+    for index, p in enumerate(config.products):
+        if p.name == product:
+            return f"products.{index}.gallery"
+    for index, cam in enumerate(config.cameras):
+        if cam.gallery is not None and cam.gallery.stem == product:
+            return f"cameras.{index}.gallery"
+    return "worker.gallery"
 
 
 def load_run_config(path: Path | None) -> InspectorConfig:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inspector.config.batching import BatchingConfig
 from inspector.config.bus import BusConfig
 from inspector.config.calibration import CalibrationConfig
 from inspector.config.camera import CameraConfig
+from inspector.config.control import ControlConfig
 from inspector.config.logs import LoggingConfig
 from inspector.config.metrics import MetricsConfig
 from inspector.config.model import ModelConfig
+from inspector.config.products import ProductConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
 
 MAX_CAMERAS = 64
+MAX_PRODUCTS = 32  # every product's gallery is loaded at start-up: a bounded number
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
 ENV_PREFIX = "INSPECTOR_"
 ENV_NESTED_DELIMITER = "__"
@@ -36,12 +40,17 @@ class InspectorConfig(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    products: list[ProductConfig] = Field(
+        default_factory=list, max_length=MAX_PRODUCTS, description="Products (recipes) and their galleries."
+    )
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
     cameras: list[CameraConfig] = Field(
         default_factory=list, max_length=MAX_CAMERAS, description="Cameras (names unique)."
     )
-    worker: WorkerConfig = Field(default_factory=WorkerConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     shutdown_timeout_s: float = Field(
@@ -54,18 +63,68 @@ class InspectorConfig(BaseSettings):
     @field_validator("cameras")
     @classmethod
     def _camera_names_unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        first_index: dict[str, int] = {}
-        for index, cam in enumerate(cameras):
-            if cam.name in first_index:
-                raise ValueError(
-                    f"cameras.{index}.name {cam.name!r} duplicates cameras.{first_index[cam.name]}.name"
-                )
-            first_index[cam.name] = index
+        _refuse_duplicate_names("cameras", [c.name for c in cameras])
         return cameras
 
+    @field_validator("products")
+    @classmethod
+    def _product_names_unique(cls, products: list[ProductConfig]) -> list[ProductConfig]:
+        _refuse_duplicate_names("products", [p.name for p in products])
+        return products
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_products_known(cls, cameras: list[CameraConfig], info: ValidationInfo) -> list[CameraConfig]:
+        """Every camera's product exists; a gallery file's implicit product does not take another's name."""
+        products = {p.name: p.gallery for p in info.data.get("products", [])}
+        worker = info.data.get("worker")
+        implicit = (
+            [("worker.gallery", worker.gallery)] if worker is not None and worker.gallery is not None else []
+        )
+        implicit += [
+            (f"cameras.{i}.gallery", c.gallery) for i, c in enumerate(cameras) if c.gallery is not None
+        ]
+        for field, path in implicit:
+            known = products.setdefault(path.stem, path)
+            if known != path:
+                raise ValueError(
+                    f"{field} {path} would be product {path.stem!r}, already {known}: name it in [[products]]"
+                )
+        for index, cam in enumerate(cameras):
+            if cam.product is not None and cam.product not in products:
+                raise ValueError(
+                    f"cameras.{index}.product {cam.product!r} is not a product (known: {', '.join(sorted(products)) or 'none'})"
+                )
+        return cameras
+
+    def product_galleries(self) -> dict[str, Path]:
+        """Every product the daemon loads: the [[products]] entries, then one per gallery file named in
+        ``worker.gallery`` or a camera's ``gallery`` (the product is named after the file, without suffix)."""
+        galleries = {p.name: p.gallery for p in self.products}
+        for path in self._implicit_galleries():
+            galleries.setdefault(path.stem, path)
+        return galleries
+
+    def product_for(self, camera: CameraConfig) -> str | None:
+        """The product a camera inspects at start-up: its ``product``, its own gallery's, else worker.gallery's."""
+        if camera.product is not None:
+            return camera.product
+        gallery = camera.gallery if camera.gallery is not None else self.worker.gallery
+        return gallery.stem if gallery is not None else None
+
     def gallery_for(self, camera: CameraConfig) -> Path | None:
-        """The gallery a camera uses: its own ``gallery``, else ``worker.gallery``."""
-        return camera.gallery if camera.gallery is not None else self.worker.gallery
+        """The gallery file of the product a camera inspects at start-up."""
+        product = self.product_for(camera)
+        return self.product_galleries().get(product) if product is not None else None
+
+    def _implicit_galleries(self) -> list[Path]:
+        paths = [self.worker.gallery] if self.worker.gallery is not None else []
+        return paths + [c.gallery for c in self.cameras if c.gallery is not None]
+
+    @property
+    def external_cameras(self) -> list[str]:
+        """Cameras whose frames are scored only when a trigger picks them."""
+        return [c.name for c in self.cameras if c.trigger == "external"]
 
     @classmethod
     def settings_customise_sources(
@@ -78,3 +137,12 @@ class InspectorConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment variables override the TOML file (passed as init values)."""
         return (env_settings, init_settings)
+
+
+def _refuse_duplicate_names(field: str, names: list[str]) -> None:
+    """Raise naming the first entry whose name repeats an earlier one (``field.i.name duplicates field.j.name``)."""
+    first_index: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in first_index:
+            raise ValueError(f"{field}.{index}.name {name!r} duplicates {field}.{first_index[name]}.name")
+        first_index[name] = index

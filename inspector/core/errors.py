@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+VALUE_ERROR_PREFIX = (
+    "Value error, "  # pydantic's prefix for a validator's own message: the message says enough
+)
+
 
 def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
     """Lines like ``cameras.1.fps: Input should be greater than 0``, one per error.
@@ -15,7 +19,7 @@ def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"{prefix}{loc}: {e['msg']}")
+        lines.append(f"{prefix}{loc}: {e['msg'].removeprefix(VALUE_ERROR_PREFIX)}")
     return lines
 
 

@@ -22,9 +22,19 @@ LATENCY_STAGES: tuple[str, ...] = ("queue", *COMPUTE_STAGES, "encode", "end_to_e
 """Keys of a verdict's ``latency_ms``: time waiting for the worker, the compute stages, mask encoding and
 the whole path from capture to publish (``end_to_end``)."""
 
+CameraState = Literal["up", "down", "paused", "ended"]
+"""up: delivering frames; down: not delivering (reconnecting); paused: stopped by the control socket (not a
+fault); ended: a file or folder source finished."""
+
 Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
 VERDICTS: tuple[Verdict, ...] = ("PASS", "FAIL", "TIMEOUT", "ERROR")
 """Every verdict word. Only PASS means a good part."""
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 """A camera name: it becomes the bus topic ``verdict.<name>`` and a metrics label."""
+
+PRODUCT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+"""A product name, as the PLC, the verdicts and the metrics spell it."""
+
+PART_ID_MAX_CHARS = 128
+"""The longest part id a trigger may carry."""

@@ -10,18 +10,26 @@ import numpy.typing as npt
 from inspector.core.names import Verdict
 
 Image = npt.NDArray[np.uint8]
+NO_IMAGE: Image = np.zeros((0, 0, 3), np.uint8)
+"""The image of a frame that has a place in the sequence but no picture (see ``Frame.fault``)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One captured image. ``seq`` counts per camera from 0; a gap means frames were dropped."""
+    """One item of a camera's sequence: ``seq`` counts per camera from 0; a gap means frames were dropped.
+
+    A frame with a ``fault`` has a place in the sequence but nothing to score (a trigger no frame answered,
+    a file that could not be read): it ends in an ERROR verdict giving that reason.
+    """
 
     camera: str
     seq: int
     captured_at: float  # wall clock (injected clock), seconds
     monotonic_at: float  # time.monotonic() in the camera process, seconds
-    image: Image  # BGR uint8, HxWx3
-    part_id: str | None = None  # folder sources: the image file's stem
+    image: Image  # BGR uint8, HxWx3 (NO_IMAGE when fault is set)
+    part_id: str | None = None  # from the trigger, or a folder source's file stem
+    product: str | None = None  # the product (gallery) the frame is scored with, stamped as it enters
+    fault: str | None = None  # why there is nothing to score
 
 
 @dataclass(frozen=True, eq=False)

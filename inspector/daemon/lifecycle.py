@@ -23,17 +23,17 @@ from inspector.capture.shared import (
     EVENT_RESTART,
     EVENT_UP,
 )
-from inspector.config.load import ConfigError
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
 from inspector.daemon.batching import Batcher
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
+from inspector.daemon.linecontrol import LineControl
 from inspector.daemon.pipeline import DROP_PIPELINE_FAILED, Pipeline
+from inspector.daemon.products import Loader, ProductRegistry, load_products, product_loader
 from inspector.daemon.sinks import BusSink
 from inspector.daemon.status import DaemonStatus
-from inspector.daemon.worker import ModelWorker, Scorer, load_scorers
+from inspector.daemon.worker import ModelWorker
 from inspector.model.engine import BackboneCache
-from inspector.model.settings import daemon_config_conflicts
 from inspector.ops.metrics import InspectorMetrics, MetricsServer, start_http_server
 from inspector.ops.sdnotify import SdNotifier, run_watchdog, watchdog_interval_s
 
@@ -42,6 +42,7 @@ STATUS_INTERVAL_S = 5.0
 CAPTURE_STOP_TIMEOUT_S = 5.0  # per camera process, within the overall shutdown_timeout_s
 MIN_CAPTURE_STOP_S = 0.5
 THREAD_JOIN_TIMEOUT_S = 5.0
+MIB = 1 << 20
 
 
 class Daemon:
@@ -89,6 +90,9 @@ class Daemon:
         self._notifier = notifier
         self._env = env
         self._wall = wall_clock
+        self._context = context
+        self._loader: Loader | None = None
+        self.line: LineControl | None = None
         self._capture_stop = threading.Event()
         self._capture: CaptureManager | None = None
         self._pipeline: Pipeline | None = None
@@ -115,6 +119,8 @@ class Daemon:
             self._start()
         except BaseException as exc:
             self._log.error("startup_failed", error=str(exc), error_type=type(exc).__name__)
+            if self.line is not None:
+                self.line.stop()
             self._capture_stop.set()
             if self._capture is not None:
                 self._capture.stop(CAPTURE_STOP_TIMEOUT_S)
@@ -136,42 +142,36 @@ class Daemon:
             self._metrics_server, self.metrics_port = start_http_server(cfg.metrics, self._registry)
             self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
         self._spawn("heartbeat", self._heartbeat_loop)
-        worker = self._load_worker()
+        products = self._load_products()
         if self.stop_event.is_set():
             return
-        self._start_capture(worker)
+        self._start_capture(products)
         self._become_ready(endpoint)
 
-    def _load_worker(self) -> ModelWorker:
+    def _load_products(self) -> ProductRegistry:
         cfg = self.config
         if cfg.worker.torch_threads:
             import torch
 
             torch.set_num_threads(cfg.worker.torch_threads)
         started = time.monotonic()
-        scorers = load_scorers(cfg, BackboneCache())
-        self._check_gallery_settings(scorers)
-        worker = ModelWorker(scorers)
-        for cam in cfg.cameras:
-            gallery_hash, backbone = worker.gallery_of(cam.name)
-            self.metrics.set_gallery(cam.name, gallery_hash, backbone)
-            self._log.info("gallery_validated", camera=cam.name, gallery=gallery_hash, backbone=backbone)
+        self._loader = product_loader(cfg, BackboneCache())
+        products = load_products(cfg, self._loader)
+        for name in products.products:
+            info = products.info(name)
+            self._log.info(
+                "gallery_validated", product=name, gallery=info.gallery_hash, images=info.image_count,
+                backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1),
+            )  # fmt: skip
+        self._warn_unused_keys()
         if cfg.worker.warmup and not self.stop_event.is_set():
-            worker.warm_up(cfg.batching.max_batch)
+            ModelWorker(products).warm_up(cfg.batching.max_batch)
         self._log.info("model_ready", seconds=round(time.monotonic() - started, 3), warmup=cfg.worker.warmup)
-        return worker
+        return products
 
-    def _check_gallery_settings(self, scorers: Mapping[str, Scorer]) -> None:
-        """Refuse ``[model]``/``[calibration]`` keys the galleries decide otherwise; name the ignored ones.
-
-        Raises:
-            ConfigError: a key set in the config disagrees with a gallery (one line per key and gallery).
-        """
+    def _warn_unused_keys(self) -> None:
+        """Name the keys the galleries decide (they agree, or start-up stopped) and the daemon does not use."""
         cfg = self.config
-        manifests = {cfg.gallery_for(c): scorers[c.name].gallery.manifest for c in cfg.cameras}
-        problems = daemon_config_conflicts(cfg, lambda path: manifests[path])
-        if problems:
-            raise ConfigError("config", problems)
         decided = [f"model.{k}" for k in sorted(cfg.model.model_fields_set)]
         decided += [f"calibration.{k}" for k in sorted(cfg.calibration.model_fields_set)]
         if decided:
@@ -183,15 +183,22 @@ class Daemon:
                 "config_key_unused", key="runtime.batch_size", note="the daemon batches by batching.max_batch"
             )
 
-    def _start_capture(self, worker: ModelWorker) -> None:
+    def _start_capture(self, products: ProductRegistry) -> None:
         cfg = self.config
+        assert self._loader is not None  # set by _load_products
         self._capture = CaptureManager(cfg.cameras, self._capture_stop, on_event=self._on_capture_event)
         self._capture.start()
+        self.line = LineControl(
+            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader
+        )
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
-        self._pipeline = Pipeline(self._capture, batcher, worker, bus, self.ledger, self.metrics)
+        worker = ModelWorker(products)
+        self._pipeline = Pipeline(self.line.parts, batcher, worker, bus, self.ledger, self.metrics)
         self.status.attach(self._capture, self._pipeline, lambda: self.pipeline_running)
         self._spawn("pipeline", self._pipeline_main)
+        for section, endpoint in self.line.start().items():
+            self._log.info(f"{section}_bound", endpoint=endpoint)
 
     def _become_ready(self, endpoint: str) -> None:
         self.status.phase = "ready"
@@ -209,10 +216,18 @@ class Daemon:
             )
         self.ready_event.set()
 
+    def request_reload(self) -> None:
+        """Reload every product's gallery (SIGHUP; safe from signal handlers): files that fail are refused."""
+        if self.line is not None:
+            self.line.request_reload()
+
     def _supervise(self) -> None:
         last_status = time.monotonic()
         while not self.stop_event.wait(SUPERVISE_INTERVAL_S):
             self._update_gauges()
+            self.status.sample_rates()
+            if self.line is not None:
+                self.line.service()
             if time.monotonic() - last_status >= STATUS_INTERVAL_S:
                 last_status = time.monotonic()
                 self._notifier.status(self.status.status_line())
@@ -229,6 +244,8 @@ class Daemon:
             shutdown_timeout_s=self.config.shutdown_timeout_s,
             accepted_in_flight=self.ledger.outstanding,
         )
+        if self.line is not None:
+            self.line.stop()  # no more triggers; the waiting ones become ERROR verdicts
         self._capture_stop.set()
         if self._pipeline is not None:
             self._pipeline.draining.set()
@@ -265,11 +282,17 @@ class Daemon:
             )
 
     def _count_undelivered(self) -> dict[str, int]:
-        """Frames captured but never handed to the pipeline (only after a failed shutdown): counted dropped."""
+        """Frames captured but never handed to the pipeline (only after a failed shutdown): counted dropped.
+
+        An external-trigger camera's frames have no place in its sequence until a trigger picks them: not counted.
+        """
         if self._capture is None:
             return {}
         left: dict[str, int] = {}
+        external = set(self.config.external_cameras)
         for name, st in self._capture.stats().items():
+            if name in external:
+                continue
             count = st.captured - st.delivered - sum(st.dropped_by_reason.values())
             if count > 0:
                 left[name] = count

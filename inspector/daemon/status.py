@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +12,10 @@ from inspector.capture.manager import CaptureManager
 from inspector.capture.shared import CameraStats
 from inspector.config.root import InspectorConfig
 from inspector.core.names import VERDICTS
-from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
+from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, CameraTally, FrameLedger
 from inspector.daemon.pipeline import Pipeline
+
+FPS_SAMPLES = 6  # samples about a second apart: fps over the last ~5 s
 
 
 class DaemonStatus:
@@ -53,6 +56,9 @@ class DaemonStatus:
         self._pipeline: Pipeline | None = None
         self._pipeline_alive: Callable[[], bool] = lambda: False
         self._undelivered: dict[str, int] = {}
+        self._rates: dict[str, deque[tuple[float, int]]] = {
+            c.name: deque(maxlen=FPS_SAMPLES) for c in config.cameras
+        }
 
     def attach(self, capture: CaptureManager, pipeline: Pipeline, pipeline_alive: Callable[[], bool]) -> None:
         """Start reporting on the running capture and pipeline."""
@@ -73,11 +79,49 @@ class DaemonStatus:
         return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
 
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down or the worker stalled) or stopping."""
+        """starting, ready, degraded (a camera down or the worker stalled) or stopping; paused is not down."""
         if self.phase != "ready":
             return self.phase
-        cameras_ok = all(st.up or st.ended for st in self.camera_stats().values())
+        cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
         return "ready" if cameras_ok and self.healthy() else "degraded"
+
+    def sample_rates(self) -> None:
+        """Record each camera's frame count now (call about once a second) for :meth:`fps`."""
+        now = self._monotonic()
+        for name, st in self.camera_stats().items():
+            self._rates[name].append((now, st.captured))
+
+    def fps(self, camera: str) -> float:
+        """Frames per second a camera captured over the last samples (0 before two samples)."""
+        samples = self._rates.get(camera)
+        if not samples or len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+            return 0.0
+        return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+
+    def camera_report(self) -> dict[str, dict[str, Any]]:
+        """Per camera, for the control socket: state, fps, trigger mode, frames waiting, last seq published."""
+        stats = self.camera_stats()
+        tally = self._ledger.tally()
+        report: dict[str, dict[str, Any]] = {}
+        for cam in self.config.cameras:
+            st = stats.get(cam.name)
+            report[cam.name] = {
+                "state": st.state if st else "down",
+                "fps": round(self.fps(cam.name), 2),
+                "trigger": cam.trigger,
+                "queue_depth": _waiting(st) if st else 0,
+                "last_seq": tally[cam.name].last_seq if cam.name in tally else None,
+            }
+        return report
+
+    def daemon_report(self) -> dict[str, Any]:
+        """The daemon as a whole, for the control socket: state, boot id, uptime, verdicts published."""
+        return {
+            "state": self.state(),
+            "boot_id": self.boot_id,
+            "uptime_s": round(self._monotonic() - self._started_at, 3),
+            "frames_published": self._verdicts_published(),
+        }
 
     def heartbeat(self) -> Heartbeat:
         """The current heartbeat message."""
@@ -88,7 +132,10 @@ class DaemonStatus:
             st = stats.get(cam.name)
             last = tally[cam.name].last_seq if cam.name in tally else None
             cameras[cam.name] = CameraStatus(
-                up=st.up if st else False, frames=st.captured if st else 0, last_seq=last
+                state=st.state if st else "down",
+                up=st.up if st else False,
+                frames=st.captured if st else 0,
+                last_seq=last,
             )
         return Heartbeat(
             boot_id=self.boot_id,
@@ -121,6 +168,9 @@ class DaemonStatus:
         cameras: dict[str, Any] = {}
         for cam in self.config.cameras:
             st, t = stats.get(cam.name), tally.get(cam.name)
+            if cam.trigger == "external":
+                cameras[cam.name] = _external_summary(st, t)
+                continue
             captured = st.captured if st else 0
             dropped = dict(st.dropped_by_reason) if st else {}
             for reason, n in (t.dropped if t else {}).items():
@@ -138,3 +188,23 @@ class DaemonStatus:
                 "unaccounted": captured - sum(published.values()) - sum(dropped.values()),
             }
         return {"cameras": cameras, "frames_published": self._verdicts_published()}
+
+
+def _waiting(st: CameraStats) -> int:
+    """Frames a camera captured that the pipeline has not taken yet."""
+    return max(0, st.captured - st.delivered - sum(st.dropped_by_reason.values()))
+
+
+def _external_summary(st: CameraStats | None, t: CameraTally | None) -> dict[str, Any]:
+    """An external-trigger camera's accounting: triggers == published + dropped + unaccounted."""
+    triggers = t.accepted if t else 0
+    published = t.published if t else {}
+    dropped = {r: n for r, n in (t.dropped if t else {}).items() if n}
+    return {
+        "captured": st.captured if st else 0,  # frames filmed; only triggered ones are inspected
+        "triggers": triggers,
+        "published": sum(published.values()),
+        "verdicts": published,
+        "dropped": dropped,
+        "unaccounted": triggers - sum(published.values()) - sum(dropped.values()),
+    }

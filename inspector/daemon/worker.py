@@ -1,39 +1,25 @@
-"""Model worker: scores batches of camera frames against per-camera galleries, one domain outcome per frame."""
+"""Model worker: scores batches of frames against the gallery of each frame's product, one outcome per frame."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import structlog
 
-from inspector.config.model import ModelConfig
-from inspector.config.root import InspectorConfig
 from inspector.core.names import Verdict
 from inspector.core.records import Frame, Outcome
-from inspector.model.engine import BackboneCache, Inspector, ScoreResult
-from inspector.model.gallery import Gallery
+from inspector.daemon.products import ProductError, ProductRegistry, Scorer
+from inspector.model.engine import ScoreResult
 from inspector.ops.logs import frame_logger
 
 MS_PER_S = 1000.0
 ERROR_REASON_MAX_CHARS = 300
-
-
-class Scorer(Protocol):
-    """What the worker needs from a scoring engine (``inspector.model.engine.Inspector`` satisfies it)."""
-
-    gallery: Gallery
-    config: ModelConfig
-
-    def score(self, images: list[np.ndarray]) -> list[ScoreResult]:
-        """Score a batch of uint8 images."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -44,35 +30,6 @@ class BatchOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def load_scorers(config: InspectorConfig, backbones: BackboneCache | None = None) -> dict[str, Scorer]:
-    """Load and validate the gallery of every camera with :meth:`Inspector.from_gallery`.
-
-    Each gallery file is read once (cameras sharing a file share its scorer), and galleries whose backbone is
-    the same network share one copy of it.
-
-    Returns:
-        Camera name -> scorer.
-
-    Raises:
-        GalleryError: a gallery is missing, corrupt, or does not match the backbone.
-        BackboneError: the backbone weights are unavailable.
-        EngineError: a gallery is not calibrated, or the configured device is unusable.
-        ValueError: a camera has no gallery (see ``inspector.config.load.run_problems``).
-    """
-    backbones = backbones if backbones is not None else BackboneCache()
-    by_path: dict[Path, Scorer] = {}
-    scorers: dict[str, Scorer] = {}
-    for cam in config.cameras:
-        path = config.gallery_for(cam)
-        if path is None:
-            raise ValueError(f"camera {cam.name}: no gallery (set worker.gallery or cameras.gallery)")
-        key = path.resolve()
-        if key not in by_path:
-            by_path[key] = Inspector.from_gallery(path, config.runtime, backbones=backbones)
-        scorers[cam.name] = by_path[key]
-    return scorers
-
-
 class ModelWorker:
     """Scores frames with the scorer of their camera; never raises and never loses a frame.
 
@@ -81,28 +38,18 @@ class ModelWorker:
     nothing of the wire: it returns :class:`~inspector.core.records.Outcome` records.
     """
 
-    def __init__(self, scorers: Mapping[str, Scorer], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, products: ProductRegistry, clock: Callable[[], float] = time.monotonic) -> None:
         """Create a worker.
 
         Args:
-            scorers: camera name -> scorer (see :func:`load_scorers`).
+            products: every product's scorer (see :func:`load_products`); each frame names its product.
             clock: monotonic clock comparable with ``Frame.monotonic_at``.
         """
-        self._scorers = dict(scorers)
+        self._products = products
         self._clock = clock
         self._lock = threading.Lock()
         self._busy_since: float | None = None
         self._log = structlog.stdlib.get_logger(__name__)
-
-    @property
-    def cameras(self) -> list[str]:
-        """Camera names this worker can score."""
-        return list(self._scorers)
-
-    def gallery_of(self, camera: str) -> tuple[str, str]:
-        """(content hash, backbone) of a camera's gallery."""
-        manifest = self._scorers[camera].gallery.manifest
-        return manifest.content_sha256, manifest.backbone
 
     def busy_for_s(self) -> float:
         """Seconds the current :meth:`score` call has been running (0 when idle)."""
@@ -113,7 +60,7 @@ class ModelWorker:
     def warm_up(self, batch_size: int) -> None:
         """Score a blank batch of ``batch_size`` images with every distinct scorer (allocations, kernels)."""
         seen: set[int] = set()
-        for scorer in self._scorers.values():
+        for scorer in (self._products.scorer(p) for p in self._products.products):
             if id(scorer) in seen:
                 continue
             seen.add(id(scorer))
@@ -125,9 +72,11 @@ class ModelWorker:
         with self._lock:
             self._busy_since = self._clock()
         try:
-            results: dict[int, Outcome] = {}
+            results: dict[int, Outcome] = {
+                i: self.fault(f) for i, f in enumerate(frames) if f.fault is not None
+            }
             stage_ms: dict[str, float] = {}
-            for scorer, indices in self._groups(frames).items():
+            for scorer, indices in self._groups(frames, results).items():
                 group = [frames[i] for i in indices]
                 for i, outcome in zip(indices, self._score_group(scorer, group, stage_ms), strict=True):
                     results[i] = outcome
@@ -139,11 +88,35 @@ class ModelWorker:
             with self._lock:
                 self._busy_since = None
 
-    def _groups(self, frames: Sequence[Frame]) -> dict[Scorer, list[int]]:
+    def _groups(self, frames: Sequence[Frame], done: dict[int, Outcome]) -> dict[Scorer, list[int]]:
+        """Frames to score, by the scorer of their product now (an unknown product is an ERROR outcome)."""
         groups: dict[Scorer, list[int]] = {}
         for index, frame in enumerate(frames):
-            groups.setdefault(self._scorers[frame.camera], []).append(index)
+            if index in done:
+                continue
+            try:
+                scorer = self._products.scorer(self._product_of(frame))
+            except ProductError as exc:
+                done[index] = self.failure(frame, "ERROR", str(exc))
+                continue
+            groups.setdefault(scorer, []).append(index)
         return groups
+
+    def _product_of(self, frame: Frame) -> str:
+        return frame.product if frame.product is not None else self._products.active(frame.camera)
+
+    def _stamped(self, frame: Frame) -> Frame:
+        """The frame with its product set (frames from the pipeline already carry it)."""
+        return (
+            frame
+            if frame.product is not None
+            else dataclasses.replace(frame, product=self._product_of(frame))
+        )
+
+    def fault(self, frame: Frame) -> Outcome:
+        """The ERROR outcome of a frame that has a place in the sequence but nothing to score."""
+        frame_logger(self._log, frame.camera, frame.seq).warning("frame_fault", fault=frame.fault)
+        return self.failure(frame, "ERROR", frame.fault or "nothing to score")
 
     def _score_group(self, scorer: Scorer, group: list[Frame], stage_ms: dict[str, float]) -> list[Outcome]:
         started = self._clock()
@@ -172,7 +145,7 @@ class ModelWorker:
             )
             return self.failure(frame, "ERROR", f"score {result.score} is not a finite number", started)
         return Outcome(
-            frame=frame,
+            frame=self._stamped(frame),
             verdict=result.verdict,
             score=result.score,
             threshold=result.threshold,
@@ -195,11 +168,14 @@ class ModelWorker:
             since: monotonic time the frame left the queue (default now), for the ``queue`` latency.
         """
         left_queue = self._clock() if since is None else since
-        scorer = self._scorers.get(frame.camera)
+        try:
+            gallery: str | None = self._products.scorer(self._product_of(frame)).gallery.content_hash
+        except ProductError:
+            gallery = None
         return Outcome(
-            frame=frame,
+            frame=self._stamped(frame),
             verdict=verdict,
-            gallery=scorer.gallery.content_hash if scorer is not None else None,
+            gallery=gallery,
             latency_ms={"queue": (left_queue - frame.monotonic_at) * MS_PER_S},
             error=reason[:ERROR_REASON_MAX_CHARS],
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -223,3 +225,80 @@ def calibrate_gallery(
     update_calibration(path, final)
     load_gallery(path)  # prove the rewritten file validates before anyone relies on it
     return final
+
+
+@dataclass(frozen=True)
+class GrowResult:
+    """What ``add_to_gallery`` did: the manifest written, the images added, and the duplicates refused."""
+
+    manifest: GalleryManifest
+    added: list[Path]
+    duplicates: list[tuple[Path, str]]  # (file, the source it duplicates)
+
+
+def add_to_gallery(
+    path: Path,
+    images: Sequence[Path],
+    runtime: RuntimeConfig,
+    calibration: CalibrationConfig | None = None,
+    progress: Progress | None = None,
+    backbones: BackboneCache | None = None,
+) -> GrowResult:
+    """Append known-good images to a gallery (SPADE needs no training: more rows), then re-calibrate it.
+
+    Images whose SHA-256 is already in the gallery (or repeated among ``images``) are refused. Features are
+    extracted with the gallery's own recorded settings. The grown, re-calibrated gallery is written beside the
+    file and then renamed over it, so the file is at every moment either the old gallery or the new one.
+
+    Args:
+        path: the gallery file.
+        images: new known-good images.
+        runtime: device, arithmetic and weights files.
+        calibration: target rates; default: the ones the gallery was calibrated at (1% when it never was).
+        progress: called with the number of images done (features, then calibration).
+        backbones: shared backbones.
+
+    Raises:
+        BuildError: no new image (all duplicates).
+        GalleryError: the gallery does not load.
+        ImageReadError: an image cannot be read (the message names it).
+    """
+    inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
+    old = inspector.gallery
+    known = {s.sha256: s.name for s in old.manifest.sources}
+    added: dict[Path, str] = {}  # new image -> its SHA-256
+    duplicates: list[tuple[Path, str]] = []
+    for image in images:
+        digest = file_sha256(image)
+        if digest in known:
+            duplicates.append((image, known[digest]))
+        else:
+            known[digest] = image.name
+            added[image] = digest
+    if not added:
+        raise BuildError(f"{path}: no new image to add ({len(duplicates)} already in the gallery)")
+    new = extract_all(inspector.engine, list(added), progress)
+    stages = {s: torch.cat([old.stages[s], new.stages[s]]) for s in old.stages}
+    sources = [*old.manifest.sources, *(SourceImage(name=p.name, sha256=d) for p, d in added.items())]
+    manifest = old.manifest.model_copy(
+        update={"image_count": len(sources), "sources": sources, "calibration": None}
+    )
+    target = calibration or _recorded_targets(old.manifest.calibration)
+    staging = path.with_name(f".{path.name}.growing")
+    try:
+        save_gallery(staging, torch.cat([old.pooled, new.pooled]), stages, manifest,
+                     float16=old.manifest.storage_dtype == "float16")  # fmt: skip
+        calibrate_gallery(staging, runtime, target, progress=progress, backbones=backbones)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return GrowResult(load_gallery(path).manifest, list(added), duplicates)
+
+
+def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:
+    if calibration is None:
+        return CalibrationConfig()
+    return CalibrationConfig(
+        target_false_reject_rate=calibration.target_false_reject_rate,
+        pixel_target_rate=calibration.pixel_target_rate,
+    )

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import ValidationError
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
 from inspector.core.errors import InspectorError, validation_lines
@@ -254,9 +255,17 @@ def _parse_manifest(path: Path, header: dict[str, Any]) -> GalleryManifest:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors, copied into the process's own memory.
+
+    Never left memory-mapped: a gallery file replaced in place (``cp new.gallery old.gallery`` truncates and
+    rewrites it) would otherwise take the pages of the gallery in service away and kill the daemon (SIGBUS).
+    """
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+        data = path.read_bytes()
+    except OSError as err:
+        raise GalleryError(path, f"cannot read file ({err.strerror})") from None
+    try:
+        return safetensors_load(data)
     except (SafetensorError, ValueError, TypeError) as err:
         raise GalleryError(path, f"not a valid safetensors file ({err})") from None
 

@@ -105,8 +105,7 @@ def daemon_config_conflicts(
 ) -> list[str]:
     """:func:`gallery_setting_conflicts` for every gallery a daemon configuration uses (each line once)."""
     problems: list[str] = []
-    galleries = dict.fromkeys(p for cam in config.cameras if (p := config.gallery_for(cam)) is not None)
-    for path in galleries:
+    for path in dict.fromkeys(config.product_galleries().values()):
         for line in gallery_setting_conflicts(config.model, config.calibration, path, manifest_of(path)):
             if line not in problems:
                 problems.append(line)

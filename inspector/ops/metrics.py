@@ -61,11 +61,12 @@ class InspectorMetrics:
         """
         self.registry = registry
         self._stages = tuple(s for s in stages if s != END_TO_END)
-        self._galleries: dict[str, tuple[str, str]] = {}
+        self._galleries: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
         self._create_pipeline_metrics(registry)
         self._create_latency_metrics(registry, score_buckets)
         self._create_state_metrics(registry)
+        self._create_line_control_metrics(registry)
         if include_process_collector:
             ProcessCollector(registry=registry)
         self.start_time.set(clock())
@@ -128,14 +129,38 @@ class InspectorMetrics:
             registry=r,
         )
 
+    def _create_line_control_metrics(self, r: CollectorRegistry) -> None:
+        self.triggers = Counter(
+            "inspector_triggers_total",
+            "Triggers accepted (each ends in one verdict).",
+            ["camera"],
+            registry=r,
+        )
+        self.triggers_rejected = Counter(
+            "inspector_triggers_rejected_total",
+            "Triggers given no place in a sequence (unknown or free-running camera, no part id, backlog full).",
+            ["reason"],
+            registry=r,
+        )
+        self.trigger_timeouts = Counter(
+            "inspector_trigger_timeouts_total",
+            "Triggers no frame answered within trigger_timeout_ms (ERROR verdicts).",
+            ["camera"],
+            registry=r,
+        )
+        self.gallery_reloads = Counter(
+            "inspector_gallery_reloads_total", "Gallery reloads, by product and result.", ["product", "result"],
+            registry=r,
+        )  # fmt: skip
+
     def _create_state_metrics(self, r: CollectorRegistry) -> None:
         self.build_info = Gauge(
             "inspector_build_info", "Build version (value is 1).", ["version"], registry=r
         )
         self.gallery_info = Gauge(
             "inspector_gallery_info",
-            "Gallery in use per camera (value is 1).",
-            ["camera", "gallery_hash", "backbone"],
+            "Product and gallery in use per camera (value is 1).",
+            ["camera", "product", "gallery_hash", "backbone"],
             registry=r,
         )
         self.worker_last_progress = Gauge(
@@ -159,15 +184,20 @@ class InspectorMetrics:
         self.camera_up.labels(camera=camera).set(0)
         for verdict in VERDICTS:
             self.verdicts.labels(camera=camera, verdict=verdict)
+        self.triggers.labels(camera=camera)
+        self.trigger_timeouts.labels(camera=camera)
 
-    def set_gallery(self, camera: str, gallery_hash: str, backbone: str) -> None:
-        """Record the gallery a camera uses, removing the series of the gallery it replaces."""
+    def set_gallery(self, camera: str, product: str, gallery_hash: str, backbone: str) -> None:
+        """Record the product and gallery a camera uses, removing the series of the ones they replace."""
+        current = (product, gallery_hash, backbone)
         with self._lock:
             previous = self._galleries.get(camera)
-            if previous is not None and previous != (gallery_hash, backbone):
+            if previous is not None and previous != current:
                 self.gallery_info.remove(camera, *previous)
-            self._galleries[camera] = (gallery_hash, backbone)
-            self.gallery_info.labels(camera=camera, gallery_hash=gallery_hash, backbone=backbone).set(1)
+            self._galleries[camera] = current
+            self.gallery_info.labels(
+                camera=camera, product=product, gallery_hash=gallery_hash, backbone=backbone
+            ).set(1)
 
     def set_ready(self, ready: bool) -> None:
         """Set ``inspector_ready`` to 1 or 0."""

@@ -1,4 +1,4 @@
-"""Signals of every long-running command: SIGTERM or SIGINT asks it to stop; a second SIGINT ends it at once."""
+"""Signals of long-running commands: SIGTERM/SIGINT ask to stop, a second SIGINT exits at once, SIGHUP reloads."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def capture_signals(
     on_stop: Callable[[str], None],
     force_exit: Callable[[int], Any] = _exit_now,
     stream: TextIO | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT call ``on_stop(signal name)``; the previous handlers come back after.
 
@@ -38,6 +39,7 @@ def capture_signals(
             it must only set flags or events.
         force_exit: called with the exit status on the second SIGINT.
         stream: where the forced-exit line goes (default ``sys.stderr`` at that time).
+        on_reload: when given, SIGHUP calls it (as ``systemctl reload`` sends); it must only set flags.
     """
     requested = False
 
@@ -53,7 +55,13 @@ def capture_signals(
         requested = True
         on_stop(name)
 
+    def reload_handler(signum: int, frame: FrameType | None) -> None:
+        if on_reload is not None:
+            on_reload()
+
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    if on_reload is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_handler)
     try:
         yield
     finally:

@@ -66,7 +66,7 @@ def make_heartbeat(state: str = "ready", boot_id: str = "f" * 32) -> Heartbeat:
             "published_at": rfc3339(0.0),
             "state": state,
             "uptime_s": 1.0,
-            "cameras": {"cam1": CameraStatus(up=True, frames=3, last_seq=2)},
+            "cameras": {"cam1": CameraStatus(state="up", up=True, frames=3, last_seq=2)},
             "frames_published": 3,
             "worker_alive": True,
         }

@@ -66,7 +66,7 @@ def make_heartbeat(**overrides: Any) -> Heartbeat:
         "published_at": rfc3339(T0),
         "state": "ready",
         "uptime_s": 12.5,
-        "cameras": {"cam1": CameraStatus(up=True, frames=100, last_seq=99)},
+        "cameras": {"cam1": CameraStatus(state="up", up=True, frames=100, last_seq=99)},
         "frames_published": 100,
         "worker_alive": True,
     }
@@ -166,7 +166,7 @@ def test_decode_verdict_rejects_topic_camera_mismatch() -> None:
 def test_decode_verdict_rejects_unknown_schema_version() -> None:
     raw = json.loads(encode_verdict(make_header(), b"")[1])
     raw["schema"] = SCHEMA_VERSION + 1
-    with pytest.raises(ValueError, match="unsupported schema version 2"):
+    with pytest.raises(ValueError, match=f"unsupported schema version {SCHEMA_VERSION + 1}"):
         decode_verdict([b"verdict.cam1", json.dumps(raw).encode(), b""])
 
 

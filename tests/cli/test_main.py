@@ -306,3 +306,21 @@ def test_every_argument_of_every_command_has_help_text() -> None:
     assert not missing, missing
     commands = {path for path, _ in _parsers(build_parser())}
     assert {"inspector run", "inspector tail", "inspector gallery build", "inspector proxy"} <= commands
+
+
+def test_gallery_add_prints_the_growth_the_refused_duplicates_and_the_new_calibration(
+    gallery: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = shutil.copyfile(gallery, tmp_path / "g.safetensors")
+    new = tmp_path / "new"
+    shutil.copytree(data / "test" / "good", new)
+    duplicate = list_images(data / "train" / "good")[0]
+    shutil.copyfile(duplicate, new / "again.png")
+    assert main(["gallery", "add", "--gallery", str(copy), "--images", str(new)]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"refused {new / 'again.png'}: already in the gallery as {duplicate.name} (same SHA-256)"
+    assert out[1].startswith(
+        f"gallery {copy}: {N_TRAIN} -> {N_TRAIN + 3} images (3 added, 1 duplicates refused)"
+    )
+    assert out[2].startswith(f"re-calibrated (leave_one_out, {N_TRAIN + 3} normal images)")
+    assert load_gallery(copy).manifest.image_count == N_TRAIN + 3

@@ -31,7 +31,10 @@ def problems_of(path: Path) -> list[str]:
 
 
 GALLERY_SECTIONS = {"model", "calibration"}  # recorded by galleries: shown commented out in a daemon config
-OPTIONAL = {"runtime": {"weights", "batch_size"}}  # commented out: examples of values, or offline-only
+OPTIONAL = {
+    "runtime": {"weights", "batch_size"},
+    "worker": {"gallery"},
+}  # commented out: examples, offline-only
 
 
 def test_example_file_validates_and_sets_every_daemon_field_and_shows_the_gallery_sections() -> None:
@@ -63,6 +66,8 @@ def test_example_file_validates_and_sets_every_daemon_field_and_shows_the_galler
             )
     camera_model = type(config.cameras[0])
     assert missing(data["cameras"][0], camera_model, {"fps", "gallery"}) == set()
+    assert [p.name for p in config.products] == ["flange_a", "flange_b"]
+    assert [config.product_for(c) for c in config.cameras] == ["flange_a", "flange_b"]
     assert "# fps = " in text and "# gallery = " in text and "# weights = " in text
 
 
@@ -132,17 +137,56 @@ def test_run_needs_a_camera(tmp_path: Path) -> None:
     ]
 
 
-def test_run_needs_an_existing_gallery_for_every_camera(tmp_path: Path) -> None:
+def test_run_needs_a_product_for_every_camera_and_every_gallery_file(tmp_path: Path) -> None:
     video = write(tmp_path, "", "clip.avi")
     path = write(
         tmp_path,
         f'[[cameras]]\nname = "a"\nsource = "{video}"\n'
-        f'[[cameras]]\nname = "b"\nsource = "0"\ngallery = "{tmp_path / "b.safetensors"}"\n',
+        f'[[cameras]]\nname = "b"\nsource = "0"\ngallery = "{tmp_path / "b.safetensors"}"\n'
+        f'[[products]]\nname = "unused"\ngallery = "{tmp_path / "u.safetensors"}"\n',
     )
     problems = problems_of(path)
-    assert problems[0] == "worker.gallery: camera a has no gallery and worker.gallery is not set"
-    assert problems[1].startswith("cameras.1.gallery: gallery file ") and "not found" in problems[1]
-    assert len(problems) == 2
+    assert (
+        problems[0] == "cameras.0.product: camera a has no product (set product, gallery or worker.gallery)"
+    )
+    assert (
+        problems[1].startswith("products.0.gallery: gallery file ")
+        and "(product unused) not found" in problems[1]
+    )
+    assert (
+        problems[2].startswith("cameras.1.gallery: gallery file ") and "(product b) not found" in problems[2]
+    )
+    assert len(problems) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            '[[products]]\nname = "a"\ngallery = "/g/a.g"\n[[products]]\nname = "a"\ngallery = "/g/b.g"\n',
+            "products: products.1.name 'a' duplicates products.0.name",
+        ),
+        (
+            '[[products]]\nname = "a"\ngallery = "/g/a.g"\n[[cameras]]\nname = "c"\nsource = "1"\ngallery = "/o/a.g"\n',
+            "cameras: cameras.0.gallery /o/a.g would be product 'a', already /g/a.g: name it in [[products]]",
+        ),
+        (
+            '[[products]]\nname = "a"\ngallery = "/g/a.g"\n[[cameras]]\nname = "c"\nsource = "0"\nproduct = "b"\n',
+            "cameras: cameras.0.product 'b' is not a product (known: a)",
+        ),
+    ],
+    ids=["duplicate_product", "implicit_product_collides", "unknown_product"],
+)
+def test_products_and_cameras_are_checked_against_each_other(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.problems == [problem]
+
+
+def test_a_camera_with_both_a_product_and_a_gallery_is_refused(tmp_path: Path) -> None:
+    text = '[[products]]\nname = "a"\ngallery = "/g/a.g"\n[[cameras]]\nname = "c"\nsource = "0"\nproduct = "a"\ngallery = "/g/x.g"\n'
+    with pytest.raises(ConfigError, match="set gallery or product, not both"):
+        load_config(write(tmp_path, text))
 
 
 def test_run_rejects_a_missing_video_file(tmp_path: Path) -> None:
@@ -187,7 +231,8 @@ def test_check_config_accepts_a_runnable_file(
     )
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{path}: OK") and "a (device 0)" in out
+    assert out.startswith(f"{path}: OK") and "a (device 0, free_run, product gallery)" in out
+    assert f"products: gallery = {synthetic_gallery.path}" in out
 
 
 def test_check_config_refuses_a_model_key_the_gallery_decides_otherwise(

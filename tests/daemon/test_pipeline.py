@@ -23,10 +23,10 @@ from inspector.daemon.batching import Batcher
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
 from inspector.daemon.pipeline import DROP_PUBLISH_FAILED, Pipeline
 from inspector.daemon.sinks import BusSink
-from inspector.daemon.worker import ModelWorker, load_scorers
+from inspector.daemon.worker import ModelWorker
 from inspector.demo.data import read_video_frames
 from inspector.ops.metrics import InspectorMetrics
-from tests.support import LabelledVideo, SyntheticGallery, wait_until
+from tests.support import LabelledVideo, SyntheticGallery, load_registry, wait_until
 
 Context = zmq.Context[zmq.Socket[bytes]]
 RECEIVE_TIMEOUT_S = 10.0
@@ -57,7 +57,7 @@ class ListSource:
 def worker(synthetic_gallery: SyntheticGallery) -> ModelWorker:
     cams = [CameraConfig(name=n, source="0") for n in ("cam1", "cam2")]
     cfg = InspectorConfig(cameras=cams, worker=WorkerConfig(gallery=synthetic_gallery.path))
-    return ModelWorker(load_scorers(cfg))
+    return ModelWorker(load_registry(cfg))
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def bus() -> Iterator[tuple[Publisher, zmq.Socket[bytes]]]:
         published_at=rfc3339(0),
         state="ready",
         uptime_s=0.0,
-        cameras={"cam1": CameraStatus(up=True, frames=0)},
+        cameras={"cam1": CameraStatus(state="up", up=True, frames=0)},
         frames_published=0,
         worker_alive=True,
     )

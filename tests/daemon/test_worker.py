@@ -10,22 +10,26 @@ import numpy as np
 import pytest
 
 from inspector.config.camera import CameraConfig
+from inspector.config.products import ProductConfig
 from inspector.config.root import InspectorConfig
-from inspector.config.worker import WorkerConfig
 from inspector.core.names import COMPUTE_STAGES as ENGINE_STAGES
-from inspector.core.records import Frame
-from inspector.daemon.worker import ModelWorker, Scorer, load_scorers
+from inspector.core.records import NO_IMAGE, Frame
+from inspector.daemon.products import ProductRegistry, Scorer
+from inspector.daemon.worker import ModelWorker
 from inspector.demo.data import read_video_frames
 from inspector.model.engine import BackboneCache, Inspector, ScoreResult
 from inspector.model.gallery import load_gallery
-from tests.support import LabelledVideo, SyntheticGallery, build_synthetic_gallery
+from tests.support import LabelledVideo, SyntheticGallery, build_synthetic_gallery, load_registry
 
 CROP_PX = 128
 
 
-def config_for(gallery: Path, cameras: dict[str, Path | None]) -> InspectorConfig:
-    cams = [CameraConfig(name=name, source="0", gallery=own) for name, own in cameras.items()]
-    return InspectorConfig(cameras=cams, worker=WorkerConfig(gallery=gallery))
+def config_for(products: dict[str, Path], cameras: dict[str, str]) -> InspectorConfig:
+    """Cameras (name -> product) on products (name -> gallery)."""
+    return InspectorConfig(
+        products=[ProductConfig(name=n, gallery=g) for n, g in products.items()],
+        cameras=[CameraConfig(name=name, source="0", product=product) for name, product in cameras.items()],
+    )
 
 
 def to_frames(images: list[np.ndarray], camera: str) -> list[Frame]:
@@ -37,7 +41,7 @@ def to_frames(images: list[np.ndarray], camera: str) -> list[Frame]:
 
 @pytest.fixture(scope="module")
 def worker(synthetic_gallery: SyntheticGallery) -> ModelWorker:
-    return ModelWorker(load_scorers(config_for(synthetic_gallery.path, {"cam1": None})))
+    return ModelWorker(load_registry(config_for({"flange": synthetic_gallery.path}, {"cam1": "flange"})))
 
 
 def test_frames_get_the_verdict_their_label_implies_with_complete_outcomes(
@@ -46,7 +50,9 @@ def test_frames_get_the_verdict_their_label_implies_with_complete_outcomes(
     video, labels = labelled_video("line", 8, seed=3)
     frames = to_frames(read_video_frames(video), "cam1")
     result = worker.score(frames)
-    assert [o.frame for o in result.outcomes] == frames
+    assert [(o.camera, o.seq, o.frame.product) for o in result.outcomes] == [
+        ("cam1", f.seq, "flange") for f in frames
+    ]
     assert [o.verdict for o in result.outcomes] == ["PASS" if lab is None else "FAIL" for lab in labels]
     calibration = load_gallery(synthetic_gallery.path).manifest.calibration
     assert calibration is not None
@@ -96,11 +102,13 @@ class NanScorer:
 def test_a_score_that_is_not_a_number_is_an_error_never_a_pass(
     synthetic_gallery: SyntheticGallery, labelled_video: LabelledVideo
 ) -> None:
-    real = load_scorers(config_for(synthetic_gallery.path, {"cam1": None}))["cam1"]
-    video, _ = labelled_video("line", 2, seed=3)
-    outcomes = (
-        ModelWorker({"cam1": NanScorer(real)}).score(to_frames(read_video_frames(video), "cam1")).outcomes
+    config = config_for({"flange": synthetic_gallery.path}, {"cam1": "flange"})
+    real = load_registry(config).scorer("flange")
+    broken = ProductRegistry(
+        {"flange": synthetic_gallery.path}, {"flange": NanScorer(real)}, {"cam1": "flange"}
     )
+    video, _ = labelled_video("line", 2, seed=3)
+    outcomes = ModelWorker(broken).score(to_frames(read_video_frames(video), "cam1")).outcomes
     assert [o.verdict for o in outcomes] == ["ERROR", "ERROR"]
     assert all(o.error is not None and "not a finite number" in o.error for o in outcomes)
 
@@ -118,23 +126,38 @@ def test_timeout_outcome_carries_reason_and_queue_latency_but_no_score(worker: M
     assert o.latency_ms["queue"] >= 0.0 and o.gallery is not None
 
 
-def test_each_camera_is_scored_against_its_own_gallery_and_galleries_share_the_backbone(
+def test_each_frame_is_scored_against_its_product_and_galleries_share_the_backbone(
     synthetic_gallery: SyntheticGallery, labelled_video: LabelledVideo, tmp_path: Path
 ) -> None:
     other = build_synthetic_gallery(tmp_path / "other", 6, seed=11)
-    cfg = config_for(synthetic_gallery.path, {"a": None, "b": other.path, "c": None})
+    cfg = config_for({"a": synthetic_gallery.path, "b": other.path}, {"cam1": "a", "cam2": "b", "cam3": "a"})
     backbones = BackboneCache()
-    scorers = load_scorers(cfg, backbones)
-    assert scorers["a"] is scorers["c"] and scorers["a"] is not scorers["b"]
+    products = load_registry(cfg, backbones)
+    assert products.scorer("a") is not products.scorer("b")
     # One network for both galleries instead of loading it twice.
     assert len(backbones) == 1
-    extractors = {id(s.engine.extractor) for s in scorers.values() if isinstance(s, Inspector)}
+    extractors = {id(s.engine.extractor) for s in map(products.scorer, "ab") if isinstance(s, Inspector)}
     assert len(extractors) == 1
     video, _ = labelled_video("line", 2, seed=3)
     images = read_video_frames(video)
-    mixed = [*to_frames(images, "a"), *to_frames(images, "b")]
-    outcomes = ModelWorker(scorers).score(mixed).outcomes
-    assert [o.camera for o in outcomes] == ["a", "a", "b", "b"]
-    assert [o.gallery for o in outcomes] == [synthetic_gallery.content_hash] * 2 + [other.content_hash] * 2
-    thresholds = {o.camera: o.threshold for o in outcomes}
-    assert thresholds["a"] != thresholds["b"]
+    switched = [dataclasses.replace(f, product="b") for f in to_frames(images, "cam3")]
+    mixed = [*to_frames(images, "cam1"), *to_frames(images, "cam2"), *switched]
+    outcomes = ModelWorker(products).score(mixed).outcomes
+    assert [o.camera for o in outcomes] == ["cam1", "cam1", "cam2", "cam2", "cam3", "cam3"]
+    assert [o.frame.product for o in outcomes] == ["a", "a", "b", "b", "b", "b"]
+    a, b = synthetic_gallery.content_hash, other.content_hash
+    assert [o.gallery for o in outcomes] == [a, a, b, b, b, b]
+    assert outcomes[0].threshold != outcomes[2].threshold
+
+
+def test_a_fault_frame_and_an_unknown_product_become_error_outcomes_in_their_place(
+    worker: ModelWorker, labelled_video: LabelledVideo
+) -> None:
+    video, _ = labelled_video("line", 3, seed=3)
+    good, faulty, unknown = to_frames(read_video_frames(video), "cam1")
+    faulty = dataclasses.replace(faulty, image=NO_IMAGE, fault="no frame within trigger_timeout_ms")
+    unknown = dataclasses.replace(unknown, product="nope")
+    outcomes = worker.score([good, faulty, unknown]).outcomes
+    assert [(o.seq, o.verdict) for o in outcomes] == [(0, "PASS"), (1, "ERROR"), (2, "ERROR")]
+    assert outcomes[1].error == "no frame within trigger_timeout_ms" and outcomes[1].frame.product == "flange"
+    assert outcomes[2].error is not None and "unknown product 'nope'" in outcomes[2].error

@@ -432,13 +432,10 @@ def pump_lines(stream: Any, lines: queue.Queue[str]) -> None:
         lines.put(line.rstrip())
 
 
-@pytest.mark.parametrize("build", [build_python_example, build_c_example], ids=["python", "c"])
-def test_integration_guide_subscriber_accepts_only_pass_and_reports_gaps_and_silence(
-    tmp_path: Path, build: Callable[[Path], list[str]]
-) -> None:
-    command = build(tmp_path)
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    lines: queue.Queue[str] = queue.Queue(maxsize=10_000)
+def run_example(
+    command: list[str], context: zmq.Context[zmq.Socket[bytes]], lines: queue.Queue[str]
+) -> tuple[list[str], str]:
+    """Run the example against a real publisher; its verdict lines for the test verdicts and its silence alarm."""
     with Publisher(BusConfig(bind="tcp://127.0.0.1:*", linger_ms=0), context, new_boot_id()) as pub:
         proc = subprocess.Popen([*command, pub.endpoint], stdout=subprocess.PIPE, text=True)
         reader = threading.Thread(target=pump_lines, args=(proc.stdout, lines), daemon=True)
@@ -453,14 +450,26 @@ def test_integration_guide_subscriber_accepts_only_pass_and_reports_gaps_and_sil
                 line = next_line(lines, SUBSCRIBER_DEADLINE_S, "verdict line")
                 if not line.startswith(("probe", "daemon")):
                     got.append(line)
-            alarm = next_line(lines, SILENCE_ALARM_WAIT_S, "silence alarm")
+            return got, next_line(lines, SILENCE_ALARM_WAIT_S, "silence alarm")
         finally:
             proc.kill()
             proc.wait(TOOL_TIMEOUT_S)
             reader.join(TOOL_TIMEOUT_S)
             if proc.stdout is not None:
                 proc.stdout.close()
-    context.term()
+
+
+@pytest.mark.parametrize("build", [build_python_example, build_c_example], ids=["python", "c"])
+def test_integration_guide_subscriber_accepts_only_pass_and_reports_gaps_and_silence(
+    tmp_path: Path, build: Callable[[Path], list[str]]
+) -> None:
+    command = build(tmp_path)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    lines: queue.Queue[str] = queue.Queue(maxsize=10_000)
+    try:
+        got, alarm = run_example(command, context, lines)
+    finally:
+        context.destroy(linger=0)
     assert got[0] == "cam1 0 p0 PASS ACCEPT"
     assert got[1] == "cam1 1 p1 FAIL REJECT"
     assert got[2] == "GAP cam1 1 frames without verdict: REJECT"

@@ -14,7 +14,14 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.demo.data import write_dataset
 from inspector.model.backbone import LITE0_WEIGHTS_SHA256
-from inspector.model.build import BuildError, build_gallery, calibrate_gallery, list_images, threshold_at_rate
+from inspector.model.build import (
+    BuildError,
+    add_to_gallery,
+    build_gallery,
+    calibrate_gallery,
+    list_images,
+    threshold_at_rate,
+)
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector
 from inspector.model.gallery import Gallery, load_gallery, save_gallery
@@ -266,3 +273,39 @@ def test_threshold_at_rate_is_the_smallest_value_with_at_most_rate_above(rate: f
     smaller = values[values < t]
     if smaller.size:
         assert np.count_nonzero(values > smaller.max()) > rate * n
+
+
+def test_gallery_add_grows_the_gallery_refuses_duplicates_and_recalibrates(
+    data: Path, raw_gallery: Path, tmp_path: Path
+) -> None:
+    path = Path(shutil.copyfile(raw_gallery, tmp_path / "grow.safetensors"))
+    calibrate_gallery(path, RUNTIME, CAL, backbones=BACKBONES)
+    before = load_gallery(path)
+    new = list_images(data / "test" / "good")
+    again = list_images(data / "train" / "good")[:2]  # already in the gallery
+    twin = tmp_path / "twin.png"
+    shutil.copyfile(new[0], twin)  # the same bytes twice in one call
+    result = add_to_gallery(path, [*new, *again, twin], RUNTIME, progress=None, backbones=BACKBONES)
+    after = load_gallery(path)
+    assert after.manifest.image_count == before.manifest.image_count + len(new) == N_TRAIN + N_HOLDOUT
+    assert result.added == new
+    assert {p for p, _ in result.duplicates} == {*again, twin}
+    assert dict(result.duplicates)[twin] == new[0].name
+    assert [s.name for s in after.manifest.sources][-len(new) :] == [p.name for p in new]
+    assert torch.equal(after.pooled[:N_TRAIN], before.pooled)  # the old rows are unchanged
+    cal = after.manifest.calibration
+    assert cal is not None and before.manifest.calibration is not None
+    assert (cal.n_images, cal.method) == (N_TRAIN + N_HOLDOUT, "leave_one_out")
+    assert cal.target_false_reject_rate == before.manifest.calibration.target_false_reject_rate  # kept
+    assert cal.image_threshold != before.manifest.calibration.image_threshold
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grow.safetensors", "twin.png"]  # no staging left
+
+
+def test_gallery_add_with_nothing_new_is_an_error_and_leaves_the_file_unchanged(
+    raw_gallery: Path, data: Path, tmp_path: Path
+) -> None:
+    path = Path(shutil.copyfile(raw_gallery, tmp_path / "same.safetensors"))
+    original = path.read_bytes()
+    with pytest.raises(BuildError, match="no new image"):
+        add_to_gallery(path, list_images(data / "train" / "good")[:3], RUNTIME, backbones=BACKBONES)
+    assert path.read_bytes() == original

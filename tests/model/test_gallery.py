@@ -142,6 +142,38 @@ def test_float32_round_trip_is_exact_and_manifest_is_filled(tmp_path: Path) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]
 
 
+# Loads a gallery, then truncates and rewrites its file in place (as `cp new old` does), then reads every tensor.
+REWRITE_IN_PLACE = r"""
+import sys
+from pathlib import Path
+from inspector.model.gallery import load_gallery
+path = Path(sys.argv[1])
+gallery = load_gallery(path)
+data = path.read_bytes()
+with path.open("r+b") as handle:
+    handle.truncate(0)
+    handle.flush()
+    total = float(gallery.pooled.sum()) + sum(float(t.sum()) for t in gallery.stages.values())
+    handle.write(data)
+print("read", total == total)
+"""
+
+
+def test_a_loaded_gallery_survives_its_file_being_rewritten_in_place(tmp_path: Path) -> None:
+    """Tensors are never left memory-mapped: a truncated file would take their pages away (SIGBUS)."""
+    pooled, stages = _features()
+    path = tmp_path / "g.safetensors"
+    save_gallery(path, pooled, stages, _manifest())
+    proc = subprocess.run(
+        [sys.executable, "-c", REWRITE_IN_PLACE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, "read True"), proc.stderr
+
+
 def _data_bytes(path: Path) -> int:
     """Bytes after the safetensors header."""
     data = path.read_bytes()

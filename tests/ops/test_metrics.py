@@ -102,8 +102,8 @@ def test_state_info_and_batch_metrics_are_exported(
 ) -> None:
     metrics, _, port = served
     metrics.set_build_info("0.1.0")
-    metrics.set_gallery("cam1", "old", "resnet18")
-    metrics.set_gallery("cam1", "new", "efficientnet_lite0")
+    metrics.set_gallery("cam1", "flange_a", "old", "resnet18")
+    metrics.set_gallery("cam1", "flange_b", "new", "efficientnet_lite0")
     metrics.set_ready(True)
     metrics.worker_last_progress.set(T0 + 5)
     metrics.record_batch(8, {"backbone": 0.02})

@@ -1,0 +1,126 @@
+"""Line-control messages: triggers (PULL socket or control socket) and control requests and answers (REQ/REP).
+
+A trigger is one JSON object ``{"camera": "line1", "part_id": "A-000123", "product": "flange_b", "at":
+"2024-05-01T12:00:00.000Z"}``; ``product`` and ``at`` (RFC 3339, UTC or with an offset; default: when it
+arrives) are optional. A control request is a JSON object with a ``cmd`` (``status``, ``trigger``, ``product``,
+``reload``, ``pause``, ``resume``) and its arguments; every answer is a JSON object with ``ok`` and, when it is
+false, an ``error`` saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+
+from inspector.core.errors import InspectorError
+from inspector.core.names import PART_ID_MAX_CHARS
+
+MAX_MESSAGE_BYTES = 64 * 1024
+COMMANDS = ("status", "trigger", "product", "reload", "pause", "resume")
+TRIGGER_FIELDS = frozenset({"camera", "part_id", "product", "at"})
+
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+class ControlError(InspectorError):
+    """A control request that got no answer (nobody listening, timeout) or an answer that is not JSON."""
+
+
+@dataclass(frozen=True)
+class ParsedTrigger:
+    """What a trigger message says, as far as it could be read.
+
+    ``camera`` and ``part_id`` are None when missing or unusable (then the trigger has no place in a sequence);
+    ``problem`` names what else is wrong (then the part gets an ERROR verdict giving it).
+    """
+
+    camera: str | None
+    part_id: str | None
+    product: str | None
+    at: float | None
+    problem: str
+
+
+def parse_time(text: str) -> float:
+    """Unix time of an RFC 3339 timestamp with a zone (``Z`` or an offset).
+
+    Raises:
+        ValueError: not RFC 3339, or no time zone.
+    """
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"at {text!r} has no time zone (use Z for UTC)")
+    return parsed.astimezone(UTC).timestamp()
+
+
+def _text(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def parse_trigger(doc: object) -> ParsedTrigger:
+    """Read a decoded trigger object, keeping the camera and part id even when another field is wrong."""
+    if not isinstance(doc, dict):
+        return ParsedTrigger(None, None, None, None, "a trigger must be a JSON object")
+    camera, part_id, product = _text(doc, "camera"), _text(doc, "part_id"), _text(doc, "product")
+    problems = [f"unknown field {key!r}" for key in sorted(set(doc) - TRIGGER_FIELDS)]
+    if camera is None:
+        problems.append("camera must be a non-empty string")
+    if part_id is None or len(part_id) > PART_ID_MAX_CHARS:
+        problems.append(f"part_id must be a string of 1 to {PART_ID_MAX_CHARS} characters")
+        part_id = None
+    if "product" in doc and doc["product"] is not None and product is None:
+        problems.append("product must be a non-empty string")
+    at: float | None = None
+    if doc.get("at") is not None:
+        try:
+            at = parse_time(doc["at"]) if isinstance(doc["at"], str) else None
+            if at is None:
+                problems.append("at must be an RFC 3339 string")
+        except ValueError as exc:
+            problems.append(f"at: {exc}")
+    return ParsedTrigger(camera, part_id, product, at, "; ".join(problems))
+
+
+def decode_json(data: bytes, what: str) -> tuple[object, str]:
+    """(decoded object, "") or (None, why not) for a message of at most MAX_MESSAGE_BYTES."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None, f"{what} of {len(data)} bytes is longer than {MAX_MESSAGE_BYTES}"
+    try:
+        return json.loads(data.decode("utf-8")), ""
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return None, f"{what} is not JSON: {exc}"
+
+
+def error_answer(reason: str) -> dict[str, Any]:
+    """The answer to a request that failed."""
+    return {"ok": False, "error": reason}
+
+
+def request(context: Context, endpoint: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Send one control request and wait for its answer (a fresh REQ socket, so a lost answer cannot wedge it).
+
+    Raises:
+        ControlError: no answer within ``timeout_s``, or an answer that is not a JSON object.
+    """
+    sock = context.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(json.dumps(payload).encode("utf-8"))
+        if not sock.poll(int(timeout_s * 1000)):
+            raise ControlError(
+                f"no answer from {endpoint} within {timeout_s:g} s (is the control socket on?)"
+            )
+        answer, problem = decode_json(sock.recv(), "answer")
+    except zmq.ZMQError as exc:
+        raise ControlError(f"control socket {endpoint}: {exc}") from exc
+    finally:
+        sock.close(linger=0)
+    if not isinstance(answer, dict):
+        raise ControlError(f"answer from {endpoint}: {problem or 'not a JSON object'}")
+    return answer

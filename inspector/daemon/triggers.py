@@ -1,0 +1,63 @@
+"""The trigger socket: a ZeroMQ PULL socket whose JSON messages become parts of external-trigger cameras."""
+
+from __future__ import annotations
+
+import structlog
+import zmq
+
+from inspector.bus.control import decode_json, parse_trigger
+from inspector.daemon.parts import REJECT_MALFORMED, PartSource, TriggerAck, TriggerRejected
+from inspector.daemon.serving import Context, SocketServer
+
+
+def submit_parsed(parts: PartSource, doc: object) -> TriggerAck:
+    """Hand a decoded trigger object to the part source: a readable camera and part id always get a verdict
+    (an ERROR one when another field is wrong).
+
+    Raises:
+        TriggerRejected: no usable camera or part id, or the camera cannot take the trigger.
+    """
+    parsed = parse_trigger(doc)
+    if parsed.camera is None or parsed.part_id is None:
+        parts.count_rejected(REJECT_MALFORMED)
+        raise TriggerRejected(REJECT_MALFORMED, parsed.problem)
+    return parts.submit(parsed.camera, parsed.part_id, parsed.product, parsed.at, parsed.problem)
+
+
+class TriggerListener(SocketServer):
+    """Receives triggers on a bound PULL socket in its own thread until stopped; never raises on bad input."""
+
+    kind = zmq.PULL
+    name = "triggers"
+
+    def __init__(self, endpoint: str, rcvhwm: int, context: Context, parts: PartSource) -> None:
+        """Prepare (nothing is bound yet)."""
+        super().__init__(endpoint, context)
+        self._rcvhwm = rcvhwm
+        self._parts = parts
+        self._log = structlog.stdlib.get_logger(__name__)
+
+    def configure(self, sock: zmq.Socket[bytes]) -> None:
+        """Linger 0 and the configured receive high-water mark."""
+        super().configure(sock)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+
+    def serve_one(self, sock: zmq.Socket[bytes]) -> None:
+        """Receive and handle one trigger."""
+        self.handle(sock.recv())
+
+    def handle(self, data: bytes) -> None:
+        """One received message: submitted, or counted and logged with the reason."""
+        doc, problem = decode_json(data, "trigger")
+        try:
+            if problem:
+                self._parts.count_rejected(REJECT_MALFORMED)
+                raise TriggerRejected(REJECT_MALFORMED, problem)
+            ack = submit_parsed(self._parts, doc)
+        except TriggerRejected as exc:
+            self._log.warning("trigger_rejected", reason=exc.reason, error=str(exc))
+            return
+        if ack.fault:
+            self._log.warning(
+                "trigger_faulty", camera=ack.camera, seq=ack.seq, part_id=ack.part_id, error=ack.fault
+            )

@@ -1,0 +1,201 @@
+"""Tests for inspector.daemon.parts: triggers pick frames, time out into faults, keep their order, stamp products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inspector.config.camera import CameraConfig
+from inspector.config.products import ProductConfig
+from inspector.config.root import InspectorConfig
+from inspector.core.records import Frame
+from inspector.daemon.parts import (
+    REJECT_FREE_RUNNING,
+    REJECT_MALFORMED,
+    REJECT_STOPPING,
+    REJECT_UNKNOWN_CAMERA,
+    STOPPING_FAULT,
+    PartSource,
+    TriggerRejected,
+)
+from inspector.daemon.products import ProductRegistry
+from inspector.ops.metrics import InspectorMetrics
+from tests.support import SyntheticGallery, load_registry
+
+DELAY_MS = 50.0
+TIMEOUT_MS = 500.0
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeCapture:
+    """Frames queued by the test, handed out like CaptureManager.get_frames (oldest first)."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.seq = 0
+
+    def film(self, camera: str, at: float) -> None:
+        self.frames.append(Frame(camera, self.seq, at, at, IMAGE))
+        self.seq += 1
+
+    def get_frames(self, max_items: int, timeout_s: float) -> list[Frame]:
+        out, self.frames = self.frames[:max_items], self.frames[max_items:]
+        return out
+
+
+@pytest.fixture(scope="module")
+def products(synthetic_gallery: SyntheticGallery) -> ProductRegistry:
+    config = InspectorConfig(
+        products=[
+            ProductConfig(name="a", gallery=synthetic_gallery.path),
+            ProductConfig(name="b", gallery=synthetic_gallery.path),
+        ],
+        cameras=[
+            CameraConfig(name="ext", source="0", product="a"),
+            CameraConfig(name="free", source="1", product="a"),
+        ],
+    )
+    return load_registry(config)
+
+
+@pytest.fixture
+def setup(products: ProductRegistry) -> tuple[PartSource, FakeCapture, Clock, CollectorRegistry]:
+    products.set_active("ext", "a")
+    products.set_active("free", "a")
+    cameras = [
+        CameraConfig(
+            name="ext",
+            source="0",
+            product="a",
+            trigger="external",
+            trigger_delay_ms=DELAY_MS,
+            trigger_timeout_ms=TIMEOUT_MS,
+        ),
+        CameraConfig(name="free", source="1", product="a"),
+    ]
+    capture, clock, registry = FakeCapture(), Clock(), CollectorRegistry()
+    metrics = InspectorMetrics(registry, include_process_collector=False)
+    source = PartSource(capture, cameras, products, metrics, wall_clock=clock, monotonic=clock)
+    return source, capture, clock, registry
+
+
+def test_a_trigger_picks_the_first_frame_captured_at_or_after_its_time_plus_the_delay(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, capture, clock, _ = setup
+    t = clock.now
+    ack = source.submit("ext", "A-1", at=t)
+    capture.film("ext", t + 0.040)  # before the pick time (t + 50 ms): not this part
+    capture.film("ext", t + 0.060)
+    capture.film("ext", t + 0.080)
+    clock.now = t + 0.1
+    (part,) = source.get_frames(8, 0.0)
+    assert (part.camera, part.seq, part.part_id, part.product, part.fault) == (
+        "ext",
+        ack.seq,
+        "A-1",
+        "a",
+        None,
+    )
+    assert part.captured_at == pytest.approx(t + 0.060)
+    assert source.get_frames(8, 0.0) == []  # unpicked frames are not parts
+
+
+def test_triggers_take_consecutive_seqs_and_are_answered_in_arrival_order(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, capture, clock, _ = setup
+    t = clock.now
+    acks = [source.submit("ext", f"P{i}", at=t + i * 0.01) for i in range(5)]
+    assert [a.seq for a in acks] == [0, 1, 2, 3, 4]
+    capture.film("ext", t + 1.0)
+    clock.now = t + 1.0
+    parts = source.get_frames(3, 0.0)  # room for three: the other two wait for the next call
+    parts += source.get_frames(8, 0.0)
+    assert [(p.seq, p.part_id) for p in parts] == [(i, f"P{i}") for i in range(5)]
+
+
+def test_a_trigger_no_frame_answers_in_time_becomes_a_fault_with_its_part_id(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, capture, clock, registry = setup
+    t = clock.now
+    source.submit("ext", "LATE-1", at=t)
+    clock.now = t + (DELAY_MS + TIMEOUT_MS) / 1000 - 0.01
+    assert source.get_frames(8, 0.0) == []  # still within the timeout
+    clock.now = t + (DELAY_MS + TIMEOUT_MS) / 1000 + 0.01
+    (part,) = source.get_frames(8, 0.0)
+    assert part.part_id == "LATE-1" and part.fault is not None and "trigger_timeout_ms=500" in part.fault
+    assert registry.get_sample_value("inspector_trigger_timeouts_total", {"camera": "ext"}) == 1
+    capture.film("ext", clock.now)
+    assert source.get_frames(8, 0.0) == []  # the late frame answers nothing
+
+
+@pytest.mark.parametrize(
+    ("camera", "part_id", "reason"),
+    [
+        ("nowhere", "X", REJECT_UNKNOWN_CAMERA),
+        ("free", "X", REJECT_FREE_RUNNING),
+        ("ext", "", REJECT_MALFORMED),
+    ],
+)
+def test_a_trigger_without_a_sequence_to_join_is_rejected_and_counted(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry], camera: str, part_id: str, reason: str
+) -> None:
+    source, _, _, registry = setup
+    with pytest.raises(TriggerRejected) as info:
+        source.submit(camera, part_id)
+    assert info.value.reason == reason
+    assert registry.get_sample_value("inspector_triggers_rejected_total", {"reason": reason}) == 1
+
+
+def test_a_trigger_with_a_product_switches_the_camera_and_an_unknown_one_is_an_error_part(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry], products: ProductRegistry
+) -> None:
+    source, capture, clock, _ = setup
+    t = clock.now
+    switched = source.submit("ext", "B-1", product="b", at=t)
+    unknown = source.submit("ext", "B-2", product="zzz", at=t)
+    assert (switched.product, switched.fault) == ("b", None) and products.active("ext") == "b"
+    assert unknown.fault is not None and "unknown product 'zzz'" in unknown.fault
+    capture.film("ext", t + 0.1)
+    clock.now = t + 0.1
+    first, second = source.get_frames(8, 0.0)
+    assert (first.product, first.fault) == ("b", None)
+    assert (second.part_id, second.fault) == ("B-2", unknown.fault)
+
+
+def test_free_running_frames_carry_the_product_active_when_they_arrive(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry], products: ProductRegistry
+) -> None:
+    source, capture, clock, _ = setup
+    capture.film("free", clock.now)
+    (before,) = source.get_frames(8, 0.0)
+    products.set_active("free", "b")
+    capture.film("free", clock.now)
+    (after,) = source.get_frames(8, 0.0)
+    assert (before.product, after.product) == ("a", "b") and (before.seq, after.seq) == (0, 1)
+
+
+def test_closing_answers_every_waiting_trigger_and_refuses_new_ones(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, _, clock, _ = setup
+    source.submit("ext", "W-1", at=clock.now + 60)  # far in the future: would wait
+    source.close()
+    with pytest.raises(TriggerRejected) as info:
+        source.submit("ext", "W-2")
+    assert info.value.reason == REJECT_STOPPING
+    (part,) = source.get_frames(8, 0.0)
+    assert (part.part_id, part.fault) == ("W-1", STOPPING_FAULT)

@@ -1,0 +1,138 @@
+"""Real processes and sockets the daemon tests share: the daemon as a subprocess, and a bus recorder."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from inspector.bus.wire import Heartbeat, VerdictHeader, decode_heartbeat, decode_verdict
+from tests.support import WAIT_S, wait_until
+
+START_TIMEOUT_S = 180.0  # imports, gallery validation and warm-up on a loaded 2-core machine
+POLL_MS = 50
+
+
+@dataclass
+class Received:
+    """What a SUB socket received: every verdict header and heartbeat, in arrival order."""
+
+    verdicts: list[VerdictHeader] = field(default_factory=list)
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, camera: str) -> list[VerdictHeader]:
+        """The verdicts of one camera."""
+        with self.lock:
+            return [v for v in self.verdicts if v.camera == camera]
+
+    def count(self) -> int:
+        """Verdicts received."""
+        with self.lock:
+            return len(self.verdicts)
+
+    @property
+    def states(self) -> list[str]:
+        """Daemon states of the heartbeats, in order."""
+        with self.lock:
+            return [h.state for h in self.heartbeats]
+
+    @property
+    def cameras_up(self) -> dict[str, bool]:
+        """Each camera's ``up`` as the latest heartbeat says."""
+        with self.lock:
+            last = self.heartbeats[-1] if self.heartbeats else None
+        return {name: cam.up for name, cam in last.cameras.items()} if last else {}
+
+
+class Subscriber:
+    """A SUB socket connected before the daemon starts, recording everything in a thread."""
+
+    def __init__(self, endpoint: str) -> None:
+        """Connect and start recording."""
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.got = Received()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(POLL_MS):
+                continue
+            parts = self.sock.recv_multipart()
+            with self.got.lock:
+                if parts[0] == b"heartbeat":
+                    self.got.heartbeats.append(decode_heartbeat(parts))
+                else:
+                    self.got.verdicts.append(decode_verdict(parts)[1])
+
+    def close(self) -> None:
+        """Stop recording and close the socket."""
+        self._stop.set()
+        self._thread.join()
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+class DaemonProcess:
+    """``python -m inspector.cli run --config FILE`` with its JSON log lines collected from stderr."""
+
+    def __init__(self, config: Path) -> None:
+        """Start the daemon."""
+        cmd = [sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            if line.startswith("{"):
+                self.logs.append(json.loads(line))
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        """The first log record with this event name, if any."""
+        return next((e for e in list(self.logs) if e.get("event") == name), None)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Every log record with this event name."""
+        return [e for e in list(self.logs) if e.get("event") == name]
+
+    def wait_event(self, name: str, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+        """Wait for a log record (failing with the log tail if the daemon exits first)."""
+        wait_until(lambda: self.event(name) is not None or self.proc.poll() is not None, name, timeout_s)
+        found = self.event(name)
+        assert found is not None, (
+            f"daemon exited ({self.proc.returncode}) before {name}: {''.join(self.raw)[-3000:]}"
+        )
+        return found
+
+    def terminate(self) -> int:
+        """SIGTERM; the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(WAIT_S)
+        self._reader.join(WAIT_S)
+        return code
+
+    def close(self) -> None:
+        """Kill the process if a failed test left it running; close its stderr pipe."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(WAIT_S)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
