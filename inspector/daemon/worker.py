@@ -17,7 +17,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.core.names import Verdict
 from inspector.core.records import Frame, Outcome
-from inspector.model.engine import BackboneCache, Inspector, ScoreResult
+from inspector.model.engine import BackboneCache, Inspector, ScoreResult, calibrated_score_median
 from inspector.model.gallery import Gallery
 from inspector.ops.logs import frame_logger
 
@@ -104,6 +104,13 @@ class ModelWorker:
         manifest = self._scorers[camera].gallery.manifest
         return manifest.content_sha256, manifest.backbone
 
+    def calibration_of(self, camera: str) -> tuple[float | None, float | None]:
+        """(image threshold, median image score of the normal images) of a camera's gallery, when known."""
+        scorer = self._scorers[camera]
+        cal = scorer.gallery.manifest.calibration
+        threshold = cal.image_threshold if cal is not None else None
+        return threshold, calibrated_score_median(cal, scorer.config.image_score)
+
     def busy_for_s(self) -> float:
         """Seconds the current :meth:`score` call has been running (0 when idle)."""
         with self._lock:
@@ -183,6 +190,8 @@ class ModelWorker:
             pixel_threshold=result.pixel_threshold,
             crop=result.crop,
             latency_ms={"queue": (started - frame.monotonic_at) * MS_PER_S, **result.timings_ms},
+            crop_box=result.crop_box,
+            neighbours=result.neighbours,
         )
 
     def failure(self, frame: Frame, verdict: Verdict, reason: str, since: float | None = None) -> Outcome:
