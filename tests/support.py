@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from inspector.bus.publisher import verdict_header
+from inspector.bus.wire import (
+    NO_MASK_ANOMALY_MAP,
+    VerdictHeader,
+    decode_heartbeat,
+    decode_verdict,
+    new_boot_id,
+    rfc3339,
+)
 from inspector.config.calibration import CalibrationConfig
+from inspector.config.camera import CameraConfig
 from inspector.config.model import ModelConfig
+from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.config.worker import WorkerConfig
+from inspector.core.records import Frame, Outcome
+from inspector.daemon.worker import ModelWorker, load_scorers
 from inspector.demo.daemon import DEMO_MODEL
-from inspector.demo.data import write_good_part_images
+from inspector.demo.data import read_video_frames, write_demo_video, write_good_part_images
 from inspector.model.build import build_gallery, calibrate_gallery
 
 FRAME_SIDE_PX = 160
@@ -38,6 +58,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 CLI_TIMEOUT_S = 3600.0  # generous: real data on a busy 2-core machine
+DAEMON_START_TIMEOUT_S = 120.0  # imports, gallery validation and warm-up on a loaded 2-core machine
+DAEMON_STOP_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 10.0
 
 LabelledVideo = Callable[..., tuple[Path, list[str | None]]]
@@ -130,3 +152,154 @@ def scrape(port: int) -> Samples:
 def metric(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 when absent)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@dataclass(frozen=True)
+class ScoredLine:
+    """Outcomes of a labelled demo video scored by the real worker and stamped as the bus sink stamps them."""
+
+    boot_id: str
+    outcomes: list[Outcome]
+    labels: list[str | None]
+
+
+def stamp_published(outcome: Outcome, boot_id: str, published_at: float) -> Outcome:
+    """The outcome with ``published`` set as ``daemon.sinks.BusSink`` sets it (the bus's own header code)."""
+    header = verdict_header(
+        outcome, boot_id, rfc3339(published_at), dict(outcome.latency_ms), NO_MASK_ANOMALY_MAP
+    )
+    return dataclasses.replace(outcome, published=header.model_dump_json())
+
+
+def score_line(folder: Path, gallery: Path, camera: str, n_frames: int, seed: int) -> ScoredLine:
+    """Score ``n_frames`` of a labelled demo video (one in ``DEFECT_EVERY`` defective) with the real worker."""
+    video = folder / f"{camera}.avi"
+    labels = write_demo_video(video, n_frames, VIDEO_FPS, DEFECT_EVERY, FRAME_SIDE_PX, seed)
+    now = time.time()
+    frames = [
+        Frame(camera, i, now + i, time.monotonic(), image) for i, image in enumerate(read_video_frames(video))
+    ]
+    config = InspectorConfig(
+        cameras=[CameraConfig(name=camera, source="0")], worker=WorkerConfig(gallery=gallery)
+    )
+    outcomes = ModelWorker(load_scorers(config)).score(frames).outcomes
+    boot_id = new_boot_id()
+    return ScoredLine(boot_id, [stamp_published(o, boot_id, now + o.seq) for o in outcomes], labels)
+
+
+def http_get(url: str) -> tuple[int, bytes, str]:
+    """(status, body, content type) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            return response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """An encoded PNG or JPEG decoded unchanged (fails the test when it is not an image)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image is not None, data[:40]
+    return np.asarray(image)
+
+
+@dataclass
+class Received:
+    """What a SUB socket received: verdicts (camera, seq, verdict, arrival) and heartbeat states."""
+
+    verdicts: list[tuple[str, int, str, float]] = field(default_factory=list)
+    headers: dict[tuple[str, int], VerdictHeader] = field(default_factory=dict)
+    states: list[str] = field(default_factory=list)
+    cameras_up: dict[str, bool] = field(default_factory=dict)  # as the latest heartbeat says
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, camera: str) -> list[tuple[str, int, str, float]]:
+        with self.lock:
+            return [v for v in self.verdicts if v[0] == camera]
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.verdicts)
+
+
+class Subscriber:
+    """A SUB socket connected before the daemon starts, recording everything in a thread."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.got = Received()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            parts = self.sock.recv_multipart()
+            if parts[0] == b"heartbeat":
+                hb = decode_heartbeat(parts)
+                self.got.states.append(hb.state)
+                self.got.cameras_up = {name: cam.up for name, cam in hb.cameras.items()}
+                continue
+            _, h, _ = decode_verdict(parts)
+            with self.got.lock:
+                self.got.verdicts.append((h.camera, h.seq, h.verdict, time.monotonic()))
+                self.got.headers[(h.camera, h.seq)] = h
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+class DaemonProcess:
+    """``python -m inspector.cli run --config FILE`` with its JSON log lines collected from stderr.
+
+    ``prefix`` runs it through another command (``unshare ...``), which must ``exec`` the daemon.
+    """
+
+    def __init__(self, config: Path, prefix: Sequence[str] = ()) -> None:
+        cmd = [*prefix, sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            if line.startswith("{"):
+                self.logs.append(json.loads(line))
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in list(self.logs) if e.get("event") == name), None)
+
+    def wait_event(self, name: str, timeout_s: float = DAEMON_START_TIMEOUT_S) -> dict[str, Any]:
+        wait_until(lambda: self.event(name) is not None or self.proc.poll() is not None, name, timeout_s)
+        found = self.event(name)
+        assert found is not None, (
+            f"daemon exited ({self.proc.returncode}) before {name}: {''.join(self.raw)[-3000:]}"
+        )
+        return found
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(DAEMON_STOP_TIMEOUT_S)
+        self._reader.join(DAEMON_STOP_TIMEOUT_S)
+        return code
+
+    def close(self) -> None:
+        """Kill the process if a failed test left it running; close its stderr pipe."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(DAEMON_STOP_TIMEOUT_S)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()

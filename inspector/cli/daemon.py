@@ -113,10 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from inspector.bus.publisher import PublisherError
     from inspector.capture.shared import CaptureError
     from inspector.daemon.lifecycle import Daemon
+    from inspector.ops.endpoint import MetricsError
     from inspector.ops.logs import configure_logging
-    from inspector.ops.metrics import MetricsError
     from inspector.ops.sdnotify import SdNotifier
     from inspector.ops.signals import capture_signals
+    from inspector.outputs.http import OutputError
 
     configure_logging(config.logging.level, config.logging.format)
     try:
@@ -129,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with capture_signals(daemon.request_stop):
             code = daemon.run()
-    except (PublisherError, MetricsError, CaptureError) as exc:
+    except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
     finally:

@@ -31,7 +31,10 @@ def problems_of(path: Path) -> list[str]:
 
 
 GALLERY_SECTIONS = {"model", "calibration"}  # recorded by galleries: shown commented out in a daemon config
-OPTIONAL = {"runtime": {"weights", "batch_size"}}  # commented out: examples of values, or offline-only
+OPTIONAL = {
+    "runtime": {"weights", "batch_size"},
+    "archive": {"directory"},
+}  # commented out: examples of values, or offline-only
 
 
 def test_example_file_validates_and_sets_every_daemon_field_and_shows_the_gallery_sections() -> None:

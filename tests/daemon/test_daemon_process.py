@@ -3,128 +3,33 @@ MJPEG camera served by ffmpeg, a real ZeroMQ subscriber and the metrics endpoint
 
 from __future__ import annotations
 
-import json
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-import zmq
 
-from inspector.bus.wire import decode_heartbeat, decode_verdict
 from inspector.core.names import VERDICTS
-from tests.support import LabelledVideo, Samples, SyntheticGallery, free_port, metric, scrape, wait_until
+from tests.support import (
+    DaemonProcess,
+    LabelledVideo,
+    Received,
+    Samples,
+    Subscriber,
+    SyntheticGallery,
+    free_port,
+    metric,
+    scrape,
+    wait_until,
+)
 
 FFMPEG = shutil.which("ffmpeg")
 EXIT_CONFIG = 78
-START_TIMEOUT_S = 120.0  # imports, gallery validation and warm-up on a loaded 2-core machine
 WAIT_S = 60.0
 FILE_FRAMES = 60
 CAMERA_FPS = 5.0
-
-
-@dataclass
-class Received:
-    """What a SUB socket received: verdicts (camera, seq, verdict, arrival) and heartbeat states."""
-
-    verdicts: list[tuple[str, int, str, float]] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)
-    cameras_up: dict[str, bool] = field(default_factory=dict)  # as the latest heartbeat says
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def of(self, camera: str) -> list[tuple[str, int, str, float]]:
-        with self.lock:
-            return [v for v in self.verdicts if v[0] == camera]
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.verdicts)
-
-
-class Subscriber:
-    """A SUB socket connected before the daemon starts, recording everything in a thread."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.got = Received()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.sock.poll(50):
-                continue
-            parts = self.sock.recv_multipart()
-            if parts[0] == b"heartbeat":
-                hb = decode_heartbeat(parts)
-                self.got.states.append(hb.state)
-                self.got.cameras_up = {name: cam.up for name, cam in hb.cameras.items()}
-                continue
-            _, h, _ = decode_verdict(parts)
-            with self.got.lock:
-                self.got.verdicts.append((h.camera, h.seq, h.verdict, time.monotonic()))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close(linger=0)
-        self.ctx.term()
-
-
-class DaemonProcess:
-    """``python -m inspector.cli run --config FILE`` with its JSON log lines collected from stderr."""
-
-    def __init__(self, config: Path) -> None:
-        cmd = [sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.logs: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            if line.startswith("{"):
-                self.logs.append(json.loads(line))
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in list(self.logs) if e.get("event") == name), None)
-
-    def wait_event(self, name: str, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
-        wait_until(lambda: self.event(name) is not None or self.proc.poll() is not None, name, timeout_s)
-        found = self.event(name)
-        assert found is not None, (
-            f"daemon exited ({self.proc.returncode}) before {name}: {''.join(self.raw)[-3000:]}"
-        )
-        return found
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(WAIT_S)
-        self._reader.join(WAIT_S)
-        return code
-
-    def close(self) -> None:
-        """Kill the process if a failed test left it running; close its stderr pipe."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(WAIT_S)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def dropped(samples: Samples, camera: str) -> float:
