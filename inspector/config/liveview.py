@@ -17,6 +17,12 @@ class LiveViewConfig(StrictModel):
         5.0, gt=0.0, le=60.0, description="Most images per second rendered per camera for the page."
     )
     jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of the live images.")
+    image_width_px: int = Field(
+        960,
+        ge=64,
+        le=8192,
+        description="Wider frames are scaled down to this width for the page (less work).",
+    )
     max_clients: int = Field(
         32, ge=1, le=1024, description="Browsers connected at once; more are refused (503)."
     )

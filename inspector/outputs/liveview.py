@@ -23,7 +23,7 @@ from aiohttp import web
 from inspector.bus.wire import Heartbeat
 from inspector.config.liveview import LiveViewConfig
 from inspector.core.records import Outcome
-from inspector.outputs.evidence import render
+from inspector.outputs.evidence import overlay_jpeg
 from inspector.outputs.http import CLOSING_KEY, EXECUTOR_KEY
 
 RECENT_PER_CAMERA = 8  # outcomes kept so that the image of the seq a browser was told about can be drawn
@@ -131,7 +131,7 @@ class LiveView:
         wanted = next((o for o in reversed(outcomes) if o.seq == seq), outcomes[-1])
         if cached is not None and (cached[0] == wanted.seq or too_soon):
             return cached[1]
-        jpeg = render(wanted, "overlay.jpg", self._config.jpeg_quality)
+        jpeg = overlay_jpeg(wanted, self._config.jpeg_quality, self._config.image_width_px)
         with self._lock:
             view.image, view.rendered_at = (wanted.seq, jpeg), now
         return jpeg
