@@ -98,15 +98,19 @@ def frame_overlay(
 ) -> np.ndarray:
     """The whole camera frame with the anomaly map blended over the part the model saw.
 
-    The colour scale runs from 0 to ``MAP_FULL_SCALE_X_THRESHOLD`` times the pixel threshold; the crop's
-    edge and the outline of the defect mask (when given) are drawn on top.
+    The colour scale runs from 0 to ``MAP_FULL_SCALE_X_THRESHOLD`` times the pixel threshold, and so does the
+    opacity (0 to ``HEATMAP_ALPHA``), so a part's normal surface shows through; the crop's edge and the
+    outline of the defect mask (when given) are drawn on top.
     """
     height, width = frame_bgr.shape[:2]
     full_scale = max(pixel_threshold * MAP_FULL_SCALE_X_THRESHOLD, 1e-12)
     warped = crop_to_frame(np.asarray(amap, np.float32), box, (height, width), cv2.INTER_LINEAR)
     inside = crop_to_frame(np.full(amap.shape, MASK_ON, np.uint8), box, (height, width)) > 0
-    heat = overlay_heatmap(frame_bgr, warped, 0.0, full_scale)
-    out = np.where(inside[..., None], heat, frame_bgr).astype(np.uint8)
+    unit = np.clip(warped / full_scale, 0.0, 1.0)
+    colored = cv2.applyColorMap((unit * U8_MAX).round().astype(np.uint8), cv2.COLORMAP_JET)
+    # Opacity grows with the map: normal surface stays visible, anomalies stand out (half opaque at 2x).
+    alpha = (HEATMAP_ALPHA * unit * inside)[..., None]
+    out = (frame_bgr * (1.0 - alpha) + colored * alpha).round().astype(np.uint8)
     if mask is not None:
         in_frame = crop_to_frame(mask, box, (height, width))
         contours, _ = cv2.findContours(in_frame, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -175,7 +175,10 @@ class LiveView:
         try:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **NO_STORE})
             await response.prepare(request)
-            await self._stream(request, response)
+            try:
+                await self._stream(request, response)
+            except ConnectionResetError:
+                pass  # the browser went away: nothing to tell anyone
             return response
         finally:
             with self._lock:
