@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from inspector.config.base import StrictModel
+from inspector.config.base import HttpListenerConfig
 
 
-class LiveViewConfig(StrictModel):
+class LiveViewConfig(HttpListenerConfig):
     """A page per daemon: each camera's latest frame with its heatmap, verdict, score and counters."""
 
-    enabled: bool = Field(False, description="Serve the live view (its own port).")
-    bind_address: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(9111, ge=0, le=65535, description="TCP port; 0 picks a free port.")
+    jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of the live images.")
     max_image_fps: float = Field(
         5.0, gt=0.0, le=60.0, description="Most images per second rendered per camera for the page."
     )
-    jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of the live images.")
     image_width_px: int = Field(
         960,
         ge=64,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from inspector.config.base import StrictModel
+from inspector.config.base import HttpListenerConfig
 
 
-class ResultsConfig(StrictModel):
+class ResultsConfig(HttpListenerConfig):
     """``GET /results/<camera>/<seq>`` and ``/results/<camera>/latest``: a bounded ring, then the archive."""
 
-    enabled: bool = Field(False, description="Serve the results endpoint.")
-    bind_address: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(9110, ge=0, le=65535, description="TCP port; 0 picks a free port.")
     ring_per_camera: int = Field(
         16, ge=1, le=1024, description="Recent verdicts kept in memory per camera (older ones: the archive)."
@@ -19,4 +17,3 @@ class ResultsConfig(StrictModel):
     ring_max_mb: float = Field(
         256.0, gt=0.0, description="Largest memory the ring may hold in MiB (frames, maps); oldest go first."
     )
-    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the overlay images served.")

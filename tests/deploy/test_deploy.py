@@ -153,7 +153,7 @@ def test_units_have_lifecycle_and_hardening_settings(unit: str) -> None:
 def test_unit_timeouts_fit_the_daemon_defaults(unit: str) -> None:
     sections = parse_unit((DEPLOY / unit).read_text(encoding="utf-8"))
     defaults = load_config(None)
-    drain_s = defaults.shutdown_timeout_s + defaults.bus.linger_ms / 1000.0
+    drain_s = defaults.shutdown_timeout_s + defaults.bus.linger_ms / 1000.0 + defaults.archive.flush_timeout_s
     assert float(one(sections, "Service", "TimeoutStopSec")) >= drain_s + STOP_MARGIN_S
     watchdog_s = float(one(sections, "Service", "WatchdogSec"))
     # The daemon pings at half WatchdogSec and stops after worker.stall_timeout_s without progress, so a

@@ -237,36 +237,19 @@ def test_every_series_of_a_camera_exists_at_zero_before_its_first_event(
     metrics, _, port = served
     metrics.init_camera("cam1")
     families = scrape(port)
-    for reason in DROP_REASONS:
-        assert (
-            sample_value(
-                families,
-                "inspector_frames_dropped",
-                "inspector_frames_dropped_total",
-                camera="cam1",
-                reason=reason,
-            )
-            == 0
-        )
-    for verdict in VERDICTS:
-        assert (
-            sample_value(
-                families, "inspector_verdicts", "inspector_verdicts_total", camera="cam1", verdict=verdict
-            )
-            == 0
-        )
-    for queue in QUEUES:
-        assert (
-            sample_value(
-                families, "inspector_queue_depth", "inspector_queue_depth", queue=queue, camera="cam1"
-            )
-            == 0
-        )
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        return sample_value(families, family, sample, camera="cam1", **labels)
+
+    assert {
+        value("inspector_frames_dropped", "inspector_frames_dropped_total", reason=r) for r in DROP_REASONS
+    } == {0}
+    assert {value("inspector_verdicts", "inspector_verdicts_total", verdict=v) for v in VERDICTS} == {0}
+    assert {value("inspector_queue_depth", "inspector_queue_depth", queue=q) for q in QUEUES} == {0}
     stage = "inspector_stage_latency_seconds"
-    for name in ("queue", "backbone", "encode"):
-        assert sample_value(families, stage, stage + "_count", camera="cam1", stage=name) == 0
+    assert {value(stage, stage + "_count", stage=s) for s in ("queue", "backbone", "encode")} == {0}
     archive = "inspector_archive_skipped_writes"
-    assert sample_value(families, archive, archive + "_total", camera="cam1", reason="read_only") == 0
+    assert value(archive, archive + "_total", reason="read_only") == 0
 
 
 def test_the_endpoint_serves_no_created_series(served: tuple[InspectorMetrics, MetricsServer, int]) -> None:
