@@ -81,9 +81,46 @@ def per_call_us(call: Callable[[int], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def each(deliver: Callable[[Outcome], None], outcomes: list[Outcome]) -> Callable[[int], None]:
+def each(deliver: Callable[[Outcome], object], outcomes: list[Outcome]) -> Callable[[int], object]:
     """``deliver`` of the i-th outcome, cycling through ``outcomes``."""
     return lambda i: deliver(outcomes[i % len(outcomes)])
+
+
+def deliver_rows(
+    bus: BusSink, stamped: list[Outcome], metrics: InspectorMetrics, repeats: int, archive: DefectArchive
+) -> dict[str, float]:
+    """Microseconds of each output's ``deliver`` on the pipeline's thread (drift, ring, live view, archive)."""
+    status = Heartbeat(boot_id=new_boot_id(), published_at=rfc3339(0.0), state="ready", uptime_s=0.0,
+                       frames_published=0, worker_alive=True)  # fmt: skip
+    queued = QueuedSink("archive", lambda _o: None, repeats + 1, metrics.outputs, wants=archive.wants)
+    pipeline_side: dict[str, Callable[[Outcome], object]] = {
+        "drift": DriftTracker(DriftConfig(), {"cam1": Reference(2.0, 0.5)}, metrics.outputs).deliver,
+        "results ring": ResultsRing(16, 256.0).deliver,
+        "live view": LiveView(["cam1"], LiveViewConfig(), lambda: status).deliver,
+        "archive (queue put)": queued.deliver,
+    }
+    return {f"deliver: {name}": per_call_us(each(fn, stamped), repeats) for name, fn in pipeline_side.items()}
+
+
+def off_path_rows(
+    bus: BusSink, stamped: list[Outcome], archive: DefectArchive, size: tuple[int, int], calls: int
+) -> dict[str, float]:
+    """Microseconds of the work done on the outputs' own threads: an archive record, overlay JPEGs."""
+    rng = np.random.default_rng(1)
+    records = [bus.deliver(synthetic_outcome(*size, 1000 + i, rng)) for i in range(calls)]
+    rows = {
+        "off path: archive record (write + fsync)": per_call_us(lambda i: archive.write(records[i]), calls)
+    }
+    if len(archive.records()) != calls:
+        raise RuntimeError(f"{calls - len(archive.records())} archive writes were skipped: see the log")
+    rows["off path: overlay.jpg, full frame (results)"] = per_call_us(
+        lambda i: render(stamped[i % len(stamped)], "overlay.jpg", 80), calls
+    )
+    width_px = LiveViewConfig().image_width_px
+    rows[f"off path: overlay.jpg at {width_px} px (live view)"] = per_call_us(
+        lambda i: overlay_jpeg(stamped[i % len(stamped)], 80, width_px), calls
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,37 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     publisher.bind()
     bus = BusSink(publisher, metrics)
     stamped = [bus.deliver(o) for o in outcomes]
-    rows: dict[str, float] = {}
-    rows["bus publish (reference)"] = per_call_us(lambda i: bus.deliver(outcomes[i % 8]), args.repeats)
-    drift = DriftTracker(DriftConfig(), {"cam1": Reference(2.0, 0.5)}, metrics.outputs)
-    ring = ResultsRing(16, 256.0)
-    status = Heartbeat(boot_id=publisher.boot_id, published_at=rfc3339(0.0), state="ready", uptime_s=0.0,
-                       frames_published=0, worker_alive=True)  # fmt: skip
-    live = LiveView(["cam1"], LiveViewConfig(), lambda: status)
+    rows = {"bus publish (reference)": per_call_us(each(bus.deliver, outcomes), args.repeats)}
     with tempfile.TemporaryDirectory() as folder:
         archive = DefectArchive(Path(folder), ArchiveConfig(max_total_mb=4096.0), metrics.outputs)
         archive.open()
-        queued = QueuedSink(
-            "archive", lambda _o: None, args.repeats + 1, metrics.outputs, wants=archive.wants
-        )
-        pipeline_side = {"drift": drift.deliver, "results ring": ring.deliver, "live view": live.deliver}
-        pipeline_side["archive (queue put)"] = queued.deliver
-        for name, deliver in pipeline_side.items():
-            rows[f"deliver: {name}"] = per_call_us(each(deliver, stamped), args.repeats)
-        off = max(10, args.repeats // 10)
-        records = [bus.deliver(synthetic_outcome(width, height, 1000 + i, rng)) for i in range(off)]
-        rows["off path: archive record (write + fsync)"] = per_call_us(
-            lambda i: archive.write(records[i]), off
-        )
-        if len(archive.records()) != off:
-            raise RuntimeError(f"{off - len(archive.records())} archive writes were skipped: see the log")
-        rows["off path: overlay.jpg, full frame (results)"] = per_call_us(
-            lambda i: render(stamped[i % 8], "overlay.jpg", 80), off
-        )
-        width_px = LiveViewConfig().image_width_px
-        rows[f"off path: overlay.jpg at {width_px} px (live view)"] = per_call_us(
-            lambda i: overlay_jpeg(stamped[i % 8], 80, width_px), off
-        )
+        rows |= deliver_rows(bus, stamped, metrics, args.repeats, archive)
+        rows |= off_path_rows(bus, stamped, archive, (width, height), max(10, args.repeats // 10))
     publisher.close()
     context.term()
     reference = rows["bus publish (reference)"]
