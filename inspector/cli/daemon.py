@@ -97,7 +97,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  cameras: {cameras}")
     print(f"  galleries: {', '.join(galleries)}")
     print(f"  bus: {config.bus.bind}  metrics: {metrics}")
+    print(f"  {outputs_line(config)}")
     return EXIT_OK
+
+
+def outputs_line(config: InspectorConfig) -> str:
+    """Where the archive, the results endpoint and the live view will be, as ``check-config`` prints it."""
+    from inspector.outputs.assembly import archive_root
+
+    root = archive_root(config.archive, os.environ)
+    archive = (
+        str(root)
+        if root
+        else "off"
+        if not config.archive.enabled
+        else "off (no directory, no $STATE_DIRECTORY)"
+    )
+    served = {
+        name: f"http://{section.bind_address}:{section.port}/" if section.enabled else "off"
+        for name, section in (("results", config.results), ("liveview", config.liveview))
+    }
+    return f"archive: {archive}  results: {served['results']}  liveview: {served['liveview']}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -191,6 +191,7 @@ def test_check_config_accepts_a_runnable_file(
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: OK") and "a (device 0)" in out
+    assert "archive: off (no directory, no $STATE_DIRECTORY)  results: off  liveview: off" in out
 
 
 def test_check_config_refuses_a_model_key_the_gallery_decides_otherwise(
