@@ -14,9 +14,13 @@ from tests.support import (
     GALLERY_SEED,
     VIDEO_FPS,
     LabelledVideo,
+    ScoredLine,
     SyntheticGallery,
     build_synthetic_gallery,
+    score_line,
 )
+
+SCORED_FRAMES = 8
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +39,11 @@ def labelled_video(tmp_path: Path) -> LabelledVideo:
         return path, labels
 
     return make
+
+
+@pytest.fixture(scope="session")
+def scored_line(tmp_path_factory: pytest.TempPathFactory, synthetic_gallery: SyntheticGallery) -> ScoredLine:
+    """Eight demo frames of camera "cam1" (two defective) scored and stamped as published, once per session."""
+    return score_line(
+        tmp_path_factory.mktemp("scored"), synthetic_gallery.path, "cam1", SCORED_FRAMES, seed=3
+    )

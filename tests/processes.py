@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ class Received:
 
     verdicts: list[VerdictHeader] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def of(self, camera: str) -> list[VerdictHeader]:
         """The verdicts of one camera."""
@@ -37,6 +38,12 @@ class Received:
         """Verdicts received."""
         with self.lock:
             return len(self.verdicts)
+
+    @property
+    def headers(self) -> dict[tuple[str, int], VerdictHeader]:
+        """The verdicts by (camera, seq)."""
+        with self.lock:
+            return {(v.camera, v.seq): v for v in self.verdicts}
 
     @property
     def states(self) -> list[str]:
@@ -86,11 +93,14 @@ class Subscriber:
 
 
 class DaemonProcess:
-    """``python -m inspector.cli run --config FILE`` with its JSON log lines collected from stderr."""
+    """``python -m inspector.cli run --config FILE`` with its JSON log lines collected from stderr.
 
-    def __init__(self, config: Path) -> None:
+    ``prefix`` runs it through another command (``unshare ...``), which must ``exec`` the daemon.
+    """
+
+    def __init__(self, config: Path, prefix: Sequence[str] = ()) -> None:
         """Start the daemon."""
-        cmd = [sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+        cmd = [*prefix, sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +18,23 @@ import cv2
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from inspector.bus.publisher import verdict_header
+from inspector.bus.wire import (
+    NO_MASK_ANOMALY_MAP,
+    new_boot_id,
+    rfc3339,
+)
 from inspector.config.calibration import CalibrationConfig
+from inspector.config.camera import CameraConfig
 from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.config.worker import WorkerConfig
+from inspector.core.records import Frame, Outcome
 from inspector.daemon.products import ProductRegistry, load_products, product_loader
+from inspector.daemon.worker import ModelWorker
 from inspector.demo.daemon import DEMO_MODEL
-from inspector.demo.data import write_good_part_images
+from inspector.demo.data import read_video_frames, write_demo_video, write_good_part_images
 from inspector.model.build import build_gallery, calibrate_gallery
 from inspector.model.engine import BackboneCache
 
@@ -41,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 CLI_TIMEOUT_S = 3600.0  # generous: real data on a busy 2-core machine
+DAEMON_START_TIMEOUT_S = 120.0  # imports, gallery validation and warm-up on a loaded 2-core machine
+DAEMON_STOP_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 10.0
 
 LabelledVideo = Callable[..., tuple[Path, list[str | None]]]
@@ -140,3 +154,52 @@ def scrape(port: int) -> Samples:
 def metric(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 when absent)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@dataclass(frozen=True)
+class ScoredLine:
+    """Outcomes of a labelled demo video scored by the real worker and stamped as the bus sink stamps them."""
+
+    boot_id: str
+    outcomes: list[Outcome]
+    labels: list[str | None]
+
+
+def stamp_published(outcome: Outcome, boot_id: str, published_at: float) -> Outcome:
+    """The outcome with ``published`` set as ``daemon.sinks.BusSink`` sets it (the bus's own header code)."""
+    header = verdict_header(
+        outcome, boot_id, rfc3339(published_at), dict(outcome.latency_ms), NO_MASK_ANOMALY_MAP
+    )
+    return dataclasses.replace(outcome, published=header.model_dump_json())
+
+
+def score_line(folder: Path, gallery: Path, camera: str, n_frames: int, seed: int) -> ScoredLine:
+    """Score ``n_frames`` of a labelled demo video (one in ``DEFECT_EVERY`` defective) with the real worker."""
+    video = folder / f"{camera}.avi"
+    labels = write_demo_video(video, n_frames, VIDEO_FPS, DEFECT_EVERY, FRAME_SIDE_PX, seed)
+    now = time.time()
+    frames = [
+        Frame(camera, i, now + i, time.monotonic(), image) for i, image in enumerate(read_video_frames(video))
+    ]
+    config = InspectorConfig(
+        cameras=[CameraConfig(name=camera, source="0")], worker=WorkerConfig(gallery=gallery)
+    )
+    outcomes = ModelWorker(load_registry(config)).score(frames).outcomes
+    boot_id = new_boot_id()
+    return ScoredLine(boot_id, [stamp_published(o, boot_id, now + o.seq) for o in outcomes], labels)
+
+
+def http_get(url: str) -> tuple[int, bytes, str]:
+    """(status, body, content type) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            return response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """An encoded PNG or JPEG decoded unchanged (fails the test when it is not an image)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image is not None, data[:40]
+    return np.asarray(image)

@@ -159,7 +159,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  cameras: {cameras}")
     print(f"  products: {', '.join(galleries)}")
     print(f"  bus: {config.bus.bind}  metrics: {metrics}")
+    print(f"  {outputs_line(config)}")
     return EXIT_OK
+
+
+def outputs_line(config: InspectorConfig) -> str:
+    """Where the archive, the results endpoint and the live view will be, as ``check-config`` prints it."""
+    from inspector.outputs.assembly import archive_root
+
+    root = archive_root(config.archive, os.environ)
+    archive = (
+        str(root)
+        if root
+        else "off"
+        if not config.archive.enabled
+        else "off (no directory, no $STATE_DIRECTORY)"
+    )
+    served = {
+        name: f"http://{section.bind_address}:{section.port}/" if section.enabled else "off"
+        for name, section in (("results", config.results), ("liveview", config.liveview))
+    }
+    return f"archive: {archive}  results: {served['results']}  liveview: {served['liveview']}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -175,10 +195,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from inspector.bus.publisher import PublisherError
     from inspector.capture.shared import CaptureError
     from inspector.daemon.lifecycle import Daemon
+    from inspector.ops.endpoint import MetricsError
     from inspector.ops.logs import configure_logging
-    from inspector.ops.metrics import MetricsError
     from inspector.ops.sdnotify import SdNotifier
     from inspector.ops.signals import capture_signals
+    from inspector.outputs.http import OutputError
 
     configure_logging(config.logging.level, config.logging.format)
     try:
@@ -191,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with capture_signals(daemon.request_stop, on_reload=daemon.request_reload):
             code = daemon.run()
-    except (PublisherError, MetricsError, CaptureError) as exc:
+    except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
     finally:

@@ -7,15 +7,19 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from inspector.config.archive import ArchiveConfig
 from inspector.config.batching import BatchingConfig
 from inspector.config.bus import BusConfig
 from inspector.config.calibration import CalibrationConfig
 from inspector.config.camera import CameraConfig
 from inspector.config.control import ControlConfig
+from inspector.config.drift import DriftConfig
+from inspector.config.liveview import LiveViewConfig
 from inspector.config.logs import LoggingConfig
 from inspector.config.metrics import MetricsConfig
 from inspector.config.model import ModelConfig
 from inspector.config.products import ProductConfig
+from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
@@ -53,6 +57,10 @@ class InspectorConfig(BaseSettings):
     control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
+    liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     shutdown_timeout_s: float = Field(
         DEFAULT_SHUTDOWN_TIMEOUT_S,
         gt=0.0,

@@ -38,3 +38,14 @@ PRODUCT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 PART_ID_MAX_CHARS = 128
 """The longest part id a trigger may carry."""
+DROP_REASONS: tuple[str, ...] = (
+    "queue_full", "channel_busy", "process_restart", "stop_timeout", "pending_full",  # capture
+    "batcher_full", "publish_failed", "pipeline_failed", "shutdown_timeout",  # daemon
+)  # fmt: skip
+"""Every reason a frame can be dropped for (``inspector_frames_dropped_total{reason}``): capture's reasons
+(``inspector.capture.shared``) and the daemon's (``inspector.daemon.ledger``, ``inspector.daemon.pipeline``).
+The metrics create every one at 0 per camera, so the first drop is visible to ``increase()``."""
+
+QUEUES: tuple[str, ...] = ("capture", "batcher")
+"""Queues a frame waits in (``inspector_queue_depth{queue, camera}``): its camera's capture channel, then the
+batcher in front of the model worker."""

@@ -32,6 +32,29 @@ class Frame:
     fault: str | None = None  # why there is nothing to score
 
 
+@dataclass(frozen=True)
+class CropBox:
+    """Where the model's square crop lies in the camera frame, in frame pixels (edges, not centres).
+
+    The crop's ``side_px`` x ``side_px`` pixels cover the rectangle ``[x0, x1) x [y0, y1)`` of the frame
+    linearly (squash and letterbox are both a scale and a shift per axis). With letterbox padding the
+    rectangle reaches outside the frame; those crop pixels saw no camera content.
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    side_px: int
+
+    def to_frame(self, x_crop: float, y_crop: float) -> tuple[float, float]:
+        """Frame coordinates of a point given in crop coordinates (both continuous, pixel edges)."""
+        return (
+            self.x0 + x_crop * (self.x1 - self.x0) / self.side_px,
+            self.y0 + y_crop * (self.y1 - self.y0) / self.side_px,
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Outcome:
     """What became of one frame: its verdict and the evidence for it, before any wire format.
@@ -49,6 +72,10 @@ class Outcome:
         crop: the BGR crop the network saw (PASS/FAIL only).
         latency_ms: milliseconds per stage so far (see ``inspector.core.names.LATENCY_STAGES``).
         error: the reason, for TIMEOUT and ERROR only.
+        crop_box: where ``crop`` (and so the map and mask) lies in the frame (PASS/FAIL only).
+        neighbours: source names of the gallery images the map was computed against, nearest first.
+        published: the verdict header exactly as the bus sent it (JSON), set by the bus sink; the outputs
+            after the bus (archive, results, live view) store and serve this text.
     """
 
     frame: Frame
@@ -63,6 +90,9 @@ class Outcome:
     crop: Image | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    crop_box: CropBox | None = None
+    neighbours: tuple[str, ...] = ()
+    published: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse a record whose fields contradict its verdict."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from inspector.config.batching import BatchingConfig
@@ -53,6 +53,10 @@ class Batcher:
     def __len__(self) -> int:
         """Frames waiting."""
         return len(self._frames)
+
+    def depth_by_camera(self) -> dict[str, int]:
+        """Frames waiting per camera (safe from another thread: it counts a snapshot, taken in one step)."""
+        return dict(Counter(f.camera for f in list(self._frames)))
 
     @property
     def capacity(self) -> int:

@@ -34,8 +34,11 @@ from inspector.daemon.sinks import BusSink
 from inspector.daemon.status import DaemonStatus
 from inspector.daemon.worker import ModelWorker
 from inspector.model.engine import BackboneCache
-from inspector.ops.metrics import InspectorMetrics, MetricsServer, start_http_server
+from inspector.ops.endpoint import MetricsServer
+from inspector.ops.metrics import InspectorMetrics, start_http_server
 from inspector.ops.sdnotify import SdNotifier, run_watchdog, watchdog_interval_s
+from inspector.outputs.assembly import OutputContext, Outputs
+from inspector.outputs.drift import Reference
 
 SUPERVISE_INTERVAL_S = 1.0
 STATUS_INTERVAL_S = 5.0
@@ -99,6 +102,8 @@ class Daemon:
         self._threads: dict[str, threading.Thread] = {}
         self._aux_stop = threading.Event()
         self._metrics_server: MetricsServer | None = None
+        self._outputs: Outputs | None = None
+        self.output_ports: dict[str, int] = {}
         self._log = structlog.stdlib.get_logger(__name__).bind(boot_id=self.boot_id)
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -139,12 +144,15 @@ class Daemon:
         endpoint = self.publisher.bind()
         self._log.info("bus_bound", endpoint=endpoint)
         if cfg.metrics.enabled:
-            self._metrics_server, self.metrics_port = start_http_server(cfg.metrics, self._registry)
+            self._metrics_server, self.metrics_port = start_http_server(
+                cfg.metrics, self._registry, self.metrics.is_ready
+            )
             self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
         self._spawn("heartbeat", self._heartbeat_loop)
         products = self._load_products()
         if self.stop_event.is_set():
             return
+        self._start_outputs(products)
         self._start_capture(products)
         self._become_ready(endpoint)
 
@@ -183,18 +191,41 @@ class Daemon:
                 "config_key_unused", key="runtime.batch_size", note="the daemon batches by batching.max_batch"
             )
 
+    # ------------------------------------------------------------------------------------------ outputs
+    # The outputs after the bus (archive, results endpoint, live view, drift): built and started in one
+    # step before capture, handed to the pipeline as its sinks, stopped in one step at the end.
+
+    def _start_outputs(self, products: ProductRegistry) -> None:
+        references = {
+            c.name: Reference(*products.calibration_of(products.active(c.name))) for c in self.config.cameras
+        }
+        context = OutputContext(
+            self.config, self.boot_id, self.metrics, self.status.heartbeat, references, self._env, self._wall
+        )
+        self._outputs = Outputs(context)
+        self.output_ports = self._outputs.start()
+        for section, port in self.output_ports.items():
+            self._log.info("output_listening", section=section, port=port)
+
+    def _stop_outputs(self) -> None:
+        if self._outputs is not None:
+            self._outputs.close()
+            self._outputs = None
+
     def _start_capture(self, products: ProductRegistry) -> None:
         cfg = self.config
         assert self._loader is not None  # set by _load_products
         self._capture = CaptureManager(cfg.cameras, self._capture_stop, on_event=self._on_capture_event)
         self._capture.start()
+        self.metrics.children.watch(self._child_pids)
         self.line = LineControl(
             cfg, self._context, self._capture, products, self.status, self.metrics, self._loader
         )
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
         worker = ModelWorker(products)
-        self._pipeline = Pipeline(self.line.parts, batcher, worker, bus, self.ledger, self.metrics)
+        sinks = self._outputs.sinks if self._outputs is not None else ()
+        self._pipeline = Pipeline(self.line.parts, batcher, worker, bus, self.ledger, self.metrics, sinks)
         self.status.attach(self._capture, self._pipeline, lambda: self.pipeline_running)
         self._spawn("pipeline", self._pipeline_main)
         for section, endpoint in self.line.start().items():
@@ -300,6 +331,7 @@ class Daemon:
         return left
 
     def _close_outputs(self) -> None:
+        self._stop_outputs()
         self._aux_stop.set()
         for name in ("heartbeat", "watchdog"):
             thread = self._threads.get(name)
@@ -357,13 +389,24 @@ class Daemon:
         thread = self._threads.get("pipeline")
         return thread is not None and thread.is_alive()
 
+    def _child_pids(self) -> dict[tuple[str, str], int]:
+        """The camera processes running now, for the child CPU and memory metrics."""
+        if self._capture is None:
+            return {}
+        pids = {("camera", c.name): self._capture.pid(c.name) for c in self.config.cameras}
+        return {key: pid for key, pid in pids.items() if pid is not None}
+
     def _update_gauges(self) -> None:
         if self._pipeline is not None:
-            self.metrics.queue_depth.labels(queue="batcher").set(self._pipeline.queued)
+            queued = self._pipeline.queued_by_camera()
+            for cam in self.config.cameras:
+                self.metrics.queue_depth.labels(queue="batcher", camera=cam.name).set(queued.get(cam.name, 0))
             progress_at = self._wall() - self._pipeline.stalled_for_s()
             self.metrics.worker_last_progress.set(progress_at)
         if self._capture is not None:
             for name, st in self._capture.stats().items():
                 waiting = st.captured - st.delivered - sum(st.dropped_by_reason.values())
-                self.metrics.queue_depth.labels(queue=f"capture:{name}").set(max(0, waiting))
+                self.metrics.queue_depth.labels(queue="capture", camera=name).set(max(0, waiting))
                 self.metrics.camera_up.labels(camera=name).set(1 if st.up else 0)
+        if self._outputs is not None:
+            self._outputs.update_gauges()

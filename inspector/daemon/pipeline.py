@@ -12,7 +12,7 @@ import structlog
 from inspector.core.records import Frame, Outcome
 from inspector.daemon.batching import Batcher
 from inspector.daemon.ledger import FrameLedger
-from inspector.daemon.sinks import Sink, SinkError
+from inspector.daemon.sinks import RecordSink, Sink, SinkError
 from inspector.daemon.worker import ModelWorker
 from inspector.ops.logs import frame_logger
 from inspector.ops.metrics import InspectorMetrics
@@ -47,7 +47,7 @@ class Pipeline:
         source: FrameSource,
         batcher: Batcher,
         worker: ModelWorker,
-        bus: Sink,
+        bus: RecordSink,
         ledger: FrameLedger,
         metrics: InspectorMetrics | None,
         sinks: Sequence[Sink] = (),
@@ -71,6 +71,10 @@ class Pipeline:
     def queued(self) -> int:
         """Frames waiting in the batcher."""
         return len(self._batcher)
+
+    def queued_by_camera(self) -> dict[str, int]:
+        """Frames waiting in the batcher, per camera."""
+        return self._batcher.depth_by_camera()
 
     def stalled_for_s(self) -> float:
         """Seconds since the loop last completed a step (grows while a batch is being scored)."""
@@ -118,7 +122,7 @@ class Pipeline:
         if batch:
             result = self._worker.score(batch)
             if self._metrics is not None:
-                self._metrics.record_batch(len(batch), result.stage_seconds)
+                self._metrics.record_batch(len(batch))
             for outcome in result.outcomes:
                 self.publish(outcome)
             done += len(batch)
@@ -131,13 +135,13 @@ class Pipeline:
             return False
         try:
             try:
-                self._bus.deliver(outcome)
+                outcome = self._bus.deliver(outcome)
             except ValueError as exc:  # not encodable: an ERROR verdict in its place, never a lost frame
                 frame_logger(self._log, frame.camera, frame.seq).error(
                     "verdict_encoding_failed", error=str(exc)
                 )
                 outcome = self._worker.failure(frame, "ERROR", f"result not publishable: {exc}")
-                self._bus.deliver(outcome)
+                outcome = self._bus.deliver(outcome)
         except (SinkError, ValueError) as exc:
             self._ledger.drop_claimed(frame, DROP_PUBLISH_FAILED)
             frame_logger(self._log, frame.camera, frame.seq).error("publish_failed", error=str(exc))

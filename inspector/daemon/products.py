@@ -14,7 +14,7 @@ from inspector.config.load import ConfigError
 from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.core.errors import InspectorError
-from inspector.model.engine import BackboneCache, Inspector, ScoreResult
+from inspector.model.engine import BackboneCache, Inspector, ScoreResult, calibrated_score_median
 from inspector.model.gallery import Gallery
 from inspector.model.settings import gallery_setting_conflicts
 
@@ -136,6 +136,13 @@ class ProductRegistry:
         with self._lock:
             self._active[camera] = product
         return previous
+
+    def calibration_of(self, product: str) -> tuple[float | None, float | None]:
+        """(image threshold, median image score of the normal images) of a product's gallery, when known."""
+        scorer = self.scorer(product)
+        cal = scorer.gallery.manifest.calibration
+        threshold = cal.image_threshold if cal is not None else None
+        return threshold, calibrated_score_median(cal, scorer.config.image_score)
 
     def info(self, product: str) -> ProductInfo:
         """The status record of a product."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import zmq
@@ -37,6 +38,21 @@ class Sink(Protocol):
         ...
 
 
+class RecordSink(Protocol):
+    """The sink of record: like :class:`Sink`, but it returns the outcome as recorded (stamped with what it sent)."""
+
+    name: str
+
+    def deliver(self, outcome: Outcome) -> Outcome:
+        """Take one outcome; return it with ``published`` set to what went out.
+
+        Raises:
+            SinkError: the outcome was not taken.
+            ValueError: the outcome cannot be recorded (nothing was sent).
+        """
+        ...
+
+
 class BusSink:
     """The verdict bus: a frame is accounted as delivered once its verdict was handed to ZeroMQ."""
 
@@ -47,8 +63,11 @@ class BusSink:
         self._publisher = publisher
         self._metrics = metrics
 
-    def deliver(self, outcome: Outcome) -> None:
+    def deliver(self, outcome: Outcome) -> Outcome:
         """Publish the outcome's verdict.
+
+        Returns:
+            The outcome with ``published`` set to the header JSON as sent (what the other sinks store).
 
         Raises:
             SinkError: the publisher is closed or unbound.
@@ -59,9 +78,8 @@ class BusSink:
         except (PublisherError, zmq.ZMQError) as exc:
             raise SinkError(str(exc)) from exc
         if self._metrics is not None:
-            self._metrics.record_verdict(
-                header.camera, header.verdict, header.score, header.latency_ms, observe_stages=False
-            )
+            self._metrics.record_verdict(header.camera, header.verdict, header.score, header.latency_ms)
+        return dataclasses.replace(outcome, published=header.model_dump_json())
 
     def close(self) -> None:
         """The publisher is closed by the daemon after the heartbeats stop; nothing to do here."""

@@ -156,6 +156,8 @@ class ModelWorker:
             pixel_threshold=result.pixel_threshold,
             crop=result.crop,
             latency_ms={"queue": (started - frame.monotonic_at) * MS_PER_S, **result.timings_ms},
+            crop_box=result.crop_box,
+            neighbours=result.neighbours,
         )
 
     def failure(self, frame: Frame, verdict: Verdict, reason: str, since: float | None = None) -> Outcome:

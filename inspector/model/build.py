@@ -220,7 +220,10 @@ def calibrate_gallery(
     )
     scores = inspector.combine(raw, provisional)
     final = provisional.model_copy(
-        update={"image_threshold": threshold_at_rate(scores, calibration.target_false_reject_rate)}
+        update={
+            "image_threshold": threshold_at_rate(scores, calibration.target_false_reject_rate),
+            "image_score_median": float(np.median(scores)),
+        }
     )
     update_calibration(path, final)
     load_gallery(path)  # prove the rewritten file validates before anyone relies on it

@@ -15,6 +15,7 @@ import torch
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
+from inspector.core.records import CropBox
 from inspector.model import spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.model.gallery import Gallery, GalleryError, check_expected, load_gallery
@@ -62,6 +63,9 @@ class RawScores:
     maps: np.ndarray
     stage_means: np.ndarray  # [B, stages]: mean nearest-feature distance per stage, before fusion
     timings_ms: dict[str, float] = field(default_factory=dict)
+    neighbours: np.ndarray | None = (
+        None  # [B, K] gallery indices the maps were matched against, nearest first
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class ScoreResult:
         defect_area_px: mask pixels set.
         crop: the BGR crop the network saw.
         timings_ms: the batch's time per stage in milliseconds.
+        crop_box: where the crop (and so the map and mask) lies in the scored image.
+        neighbours: source names of the K nearest gallery images the map was computed against, nearest first.
     """
 
     score: float
@@ -91,6 +97,8 @@ class ScoreResult:
     defect_area_px: int
     crop: np.ndarray
     timings_ms: dict[str, float]
+    crop_box: CropBox | None = None
+    neighbours: tuple[str, ...] = ()
 
 
 class BackboneCache:
@@ -297,6 +305,7 @@ class Inspector:
             maps.cpu().numpy(),
             stage_means.cpu().numpy(),
             t,
+            nn_idx.cpu().numpy(),
         )
 
     def combine(self, raw: RawScores, calibration: Calibration | None = None) -> np.ndarray:
@@ -322,6 +331,8 @@ class Inspector:
         scores = self.combine(raw)
         cal = self.gallery.manifest.calibration
         assert cal is not None  # enforced in __init__ for scoring instances
+        names = [source.name for source in self.gallery.manifest.sources]
+        nearest = raw.neighbours if raw.neighbours is not None else np.zeros((len(images), 0), np.int64)
         results = []
         for i, s in enumerate(scores):
             amap = raw.maps[i]
@@ -339,9 +350,25 @@ class Inspector:
                     defect_area_px=int(np.count_nonzero(mask)),
                     crop=prepared.crops[i],
                     timings_ms=dict(timings),
+                    crop_box=prepared.boxes[i],
+                    neighbours=tuple(names[j] for j in nearest[i]),
                 )
             )
         return results
+
+
+def calibrated_score_median(calibration: Calibration | None, image_score: str) -> float | None:
+    """Median image score of a calibration's normal images (None when the gallery does not say).
+
+    Galleries calibrated before ``image_score_median`` was recorded still give it for the modes whose score
+    is one of the stored medians (knn_pooled, map_max).
+    """
+    if calibration is None:
+        return None
+    if calibration.image_score_median is not None:
+        return calibration.image_score_median
+    stored = {"knn_pooled": calibration.score_median, "map_max": calibration.map_max_median}
+    return stored.get(image_score)
 
 
 def _zero_outside(maps: torch.Tensor, valid: list[tuple[int, int, int, int]]) -> torch.Tensor:

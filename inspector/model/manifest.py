@@ -91,6 +91,11 @@ class Calibration(_Strict):
     stage_scales: list[float] | None = Field(
         default=None, description="Mean nearest-feature distance per used stage on normal images."
     )
+    image_score_median: float | None = Field(
+        default=None,
+        description="Median image score of the normal images in the gallery's image_score mode: the reference "
+        "of the daemon's score drift gauges (absent in galleries calibrated before it was recorded).",
+    )
     created_at: UtcTimestamp
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from inspector.core.errors import InspectorError
+from inspector.core.records import CropBox
 
 U8_MAX = 255.0
 
@@ -41,11 +42,13 @@ class Prepared:
         tensor: float32 [B, 3, crop, crop], normalised.
         crops: the uint8 BGR crops [B, crop, crop, 3] (for overlays and reports).
         valid: per image (y0, y1, x0, x1) of real image content inside the crop (letterbox padding excluded).
+        boxes: per image, where its crop lies in the original image (see :func:`crop_box`).
     """
 
     tensor: torch.Tensor
     crops: np.ndarray
     valid: list[tuple[int, int, int, int]]
+    boxes: list[CropBox]
 
 
 class ImageReadError(InspectorError):
@@ -82,6 +85,36 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image shape {image.shape}")
 
 
+def _layout(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int, int, int]:
+    """(resized height, resized width, top, left) of the image on the resize_px square canvas."""
+    r = spec.resize_px
+    if not spec.keep_aspect:
+        return r, r, 0, 0
+    scale = r / max(height, width)
+    nh, nw = max(1, round(height * scale)), max(1, round(width * scale))
+    return nh, nw, (r - nh) // 2, (r - nw) // 2
+
+
+def crop_box(height: int, width: int, spec: PreprocessSpec) -> CropBox:
+    """Where the crop of a ``height`` x ``width`` image lies in that image, in its pixels.
+
+    The image is scaled to (nh, nw) and placed at (top, left) on the canvas; the crop starts ``off`` canvas
+    pixels in. A canvas pixel p on the x axis is image x = (p - left) * width / nw (OpenCV resizes map pixel
+    edges linearly), so the crop's edges 0 and crop_px land at the box's x0 and x1.
+    """
+    nh, nw, top, left = _layout(height, width, spec)
+    off = (spec.resize_px - spec.crop_px) // 2
+    c = spec.crop_px
+    sx, sy = width / nw, height / nh
+    return CropBox(
+        x0=(off - left) * sx,
+        y0=(off - top) * sy,
+        x1=(off + c - left) * sx,
+        y1=(off + c - top) * sy,
+        side_px=c,
+    )
+
+
 def resize_and_crop(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Resize (squash or letterbox) to resize_px, then take the centre crop_px square.
 
@@ -91,19 +124,16 @@ def resize_and_crop(image: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray
     image = to_bgr(image)
     h, w = image.shape[:2]
     r = spec.resize_px
+    nh, nw, top, left = _layout(h, w, spec)
     if spec.keep_aspect:
-        scale = r / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        interp = cv2.INTER_AREA if r < max(h, w) else cv2.INTER_LINEAR  # shrinking
         small = cv2.resize(image, (nw, nh), interpolation=interp)
         canvas = np.zeros((r, r, 3), np.uint8)
-        top, left = (r - nh) // 2, (r - nw) // 2
         canvas[top : top + nh, left : left + nw] = small
-        content = (top, top + nh, left, left + nw)
     else:
         interp = cv2.INTER_AREA if min(h, w) > r else cv2.INTER_LINEAR
         canvas = np.asarray(cv2.resize(image, (r, r), interpolation=interp), dtype=np.uint8)
-        content = (0, r, 0, r)
+    content = (top, top + nh, left, left + nw)
     off = (r - spec.crop_px) // 2
     c = spec.crop_px
     crop = np.ascontiguousarray(canvas[off : off + c, off : off + c])
@@ -121,4 +151,5 @@ def prepare_batch(images: list[np.ndarray], spec: PreprocessSpec) -> Prepared:
     rgb = torch.from_numpy(stack[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(U8_MAX)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return Prepared(tensor=(rgb - mean) / std, crops=stack, valid=list(valid))
+    boxes = [crop_box(im.shape[0], im.shape[1], spec) for im in images]
+    return Prepared(tensor=(rgb - mean) / std, crops=stack, valid=list(valid), boxes=boxes)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import TextIO, TypeVar
 
 import structlog
@@ -104,3 +107,30 @@ def frame_logger(log: _LoggerT, camera: str, seq: int) -> _LoggerT:
         A new logger with both keys bound.
     """
     return log.bind(camera=camera, seq=seq)
+
+
+class LogThrottle:
+    """One log line per key every ``interval_s`` for repeated trouble (a full disk, a full queue).
+
+    The first occurrence of a key is let through at once; later ones within the interval are held back and
+    counted, and the next line let through says how many were held back.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """Throttle to one line per key per ``interval_s`` seconds of ``clock``."""
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> int | None:
+        """None: hold this line back. A number: write it, saying that many earlier lines were held back."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval_s:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._held.pop(key, 0)

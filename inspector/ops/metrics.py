@@ -1,10 +1,11 @@
 """Prometheus metrics of the daemon on an injected CollectorRegistry, and the HTTP endpoint serving them.
 
-Only the parent (daemon) process writes these metrics. Camera and model-worker child processes never touch
-the registry (prometheus-client state is per process and multiprocess mode is not used): they send events
-(frame captured/dropped, batch scored, progress) over their result queues and the parent turns those events
-into counter increments and histogram observations here. Labels are bounded sets (camera names, stage names,
-queue names, verdicts, drop reasons from a fixed list); no label is ever per frame or per part.
+Only the parent (daemon) process writes these metrics. Camera child processes never touch the registry
+(prometheus-client state is per process and multiprocess mode is not used): their counters live in shared
+memory and the parent turns them into counter increments here; their CPU and memory are read from /proc
+(``inspector.ops.children``). Labels are bounded sets (camera names, stage names, queue names, verdicts,
+drop reasons from a fixed list); no label is ever per frame or per part. Every series a camera will have is
+created at 0 when the camera is declared, so ``increase()`` sees the first event.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from wsgiref.simple_server import WSGIServer
 
-import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from inspector.config.metrics import DEFAULT_SCORE_BUCKETS, MetricsConfig
-from inspector.core.names import LATENCY_STAGES, VERDICTS
+from inspector.core.names import DROP_REASONS, LATENCY_STAGES, QUEUES, VERDICTS
+from inspector.ops.children import ChildProcessCollector
+from inspector.ops.endpoint import MetricsServer, serve_metrics
+from inspector.ops.output_metrics import OutputMetrics
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
 STAGE_LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -27,13 +29,8 @@ STAGE_LATENCY_BUCKETS_S: tuple[float, ...] = (
 END_TO_END_BUCKETS_S: tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
 )  # fmt: skip
-SERVER_THREAD_JOIN_TIMEOUT_S = 5.0
 MS_PER_S = 1000.0
 END_TO_END = "end_to_end"
-
-
-class MetricsError(RuntimeError):
-    """The metrics HTTP server cannot start."""
 
 
 class InspectorMetrics:
@@ -63,10 +60,13 @@ class InspectorMetrics:
         self._stages = tuple(s for s in stages if s != END_TO_END)
         self._galleries: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
+        self._ready = False
         self._create_pipeline_metrics(registry)
         self._create_latency_metrics(registry, score_buckets)
         self._create_state_metrics(registry)
         self._create_line_control_metrics(registry)
+        self.outputs = OutputMetrics(registry)
+        self.children = ChildProcessCollector(registry if include_process_collector else None)
         if include_process_collector:
             ProcessCollector(registry=registry)
         self.start_time.set(clock())
@@ -79,7 +79,7 @@ class InspectorMetrics:
         )
         self.frames_dropped = Counter(
             "inspector_frames_dropped_total",
-            "Frames discarded before scoring, by reason (queue_full, stale, decode_error, ...).",
+            "Frames that got no verdict, by reason (queue_full, batcher_full, shutdown_timeout, ...).",
             ["camera", "reason"],
             registry=r,
         )
@@ -101,7 +101,12 @@ class InspectorMetrics:
             ["sink"],
             registry=r,
         )
-        self.queue_depth = Gauge("inspector_queue_depth", "Items waiting in a queue.", ["queue"], registry=r)
+        self.queue_depth = Gauge(
+            "inspector_queue_depth",
+            "Frames waiting, by queue (capture: the camera's channel; batcher: in front of the model worker).",
+            ["queue", "camera"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "inspector_batch_size", "Frames per model batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
@@ -109,8 +114,9 @@ class InspectorMetrics:
     def _create_latency_metrics(self, r: CollectorRegistry, score_buckets: Sequence[float]) -> None:
         self.stage_latency = Histogram(
             "inspector_stage_latency_seconds",
-            "Time spent per pipeline stage.",
-            ["stage"],
+            "Time a frame spent per stage: queue (waiting for the worker), the model's stages (its batch's "
+            "time), encode (mask encoding).",
+            ["camera", "stage"],
             buckets=STAGE_LATENCY_BUCKETS_S,
             registry=r,
         )
@@ -177,7 +183,7 @@ class InspectorMetrics:
         self.build_info.labels(version=version).set(1)
 
     def init_camera(self, camera: str) -> None:
-        """Create a camera's series at 0 so dashboards and ``rate()`` see it before its first frame."""
+        """Create every series of a camera at 0 so dashboards and ``increase()`` see its first event."""
         self.frames_captured.labels(camera=camera)
         self.frames_scored.labels(camera=camera)
         self.camera_reconnects.labels(camera=camera)
@@ -186,6 +192,15 @@ class InspectorMetrics:
             self.verdicts.labels(camera=camera, verdict=verdict)
         self.triggers.labels(camera=camera)
         self.trigger_timeouts.labels(camera=camera)
+        for reason in DROP_REASONS:
+            self.frames_dropped.labels(camera=camera, reason=reason)
+        for queue in QUEUES:
+            self.queue_depth.labels(queue=queue, camera=camera).set(0)
+        for stage in self._stages:
+            self.stage_latency.labels(camera=camera, stage=stage)
+        self.end_to_end_latency.labels(camera=camera)
+        self.anomaly_score.labels(camera=camera)
+        self.outputs.init_camera(camera)
 
     def set_gallery(self, camera: str, product: str, gallery_hash: str, backbone: str) -> None:
         """Record the product and gallery a camera uses, removing the series of the ones they replace."""
@@ -200,23 +215,20 @@ class InspectorMetrics:
             ).set(1)
 
     def set_ready(self, ready: bool) -> None:
-        """Set ``inspector_ready`` to 1 or 0."""
+        """Set ``inspector_ready`` to 1 or 0 (and what ``/healthz`` answers)."""
+        self._ready = ready
         self.ready.set(1 if ready else 0)
 
-    def record_batch(self, size: int, stage_seconds: dict[str, float] | None = None) -> None:
-        """Observe one model batch: its size and optional per-stage durations in seconds."""
+    def is_ready(self) -> bool:
+        """What :meth:`set_ready` last said (``/healthz`` answers 200 only while it is True)."""
+        return self._ready
+
+    def record_batch(self, size: int) -> None:
+        """Observe one model batch's size (its stages are observed per verdict, with the camera)."""
         self.batch_size.observe(size)
-        for stage, seconds in (stage_seconds or {}).items():
-            if stage in self._stages:
-                self.stage_latency.labels(stage=stage).observe(seconds)
 
     def record_verdict(
-        self,
-        camera: str,
-        verdict: str,
-        score: float | None,
-        latency_ms: Mapping[str, float],
-        observe_stages: bool = True,
+        self, camera: str, verdict: str, score: float | None, latency_ms: Mapping[str, float]
     ) -> None:
         """Count a published verdict and observe its score and latencies.
 
@@ -224,46 +236,27 @@ class InspectorMetrics:
             camera: the camera.
             verdict: PASS, FAIL, TIMEOUT or ERROR.
             score: the image score (None when not scored).
-            latency_ms: milliseconds per stage as published; ``end_to_end`` feeds the end-to-end histogram.
-            observe_stages: also observe the stages into ``inspector_stage_latency_seconds``
-                (set False when :meth:`record_batch` already observes them per batch).
+            latency_ms: milliseconds per stage as published: each stage of ``LATENCY_STAGES`` feeds
+                ``inspector_stage_latency_seconds{camera, stage}``, ``end_to_end`` the end-to-end histogram.
         """
         self.verdicts.labels(camera=camera, verdict=verdict).inc()
         if score is not None:
             self.frames_scored.labels(camera=camera).inc()
             self.anomaly_score.labels(camera=camera).observe(score)
-        if observe_stages:
-            for stage in self._stages:
-                if stage in latency_ms:
-                    self.stage_latency.labels(stage=stage).observe(latency_ms[stage] / MS_PER_S)
+        for stage in self._stages:
+            if stage in latency_ms:
+                self.stage_latency.labels(camera=camera, stage=stage).observe(latency_ms[stage] / MS_PER_S)
         if END_TO_END in latency_ms:
             self.end_to_end_latency.labels(camera=camera).observe(latency_ms[END_TO_END] / MS_PER_S)
 
 
-class MetricsServer:
-    """A running /metrics HTTP server; :meth:`close` stops it and frees the port."""
+def start_http_server(
+    config: MetricsConfig, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: False
+) -> tuple[MetricsServer, int]:
+    """Serve ``/metrics`` (``registry``, without ``_created`` series) and ``/healthz`` from a daemon thread.
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        """Wrap the server and serving thread returned by prometheus-client."""
-        self.server = server
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        """The TCP port actually bound."""
-        return int(self.server.server_port)
-
-    def close(self) -> None:
-        """Stop serving, close the listening socket and join the thread."""
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(SERVER_THREAD_JOIN_TIMEOUT_S)
-
-
-def start_http_server(config: MetricsConfig, registry: CollectorRegistry) -> tuple[MetricsServer, int]:
-    """Serve ``registry`` at ``http://bind_address:port/metrics`` from a daemon thread.
-
-    The caller checks ``config.enabled`` and calls ``server.close()`` on shutdown.
+    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404. The caller
+    checks ``config.enabled`` and calls ``server.close()`` on shutdown.
 
     Returns:
         (server, actual port) — the actual port differs from ``config.port`` when it is 0.
@@ -271,13 +264,4 @@ def start_http_server(config: MetricsConfig, registry: CollectorRegistry) -> tup
     Raises:
         MetricsError: the address cannot be bound (in use, not local, ...), naming address and port.
     """
-    try:
-        server, thread = prometheus_client.start_http_server(
-            config.port, addr=config.bind_address, registry=registry
-        )
-    except OSError as exc:
-        raise MetricsError(
-            f"metrics: cannot listen on {config.bind_address}:{config.port} (metrics.bind_address/port): {exc}"
-        ) from exc
-    wrapped = MetricsServer(server, thread)
-    return wrapped, wrapped.port
+    return serve_metrics(config.bind_address, config.port, registry, ready)

@@ -14,10 +14,9 @@ import numpy as np
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.names import EXIT_OK, EXIT_UNREADABLE
 from inspector.model.engine import Inspector, ScoreResult, iter_batches
-from inspector.model.maps import overlay_heatmap
+from inspector.model.maps import MAP_FULL_SCALE_X_THRESHOLD, overlay_heatmap
 from inspector.model.preprocess import ImageReadError, read_image
 
-MAP_FULL_SCALE_X_THRESHOLD = 2.0  # colour scale: 0 .. 2x the pixel threshold (threshold at mid-scale)
 RECORD_VERDICT = "verdict"
 RECORD_UNREADABLE = "unreadable"
 SCORE_DIGITS = 6

@@ -34,7 +34,8 @@ GALLERY_SECTIONS = {"model", "calibration"}  # recorded by galleries: shown comm
 OPTIONAL = {
     "runtime": {"weights", "batch_size"},
     "worker": {"gallery"},
-}  # commented out: examples, offline-only
+    "archive": {"directory"},
+}  # commented out: examples of values, or offline-only
 
 
 def test_example_file_validates_and_sets_every_daemon_field_and_shows_the_gallery_sections() -> None:
@@ -233,6 +234,7 @@ def test_check_config_accepts_a_runnable_file(
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: OK") and "a (device 0, free_run, product gallery)" in out
     assert f"products: gallery = {synthetic_gallery.path}" in out
+    assert "archive: off (no directory, no $STATE_DIRECTORY)  results: off  liveview: off" in out
 
 
 def test_check_config_refuses_a_model_key_the_gallery_decides_otherwise(

@@ -13,7 +13,7 @@ from inspector.config.camera import CameraConfig
 from inspector.config.products import ProductConfig
 from inspector.config.root import InspectorConfig
 from inspector.core.names import COMPUTE_STAGES as ENGINE_STAGES
-from inspector.core.records import NO_IMAGE, Frame
+from inspector.core.records import NO_IMAGE, CropBox, Frame
 from inspector.daemon.products import ProductRegistry, Scorer
 from inspector.daemon.worker import ModelWorker
 from inspector.demo.data import read_video_frames
@@ -54,8 +54,10 @@ def test_frames_get_the_verdict_their_label_implies_with_complete_outcomes(
         ("cam1", f.seq, "flange") for f in frames
     ]
     assert [o.verdict for o in result.outcomes] == ["PASS" if lab is None else "FAIL" for lab in labels]
-    calibration = load_gallery(synthetic_gallery.path).manifest.calibration
+    manifest = load_gallery(synthetic_gallery.path).manifest
+    calibration = manifest.calibration
     assert calibration is not None
+    sources = {s.name for s in manifest.sources}
     for o in result.outcomes:
         assert (o.camera, o.seq, o.gallery) == ("cam1", o.frame.seq, synthetic_gallery.content_hash)
         assert o.threshold == pytest.approx(calibration.image_threshold)
@@ -70,7 +72,12 @@ def test_frames_get_the_verdict_their_label_implies_with_complete_outcomes(
         assert o.crop is not None and o.crop.shape == (CROP_PX, CROP_PX, 3)
         assert (o.defect_area_px or 0) > 0 if o.verdict == "FAIL" else o.defect_area_px == 0
         assert o.error is None
+        assert o.crop_box == CropBox(16.0, 16.0, 144.0, 144.0, CROP_PX)  # 160 px squashed to 160, centre 128
+        assert len(o.neighbours) == synthetic_gallery.model.pixel_k
+        assert set(o.neighbours) <= sources and o.published is None  # the bus sink stamps published
     assert set(result.stage_seconds) == set(ENGINE_STAGES)
+    products = load_registry(config_for({"flange": synthetic_gallery.path}, {"cam1": "flange"}))
+    assert products.calibration_of("flange") == (calibration.image_threshold, calibration.map_max_median)
 
 
 def test_unscorable_frame_gets_error_with_reason_and_the_rest_of_its_batch_is_scored(

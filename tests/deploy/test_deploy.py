@@ -153,7 +153,7 @@ def test_units_have_lifecycle_and_hardening_settings(unit: str) -> None:
 def test_unit_timeouts_fit_the_daemon_defaults(unit: str) -> None:
     sections = parse_unit((DEPLOY / unit).read_text(encoding="utf-8"))
     defaults = load_config(None)
-    drain_s = defaults.shutdown_timeout_s + defaults.bus.linger_ms / 1000.0
+    drain_s = defaults.shutdown_timeout_s + defaults.bus.linger_ms / 1000.0 + defaults.archive.flush_timeout_s
     assert float(one(sections, "Service", "TimeoutStopSec")) >= drain_s + STOP_MARGIN_S
     watchdog_s = float(one(sections, "Service", "WatchdogSec"))
     # The daemon pings at half WatchdogSec and stops after worker.stall_timeout_s without progress, so a
@@ -265,6 +265,7 @@ def healthy(instance: str, camera: str) -> list[dict[str, str]]:
         series("inspector_verdicts_total", instance, "0+10x110", camera=camera, verdict="PASS"),
         series("inspector_verdicts_total", instance, "0x110", camera=camera, verdict="FAIL"),
         *(series(bucket, instance, "0+10x110", camera=camera, le=le) for le in ("0.1", "0.5", "1", "+Inf")),
+        series("inspector_pass_score_drift_ratio", instance, "1x110", camera=camera),
     ]
 
 
@@ -314,6 +315,9 @@ def alert_scenarios() -> list[dict[str, Any]]:
         series("inspector_verdicts_total", drift, "0+1x89 120+30x110", camera="cam5", verdict="FAIL"),
         series("inspector_verdicts_total", drift, "0+100x200", camera="cam6", verdict="PASS"),
         series("inspector_verdicts_total", drift, "0+1x200", camera="cam6", verdict="FAIL"),
+        # PASS scores at the calibration median for 100 minutes, then 1.6 times it; cam6 stays at 1.05.
+        series("inspector_pass_score_drift_ratio", drift, "1x100 1.6x100", camera="cam5"),
+        series("inspector_pass_score_drift_ratio", drift, "1.05x200", camera="cam6"),
     ]
     firing = {"expr": 'ALERTS{alertstate="firing"}'}
     return [
@@ -324,7 +328,8 @@ def alert_scenarios() -> list[dict[str, Any]]:
         {"interval": "1m", "input_series": fail_rate, "promql_expr_test": [
             {**firing, "eval_time": "85m", "exp_samples": []},
             {**firing, "eval_time": "150m",
-             "exp_samples": [alert("InspectorFailRateHigh", "warning", instance=drift, camera="cam5")]},
+             "exp_samples": [alert("InspectorFailRateHigh", "warning", instance=drift, camera="cam5"),
+                             alert("InspectorScoreDrift", "warning", instance=drift, camera="cam5")]},
         ]},
     ]  # fmt: skip
 

@@ -44,6 +44,9 @@ VIDEO_FRAMES = 40
 VIDEO_FPS = 10.0
 VIDEO_SIDE_PX = 160  # the size of conftest's synthetic gallery images
 DEFECT_EVERY = 4
+DRIFT_MIN_PASS_SCORES = 5  # the drift gauges have values within the test's first seconds
+DRIFT_PANEL = "PASS score drift (median / calibration median)"
+DRIFT_RULE = "InspectorScoreDrift"
 # Panels allowed to return no data, with the reason. GPU memory comes from NVIDIA's dcgm-exporter, which
 # only runs on GPU machines; its query must still parse and evaluate.
 NO_DATA_EXPECTED = {"GPU memory": "dcgm-exporter (DCGM_FI_DEV_FB_*) runs only on GPU machines"}
@@ -226,6 +229,12 @@ bind = "tcp://127.0.0.1:{free_port()}"
 [metrics]
 port = {metrics_port}
 
+[archive]
+directory = "{folder / "archive"}"
+
+[drift]
+min_pass_scores = {DRIFT_MIN_PASS_SCORES}
+
 [logging]
 format = "json"
 """
@@ -326,6 +335,10 @@ def test_prometheus_runs_every_dashboard_and_rule_query_against_the_daemon(
         assert series and all(label in s["metric"] for s in series), f"variable {name}: no {label} values"
     cameras = {s["metric"]["camera"] for s in prom.query("inspector_camera_up")["data"]["result"]}
     assert cameras == {"line", "ghost"}
+    # The drift panel shows the line camera near the gallery's world (same synthetic parts and camera).
+    (drift,) = [q for q in dashboard_queries() if q.source == f"panel {DRIFT_PANEL}"]
+    ratios = {s["metric"]["camera"]: float(s["value"][1]) for s in prom.query(drift.expr)["data"]["result"]}
+    assert 0.0 < ratios["line"] < math.inf, ratios
 
     # Names the daemon declares (# TYPE), with or without samples yet (no drop so far, for instance).
     with urllib.request.urlopen(f"http://{prom.target}/metrics", timeout=HTTP_TIMEOUT_S) as response:
@@ -345,7 +358,7 @@ def test_prometheus_loads_and_evaluates_every_rule_without_error(scraped_daemon:
         if len(evaluated) == len(expected) or time.monotonic() > deadline:
             break
         time.sleep(POLL_S)
-    assert {r["name"] for r in rules} == expected
+    assert {r["name"] for r in rules} == expected and DRIFT_RULE in expected
     unhealthy = [f"{r['name']}: {r['health']} {r.get('lastError', '')}" for r in rules if r["health"] != "ok"]
     assert not unhealthy, unhealthy
     assert len(evaluated) == len(expected)
@@ -399,7 +412,8 @@ def test_dashboard_covers_every_view_the_line_needs() -> None:
     required = {
         "Frames per second per camera", "Verdict rate", "FAIL share per camera", "Stage latency p50 / p99",
         "End-to-end latency p50 / p99 (capture to publish)", "Queue depth", "Drops by reason", "Camera up",
-        "Camera reconnects", "Batch size", "Anomaly score distribution", "GPU memory",
+        "Camera reconnects", "Batch size", "Anomaly score distribution", "GPU memory", DRIFT_PANEL,
+        "PASS scores against the threshold", "Defect archive",
     }  # fmt: skip
     assert required <= titles, sorted(required - titles)
     camera_filtered = [

@@ -23,7 +23,7 @@ from inspector.model.build import (
     threshold_at_rate,
 )
 from inspector.model.digest import file_sha256
-from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector
+from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, calibrated_score_median
 from inspector.model.gallery import Gallery, load_gallery, save_gallery
 from inspector.model.manifest import Calibration
 from inspector.model.preprocess import ImageReadError, Prepared, read_image
@@ -148,6 +148,13 @@ def test_leave_one_out_threshold_lets_at_most_the_target_rate_of_normal_scores_a
     _assert_threshold_at_rate(cal.pixel_threshold, maxima, PIXEL_RATE)
     assert cal.map_max_median == pytest.approx(float(np.median(maxima)), rel=MATCH_RTOL)
     assert cal.score_median == pytest.approx(float(np.median(knn)), rel=MATCH_RTOL)
+    # The drift gauges' reference: the median of the scores in the gallery's own mode.
+    assert cal.image_score_median == pytest.approx(float(np.median(scores)), rel=MATCH_RTOL)
+    assert calibrated_score_median(cal, mode) == cal.image_score_median
+    older = cal.model_copy(update={"image_score_median": None})  # a gallery calibrated before it was recorded
+    expected = {"map_max": cal.map_max_median, "knn_pooled": cal.score_median}[mode]
+    assert calibrated_score_median(older, mode) == expected
+    assert calibrated_score_median(older, "knn_plus_map") is None
 
 
 def test_holdout_calibration_scores_a_separate_normal_folder_against_the_whole_gallery(

@@ -11,6 +11,7 @@ import pytest
 from inspector.model.preprocess import (
     ImageReadError,
     PreprocessSpec,
+    crop_box,
     prepare_batch,
     read_image,
     resize_and_crop,
@@ -162,3 +163,44 @@ def test_read_image_errors_name_the_file(
         read_image(path)
     assert str(path) in str(info.value) and reason in str(info.value)
     assert "\n" not in str(info.value)
+
+
+SPOT_PX = 6  # side of the bright square whose position is followed through resize and crop
+SPOT_TOLERANCE_CROP_PX = 1.0  # centroids agree within one crop pixel
+
+
+@pytest.mark.parametrize("keep_aspect", [False, True])
+@pytest.mark.parametrize(
+    ("shape", "spot"), [((100, 200), (40, 150)), ((240, 120), (100, 30)), ((128, 128), (60, 70))]
+)
+def test_crop_box_puts_a_frame_spot_where_resize_and_crop_draws_it(
+    keep_aspect: bool, shape: tuple[int, int], spot: tuple[int, int]
+) -> None:
+    spec = _spec(keep_aspect)
+    image = np.zeros((*shape, 3), np.uint8)
+    y, x = spot
+    image[y : y + SPOT_PX, x : x + SPOT_PX] = 255
+    crop, _ = resize_and_crop(image, spec)
+    box = crop_box(*shape, spec)
+    weights = crop.max(axis=2).astype(np.float64)
+    ys, xs = np.indices(weights.shape)
+    u, v = (xs * weights).sum() / weights.sum() + 0.5, (ys * weights).sum() / weights.sum() + 0.5
+    fx, fy = box.to_frame(u, v)
+    per_crop_px = (box.x1 - box.x0) / box.side_px
+    assert abs(fx - (x + SPOT_PX / 2)) <= SPOT_TOLERANCE_CROP_PX * per_crop_px
+    assert abs(fy - (y + SPOT_PX / 2)) <= SPOT_TOLERANCE_CROP_PX * per_crop_px
+
+
+def test_crop_box_of_a_letterboxed_wide_image_reaches_outside_the_frame_vertically() -> None:
+    # 100 x 200 into 128: scaled 64 x 128 at top 32; the crop starts 8 canvas pixels in.
+    box = crop_box(100, 200, _spec(keep_aspect=True))
+    assert (box.x0, box.x1) == pytest.approx((8 * 200 / 128, 120 * 200 / 128))
+    assert (box.y0, box.y1) == pytest.approx(((8 - 32) * 100 / 64, (120 - 32) * 100 / 64))
+    assert box.side_px == CROP_PX
+
+
+def test_prepare_batch_gives_each_image_its_crop_box() -> None:
+    images = [np.zeros((100, 200, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)]
+    prepared = prepare_batch(images, _spec(keep_aspect=False))
+    spec = _spec(keep_aspect=False)
+    assert prepared.boxes == [crop_box(100, 200, spec), crop_box(64, 64, spec)]

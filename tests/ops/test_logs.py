@@ -16,7 +16,7 @@ import structlog
 from pydantic import ValidationError
 
 from inspector.config.logs import LoggingConfig
-from inspector.ops.logs import HANDLER_MARK, configure_logging, frame_logger, get_logger
+from inspector.ops.logs import HANDLER_MARK, LogThrottle, configure_logging, frame_logger, get_logger
 from tests.support import REPO_ROOT
 
 ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z"
@@ -130,3 +130,16 @@ def test_import_does_not_configure_logging() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_log_throttle_lets_one_line_per_key_and_interval_through_and_counts_the_rest() -> None:
+    now = [0.0]
+    throttle = LogThrottle(60.0, clock=lambda: now[0])
+    assert throttle.allow("disk_full") == 0
+    assert throttle.allow("disk_full") is None
+    assert throttle.allow("read_only") == 0  # another key has its own budget
+    now[0] = 30.0
+    assert throttle.allow("disk_full") is None
+    now[0] = 61.0
+    assert throttle.allow("disk_full") == 2  # two lines were held back since the last one
+    assert throttle.allow("disk_full") is None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -12,8 +16,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from inspector.capture import shared as capture_shared
 from inspector.config.metrics import MetricsConfig
-from inspector.ops.metrics import InspectorMetrics, MetricsError, MetricsServer, start_http_server
+from inspector.core.names import DROP_REASONS, QUEUES, VERDICTS
+from inspector.daemon import ledger as daemon_ledger
+from inspector.daemon import pipeline as daemon_pipeline
+from inspector.ops.endpoint import MetricsError, MetricsServer
+from inspector.ops.metrics import InspectorMetrics, start_http_server
 
 SCRAPE_TIMEOUT_S = 5.0
 T0 = 1_714_564_800.0
@@ -55,7 +64,7 @@ def test_scraped_counters_follow_increments(served: tuple[InspectorMetrics, Metr
     metrics.frames_dropped.labels(camera="cam1", reason="queue_full").inc(2)
     metrics.camera_up.labels(camera="cam1").set(1)
     metrics.camera_reconnects.labels(camera="cam1").inc()
-    metrics.queue_depth.labels(queue="frames").set(5)
+    metrics.queue_depth.labels(queue="capture", camera="cam1").set(5)
     families = scrape(port)
     assert sample_value(families, "inspector_frames_captured", "inspector_frames_captured_total") == 3
     assert (
@@ -69,7 +78,10 @@ def test_scraped_counters_follow_increments(served: tuple[InspectorMetrics, Metr
         == 2
     )
     assert sample_value(families, "inspector_camera_up", "inspector_camera_up", camera="cam1") == 1
-    assert sample_value(families, "inspector_queue_depth", "inspector_queue_depth", queue="frames") == 5
+    depth = sample_value(
+        families, "inspector_queue_depth", "inspector_queue_depth", queue="capture", camera="cam1"
+    )
+    assert depth == 5
     assert sample_value(families, "inspector_verdicts", "inspector_verdicts_total", verdict="TIMEOUT") == 0
 
 
@@ -90,7 +102,10 @@ def test_record_verdict_updates_counts_score_and_latencies(
     assert sample_value(families, "inspector_anomaly_score", "inspector_anomaly_score_bucket", le="2.5") == 0
     assert sample_value(families, "inspector_anomaly_score", "inspector_anomaly_score_bucket", le="4.0") == 1
     stage = "inspector_stage_latency_seconds"
-    assert sample_value(families, stage, stage + "_sum", stage="backbone") == pytest.approx(0.012)
+    assert sample_value(families, stage, stage + "_sum", camera="cam1", stage="backbone") == pytest.approx(
+        0.012
+    )
+    assert sample_value(families, stage, stage + "_sum", camera="cam1", stage="queue") == pytest.approx(0.003)
     assert not any(s.labels.get("stage") == "not_a_stage" for s in families[stage].samples)
     e2e = "inspector_end_to_end_latency_seconds"
     assert sample_value(families, e2e, e2e + "_count", camera="cam1") == 2
@@ -106,7 +121,7 @@ def test_state_info_and_batch_metrics_are_exported(
     metrics.set_gallery("cam1", "flange_b", "new", "efficientnet_lite0")
     metrics.set_ready(True)
     metrics.worker_last_progress.set(T0 + 5)
-    metrics.record_batch(8, {"backbone": 0.02})
+    metrics.record_batch(8)
     families = scrape(port)
     assert sample_value(families, "inspector_build_info", "inspector_build_info", version="0.1.0") == 1
     galleries = families["inspector_gallery_info"].samples
@@ -188,3 +203,94 @@ def test_close_frees_the_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET on the metrics endpoint, error statuses included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=SCRAPE_TIMEOUT_S) as resp:
+            return resp.status, resp.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+
+
+def test_healthz_answers_200_only_while_ready_and_other_paths_are_404() -> None:
+    registry = CollectorRegistry()
+    metrics = InspectorMetrics(registry, include_process_collector=False)
+    server, port = start_http_server(MetricsConfig(port=0), registry, metrics.is_ready)
+    try:
+        assert get(port, "/healthz") == (503, "not ready\n")
+        metrics.set_ready(True)
+        assert get(port, "/healthz") == (200, "ready\n")
+        metrics.set_ready(False)
+        assert get(port, "/healthz")[0] == 503
+        status, body = get(port, "/")
+        assert status == 404 and "/metrics" in body
+        assert get(port, "/metrics")[0] == 200
+    finally:
+        server.close()
+
+
+def test_every_series_of_a_camera_exists_at_zero_before_its_first_event(
+    served: tuple[InspectorMetrics, MetricsServer, int],
+) -> None:
+    metrics, _, port = served
+    metrics.init_camera("cam1")
+    families = scrape(port)
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        return sample_value(families, family, sample, camera="cam1", **labels)
+
+    assert {
+        value("inspector_frames_dropped", "inspector_frames_dropped_total", reason=r) for r in DROP_REASONS
+    } == {0}
+    assert {value("inspector_verdicts", "inspector_verdicts_total", verdict=v) for v in VERDICTS} == {0}
+    assert {value("inspector_queue_depth", "inspector_queue_depth", queue=q) for q in QUEUES} == {0}
+    stage = "inspector_stage_latency_seconds"
+    assert {value(stage, stage + "_count", stage=s) for s in ("queue", "backbone", "encode")} == {0}
+    archive = "inspector_archive_skipped_writes"
+    assert value(archive, archive + "_total", reason="read_only") == 0
+
+
+def test_the_endpoint_serves_no_created_series(served: tuple[InspectorMetrics, MetricsServer, int]) -> None:
+    metrics, _, port = served
+    metrics.init_camera("cam1")
+    metrics.record_verdict("cam1", "PASS", 0.5, LATENCY_MS)
+    text = get(port, "/metrics")[1]
+    assert "inspector_verdicts_total{" in text
+    assert "_created" not in text
+
+
+def test_every_drop_reason_of_capture_and_daemon_has_its_series() -> None:
+    # The metrics create DROP_REASONS at 0; a reason counted elsewhere but missing there would appear late.
+    reasons = {
+        value
+        for module in (capture_shared, daemon_ledger, daemon_pipeline)
+        for name, value in vars(module).items()
+        if name.startswith("DROP_") and isinstance(value, str)
+    }
+    assert reasons == set(DROP_REASONS)
+
+
+def test_promtool_check_metrics_finds_no_problem_in_what_the_daemon_exports(
+    served: tuple[InspectorMetrics, MetricsServer, int],
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: install Debian package 'prometheus' (apt-get install -y prometheus)")
+    metrics, _, port = served
+    metrics.set_build_info("0.1.0")
+    metrics.set_gallery("cam1", "flange", "abc", "efficientnet_lite0")
+    metrics.init_camera("cam1")
+    metrics.outputs.init_sink("archive")
+    metrics.record_verdict("cam1", "FAIL", 3.2, LATENCY_MS)
+    metrics.record_batch(4)
+    metrics.children.watch(lambda: {("camera", "cam1"): os.getpid()})
+    text = get(port, "/metrics")[1]
+    assert "inspector_child_cpu_seconds_total{" in text
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), (
+        done.stdout + done.stderr
+    )

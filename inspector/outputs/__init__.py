@@ -1,0 +1,1 @@
+"""Outputs after the bus: defect archive, results endpoint, live view and score drift, each a pipeline sink."""
