@@ -84,7 +84,7 @@ class Calibration(_Strict):
     target_false_reject_rate: float = Field(gt=0.0, lt=1.0)
     pixel_threshold: float
     pixel_target_rate: float = Field(gt=0.0, lt=1.0)
-    method: Annotated[str, AfterValidator(_one_of("leave_one_out", "holdout"))]
+    method: Annotated[str, AfterValidator(_one_of("leave_one_out", "leave_m_out", "k_fold", "holdout"))]
     n_images: int = Field(ge=1)
     score_median: float
     map_max_median: float
@@ -97,6 +97,27 @@ class Calibration(_Strict):
         "of the daemon's score drift gauges (absent in galleries calibrated before it was recorded).",
     )
     created_at: UtcTimestamp
+    # How the threshold was read from the normal scores, and what they support (absent: empirical, unstated).
+    neighbours_left_out: int | None = Field(default=None, ge=1, description="m of leave_m_out.")
+    folds: int | None = Field(default=None, ge=2, description="Folds of k_fold.")
+    tail: Annotated[str, AfterValidator(_one_of("empirical", "gaussian", "pareto"))] = "empirical"
+    tail_fraction: float | None = Field(default=None, gt=0.0, lt=1.0, description="Share the tail fit used.")
+    empirical_threshold: float | None = Field(
+        default=None,
+        description="The plain quantile of the normal scores at the target rate (for comparison).",
+    )
+    normal_above_threshold: int | None = Field(
+        default=None, ge=0, description="Normal calibration images scoring above the image threshold."
+    )
+    false_reject_upper_bound: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="One-sided 95% Clopper-Pearson upper bound on the false-reject rate these images support.",
+    )
+    images_needed: int | None = Field(
+        default=None, ge=1, description="Normal images a zero-failure check of the target needs at 95%."
+    )
 
 
 class GalleryManifest(_Strict):
