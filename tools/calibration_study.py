@@ -141,12 +141,13 @@ def study_category(
     insp = in_memory_inspector(engine, train, cfg)
     labels = np.array([int(t.defect_type != GOOD) for t in tests])
     defect_types = [t.defect_type for t in tests]
-    normals = {s.label: normal_scores_cached(insp, s, cache) for s in splits}
-    ref_scales = normals[splits[0].label][1]
+    normals = {splits[0].label: normal_scores_cached(insp, splits[0], cache)}
     masks = np.stack([load_mask(t, read_image(t.path).shape, insp) for t in tests])
+    ref_scales = normals[splits[0].label][1]  # the test set next: a run cut short still has a table
     test_scores, test_scales, metrics = test_scores_cached(
         insp, test, valid, ref_scales, masks, labels, cache
     )
+    normals |= {s.label: normal_scores_cached(insp, s, cache) for s in splits[1:]}
     rows = method_rows(normals, test_scores, test_scales, labels, defect_types, rate)
     return table_lines(rows, metrics, category.name)
 
