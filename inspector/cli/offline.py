@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspector.quality.evaluate import run_eval
 
     cfg = _config(args)
+    _apply_calibration_options(cfg, args)
     bars: list[tqdm[Any]] = []
 
     def progress(desc: str, total: int) -> Any:
@@ -181,14 +183,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         bars.append(progress_bar(total, desc))
         return bars[-1].update
 
+    start = time.monotonic()
     try:
-        metrics = run_eval(args.data, args.category, args.out, cfg, progress)
+        metrics = run_eval(args.data, args.category, args.out, cfg, progress, with_maps=args.save_maps)
     finally:
         for bar in bars:
             bar.close()
     for name, m in metrics.items():
         print(name + "  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
-    print(f"report: {args.out / 'report.md'}")
+    print(f"report: {args.out / 'report.md'} ({time.monotonic() - start:.0f} s)")
     return EXIT_OK
 
 
@@ -263,8 +266,13 @@ def add_offline_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
     e = sub.add_parser("eval", help="evaluate on labelled data (MVTec layout) and write a report")
     e.add_argument("--data", type=Path, required=True, help="a category folder or a folder of categories")
+    _add_calibration_options(e)
     e.add_argument("--category", action="append", default=None, help="only these categories (repeatable)")
     e.add_argument("--out", type=Path, required=True, help="report folder")
+    e.add_argument(
+        "--save-maps", action="store_true",
+        help="also write maps_<category>.npz (anomaly maps, masks, scores; np.load with allow_pickle=False)",
+    )  # fmt: skip
     _add_config(e)
     e.set_defaults(func=cmd_eval)
 
