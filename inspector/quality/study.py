@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +127,7 @@ def evaluate_threshold(
 
 
 def method_rows(
-    normals: dict[str, tuple[Scores, list[float] | None]],
+    normals: Mapping[str, tuple[Scores, list[float] | None]],
     test: Scores,
     test_scales: list[float] | None,
     labels: np.ndarray,
