@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from inspector.cli.keys import add_sign_command
 from inspector.cli.progress import progress_bar
 from inspector.config.load import load_config
 from inspector.config.root import InspectorConfig
@@ -175,9 +176,9 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Register ``gallery build|calibrate|info``."""
+    """Register ``gallery build|calibrate|add|info|sign``."""
     gal = sub.add_parser("gallery", help="build, calibrate and inspect galleries").add_subparsers(
-        dest="gallery_command", required=True, metavar="{build,calibrate,add,info}"
+        dest="gallery_command", required=True, metavar="{build,calibrate,add,info,sign}"
     )
     b = gal.add_parser("build", help="build a gallery from known-good images (and calibrate it)")
     b.add_argument("--images", type=Path, required=True, help="folder of known-good images")
@@ -210,6 +211,7 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     i.add_argument("gallery", type=Path, help="gallery file")
     i.add_argument("--sources", action="store_true", help="list every source image")
     i.set_defaults(func=cmd_gallery_info)
+    add_sign_command(gal)
 
 
 def add_offline_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:

@@ -191,6 +191,9 @@ class Inspector:
         self.engine = engine
         self.gallery = gallery
         self.config = engine.config
+        self.signed_by: str | None = (
+            None  # fingerprint of the key whose signature the daemon's loader checked
+        )
         cal = gallery.manifest.calibration
         if require_calibration and cal is None:
             raise EngineError(
