@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from inspector import __version__
 from inspector.cli.daemon import add_daemon_commands
+from inspector.cli.keys import add_key_commands
 from inspector.cli.offline import add_offline_commands
 from inspector.cli.opcua import add_opcua_commands
 from inspector.config.load import ConfigError
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_offline_commands(sub)
     add_daemon_commands(sub)
     add_opcua_commands(sub)
+    add_key_commands(sub)
     return parser
 
 

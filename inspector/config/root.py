@@ -22,6 +22,7 @@ from inspector.config.opcua import OpcUaConfig
 from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.config.security import SecurityConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
 
@@ -63,6 +64,7 @@ class InspectorConfig(BaseSettings):
     liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     shutdown_timeout_s: float = Field(
         DEFAULT_SHUTDOWN_TIMEOUT_S,
         gt=0.0,

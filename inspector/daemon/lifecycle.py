@@ -171,7 +171,7 @@ class Daemon:
             info = products.info(name)
             self._log.info(
                 "gallery_validated", product=name, gallery=info.gallery_hash, images=info.image_count,
-                backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1),
+                backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1), signed_by=info.signed_by,
             )  # fmt: skip
         self._warn_unused_keys()
         if cfg.worker.warmup and not self.stop_event.is_set():
