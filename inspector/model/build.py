@@ -19,8 +19,8 @@ from inspector.core.names import IMAGE_SUFFIXES
 from inspector.model import calibration as calib
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores, iter_batches
-from inspector.model.gallery import Gallery, load_gallery, save_gallery, update_calibration
-from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage
+from inspector.model.gallery import Gallery, load_gallery, migrate_legacy, save_gallery, update_calibration
+from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage, median
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
 
@@ -216,34 +216,42 @@ def thresholds_from_scores(
     """The calibration record of normal scores: both thresholds by the chosen tail estimate, and what the
     images support (failures among them, the 95% upper bound on the false-reject rate, images needed)."""
     raw, cfg = normal.raw, calibration
-    pareto = cfg.tail == "pareto"
+    knn = [float(v) for v in raw.knn]
+    map_maxima = [float(v) for v in raw.map_max]
+    pixel = calib.threshold_for(np.array(map_maxima), cfg.pixel_target_rate, cfg.tail, cfg.tail_fraction)
     provisional = Calibration(
         image_threshold=0.0,
         target_false_reject_rate=cfg.target_false_reject_rate,
-        pixel_threshold=calib.threshold_for(raw.map_max, cfg.pixel_target_rate, cfg.tail, cfg.tail_fraction),
+        pixel_threshold=pixel,
         pixel_target_rate=cfg.pixel_target_rate,
         method=normal.method,
-        n_images=int(raw.knn.shape[0]),
-        score_median=float(np.median(raw.knn)) or 1.0,
-        map_max_median=float(np.median(raw.map_max)) or 1.0,
+        n_images=len(knn),
+        score_median=median(knn) or 1.0,
+        map_max_median=median(map_maxima) or 1.0,
         stage_scales=normal.scales,
+        normal_scores=map_maxima,  # replaced below, once the scores are combined with these medians
+        normal_knn=knn,
+        normal_map_max=map_maxima,
         created_at=utc_now(),
         neighbours_left_out=cfg.neighbours_left_out if normal.method == "leave_m_out" else None,
         folds=cfg.folds if normal.method == "k_fold" else None,
         tail=cfg.tail,
-        tail_fraction=cfg.tail_fraction if pareto else None,
+        tail_fraction=cfg.tail_fraction if cfg.tail == "pareto" else None,
     )
-    scores = inspector.combine(raw, provisional)
+    # float64 from the recorded values, so that a loader recomputes the very same thresholds
+    scores = [float(v) for v in np.ravel(inspector.combine(raw, provisional))]
+    values = np.array(scores)
     rate = cfg.target_false_reject_rate
-    image = calib.threshold_for(scores, rate, cfg.tail, cfg.tail_fraction)
-    above = int(np.count_nonzero(scores > image))
+    image = calib.threshold_for(values, rate, cfg.tail, cfg.tail_fraction)
+    above = int(np.count_nonzero(values > image))
     return provisional.model_copy(
         update={
             "image_threshold": image,
-            "image_score_median": float(np.median(scores)),
-            "empirical_threshold": calib.threshold_at_rate(scores, rate),
+            "image_score_median": median(scores),
+            "normal_scores": scores,
+            "empirical_threshold": calib.threshold_at_rate(values, rate),
             "normal_above_threshold": above,
-            "false_reject_upper_bound": calib.upper_bound(above, scores.size),
+            "false_reject_upper_bound": calib.upper_bound(above, values.size),
             "images_needed": calib.images_needed(rate),
         }
     )
@@ -275,9 +283,12 @@ def calibrate_gallery(
     Without ``normal_images`` each gallery image is scored against the gallery without itself and the images
     ``calibration.leave_out`` names; with them, those images are scored against the whole gallery.
 
+    A format-version-1 gallery is first rewritten as the current version (see :func:`migrate_legacy`).
+
     Returns:
-        The calibration written to the manifest.
+        The calibration written to the manifest, with the normal scores it was computed from.
     """
+    migrate_legacy(path)
     inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
     final = thresholds_from_scores(
         inspector, score_normals(inspector, calibration, normal_images, progress), calibration

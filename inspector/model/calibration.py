@@ -9,6 +9,7 @@ import numpy as np
 
 from inspector.config.calibration import LeaveOut, Tail
 
+TAIL_FRACTION_DEFAULT = 0.2  # of a record that does not state its tail fraction
 CONFIDENCE = 0.95  # of every bound and interval stated to the engineer
 MIN_TAIL_POINTS = 10  # fewest exceedances a Pareto tail is fitted to
 MIN_FIT_POINTS = 3  # below this many exceedances (or with no spread) the empirical quantile is used

@@ -48,6 +48,7 @@ def test_report_lines_state_the_interval_the_range_and_the_supported_bound() -> 
         image_threshold=1.5, target_false_reject_rate=0.01, pixel_threshold=1.0, pixel_target_rate=0.01,
         method="leave_m_out", n_images=54, score_median=1.0, map_max_median=1.0, created_at="2026-01-01T00:00:00Z",
         neighbours_left_out=5, normal_above_threshold=0, false_reject_upper_bound=0.0540, images_needed=299,
+        normal_scores=[1.0] * 54, normal_knn=[1.0] * 54, normal_map_max=[1.0] * 54,
     )  # fmt: skip
     text = " ".join(calibration_lines(cal))
     assert "leave_m_out (m=5), empirical tail, 54 normal images" in text
