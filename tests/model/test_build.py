@@ -230,6 +230,9 @@ def test_fitted_tail_thresholds_are_read_from_the_same_normal_scores(
     assert cal.empirical_threshold == pytest.approx(empirical.image_threshold, rel=MATCH_RTOL)
     assert cal.image_threshold != pytest.approx(empirical.image_threshold, rel=MATCH_RTOL)
     assert cal.tail_fraction == (CAL.tail_fraction if tail == "pareto" else None)
+    assert cal.inconsistencies() == []  # a loader recomputes the fitted threshold from the recorded scores
+    edited = cal.model_copy(update={"image_threshold": cal.image_threshold * 1.01})
+    assert any("image_threshold" in p for p in edited.inconsistencies())
 
 
 def test_holdout_calibration_scores_a_separate_normal_folder_against_the_whole_gallery(
