@@ -26,7 +26,7 @@ class CalibrationConfig(StrictModel):
         "of the per-image maximum of normal anomaly maps.",
     )
     leave_out: LeaveOut = Field(
-        "leave_m_out",
+        "leave_one_out",
         description="Without separate normal images, what each gallery image is scored without: "
         "leave_one_out (itself), leave_m_out (itself and its m most similar gallery images: near-duplicates "
         "such as sequential captures), k_fold (its whole fold of consecutive gallery images).",
