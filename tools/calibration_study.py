@@ -16,6 +16,7 @@ import inspector as _package  # noqa: F401 - first: sets OMP_WAIT_POLICY before 
 # isort: split
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def _load(path: Path) -> tuple[Scores, list[float] | None, float]:
 
 def normal_scores_cached(insp: Inspector, split: Split, cache: Path) -> tuple[Scores, list[float] | None]:
     """The gallery's normal scores for one way of leaving images out (computed once, then read)."""
-    path = cache / f"normal_{split.label.replace(':', '_')}.npz"
+    path = _split_path(cache, split)
     if not path.exists():
         start = time.perf_counter()
         cfg = CalibrationConfig(leave_out=split.leave_out, neighbours_left_out=split.m, folds=split.folds)
@@ -123,6 +124,31 @@ def test_scores_cached(
     }
     print(f"  test scores: {labels.size} images, {seconds:.0f} s; {metrics}", flush=True)
     return scores, used, metrics
+
+
+def _split_path(cache: Path, split: Split) -> Path:
+    return cache / f"normal_{split.label.replace(':', '_')}.npz"
+
+
+def analyse_cached(category: Path, splits: list[Split], cache: Path, rate: float) -> list[str]:
+    """The table from cached scores only (no network run): the splits whose scores are cached."""
+    tests = list_tests(category)
+    labels = np.array([int(t.defect_type != GOOD) for t in tests])
+    normals = {}
+    for split in splits:
+        if _split_path(cache, split).exists():
+            scores, scales, seconds = _load(_split_path(cache, split))
+            print(f"  normal scores {split.label}: {scores.knn.size} images, {seconds:.0f} s", flush=True)
+            normals[split.label] = (scores, scales)
+    test, test_scales, seconds = _load(cache / "test.npz")
+    with np.load(cache / "test_metrics.npz", allow_pickle=False) as z:
+        metrics = {"pixel_auroc": float(z["pixel"]), "pro": float(z["pro"])}
+    metrics |= {
+        f"image_auroc_{k}": image_auroc(labels, getattr(test, k)) for k in ("knn", "map_max", "map_top_mean")
+    }
+    print(f"  test scores: {labels.size} images, {seconds:.0f} s", flush=True)
+    rows = method_rows(normals, test, test_scales, labels, [t.defect_type for t in tests], rate)
+    return table_lines(rows, metrics, category.name)
 
 
 def study_category(
@@ -165,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--cached-only", action="store_true", help="only tabulate the scores already cached")
     args = ap.parse_args(argv)
     cfg = ModelConfig.model_validate(
         {"backbone": args.backbone, "resize_px": args.resize, "crop_px": args.crop}
@@ -172,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     variant = f"{args.backbone}_{args.resize}_{args.crop}"
     lines: list[str] = []
     for category in args.data:
-        lines += study_category(category, cfg, parse_splits(args.splits), args.cache / variant / category.name,
-                                args.rate)  # fmt: skip
+        run = analyse_cached if args.cached_only else functools.partial(study_category, cfg=cfg)
+        lines += run(category, splits=parse_splits(args.splits), cache=args.cache / variant / category.name,
+                     rate=args.rate)  # fmt: skip
         print("\n".join(lines), flush=True)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
