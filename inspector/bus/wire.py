@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from inspector.core.errors import validation_lines
 from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, CameraState, Verdict
 
-SCHEMA_VERSION = 2  # 2: verdicts name their product; heartbeat cameras carry a state (paused)
+SCHEMA_VERSION = 3  # 2: verdicts name their product, heartbeat cameras a state; 3: verdicts carry age_ms
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -110,6 +110,10 @@ class VerdictHeader(_WireModel):
     part_id: str | None = Field(default=None, description="Part identifier (e.g. from a trigger or barcode).")
     captured_at: Timestamp
     published_at: Timestamp
+    age_ms: LatencyMs = Field(
+        description="How old the verdict was when sent: milliseconds from capture to publish (monotonic "
+        "clock). Add the time since published_at to get its age on arrival; older than the line's budget: reject."
+    )
     verdict: Verdict
     score: FiniteFloat | None = Field(
         default=None, description="Image anomaly score; required for PASS/FAIL."

@@ -39,6 +39,10 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     tail.add_argument("--count", type=int, default=None, help="exit after N verdicts")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.add_argument(
+        "--max-age-ms", type=float, default=2000.0,
+        help="warn (stale) on a verdict older than this on arrival: the line's budget (default 2000)",
+    )  # fmt: skip
     tail.set_defaults(func=cmd_tail)
 
     add_ctl_command(subparsers)
@@ -239,7 +243,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     try:
         with capture_signals(lambda _name: stop.set()):
             topics = args.topics or [VERDICT_TOPIC_PREFIX]
-            return tail(args.connect, context, sys.stdout, args.count, topics, stop, as_json=args.json)
+            return tail(
+                args.connect, context, sys.stdout, args.count, topics, stop,
+                as_json=args.json, max_age_ms=args.max_age_ms,
+            )  # fmt: skip
     finally:
         context.term()
 
