@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from inspector.core.errors import validation_lines
 from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, CameraState, Verdict
 
-SCHEMA_VERSION = 3  # 2: verdicts name their product, heartbeat cameras a state; 3: verdicts carry age_ms
+SCHEMA_VERSION = 3  # 2: product, camera state; 3: verdict age_ms, camera state starting
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -159,8 +159,9 @@ class CameraStatus(_WireModel):
     """One camera's state inside a heartbeat."""
 
     state: CameraState = Field(
-        description="up: delivering frames; down: not delivering (reconnecting); paused: stopped by the control "
-        "socket (not a fault); ended: a file or folder source finished."
+        description="starting: opening its source for the first time (not a fault); up: delivering frames; "
+        "down: not delivering (reconnecting after a failure); paused: stopped by the control socket (not a "
+        "fault); ended: a file or folder source finished."
     )
     up: bool = Field(description="The camera is connected and delivering frames.")
     frames: int = Field(ge=0, description="Frames captured since the daemon started.")

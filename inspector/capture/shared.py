@@ -69,9 +69,12 @@ class CameraStats:
 
     @property
     def state(self) -> CameraState:
-        """paused, up, ended (a finite source finished) or down."""
+        """paused, up, ended (a finite source finished), starting (no frame and no failure yet) or down."""
         if self.paused:
             return "paused"
         if self.up:
             return "up"
-        return "ended" if self.ended else "down"
+        if self.ended:
+            return "ended"
+        never_failed = not (self.captured or self.reconnects or self.restarts or self.last_error)
+        return "starting" if never_failed else "down"

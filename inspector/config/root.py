@@ -21,6 +21,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.config.supervision import SupervisionConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
 
@@ -61,6 +62,7 @@ class InspectorConfig(BaseSettings):
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     shutdown_timeout_s: float = Field(
         DEFAULT_SHUTDOWN_TIMEOUT_S,
         gt=0.0,
