@@ -14,18 +14,10 @@ from inspector import __version__
 from inspector.bus.publisher import Publisher, run_heartbeats
 from inspector.bus.wire import new_boot_id
 from inspector.capture.manager import CaptureManager
-from inspector.capture.shared import (
-    EVENT_CAPTURED,
-    EVENT_DOWN,
-    EVENT_DROPPED_PREFIX,
-    EVENT_ENDED,
-    EVENT_RECONNECT,
-    EVENT_RESTART,
-    EVENT_UP,
-)
 from inspector.config.root import InspectorConfig
 from inspector.core.budget import RestartBudget
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
+from inspector.daemon.accounting import CaptureEvents, count_undelivered, update_gauges
 from inspector.daemon.batching import Batcher
 from inspector.daemon.early import EarlyHeartbeat
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
@@ -230,7 +222,7 @@ class Daemon:
         assert self._loader is not None  # set by _load_products
         budget = (cfg.supervision.restart_budget, cfg.supervision.restart_window_s)
         self._capture = CaptureManager(
-            cfg.cameras, self._capture_stop, on_event=self._on_capture_event, restart_budget=budget
+            cfg.cameras, self._capture_stop, on_event=CaptureEvents(self.metrics), restart_budget=budget
         )
         self._capture.start()
         self.metrics.children.watch(self._child_pids)
@@ -347,7 +339,7 @@ class Daemon:
         lost = self.ledger.abandon(DROP_SHUTDOWN_TIMEOUT if pipeline_alive else DROP_PIPELINE_FAILED)
         for frame in lost:
             self._log.error("frame_unfinished_at_shutdown", camera=frame.camera, seq=frame.seq)
-        undelivered = self._count_undelivered()
+        undelivered = count_undelivered(self.config, self._capture, self.metrics)
         self.status.record_undelivered(undelivered)
         if lost or undelivered:
             self._log.error(
@@ -356,24 +348,6 @@ class Daemon:
                 undelivered=undelivered,
                 shutdown_timeout_s=self.config.shutdown_timeout_s,
             )
-
-    def _count_undelivered(self) -> dict[str, int]:
-        """Frames captured but never handed to the pipeline (only after a failed shutdown): counted dropped.
-
-        An external-trigger camera's frames have no place in its sequence until a trigger picks them: not counted.
-        """
-        if self._capture is None:
-            return {}
-        left: dict[str, int] = {}
-        external = set(self.config.external_cameras)
-        for name, st in self._capture.stats().items():
-            if name in external:
-                continue
-            count = st.captured - st.delivered - sum(st.dropped_by_reason.values())
-            if count > 0:
-                left[name] = count
-                self.metrics.frames_dropped.labels(camera=name, reason=DROP_SHUTDOWN_TIMEOUT).inc(count)
-        return left
 
     def _close_outputs(self) -> None:
         self._stop_outputs()
@@ -419,22 +393,6 @@ class Daemon:
         except Exception:  # noqa: BLE001 - heartbeats must never take the daemon down
             self._log.error("heartbeat_failed", exc_info=True)
 
-    def _on_capture_event(self, camera: str, name: str, value: float) -> None:
-        m = self.metrics
-        if name == EVENT_CAPTURED:
-            m.frames_captured.labels(camera=camera).inc(value)
-        elif name == EVENT_RECONNECT:
-            m.camera_reconnects.labels(camera=camera).inc(value)
-        elif name.startswith(EVENT_DROPPED_PREFIX):
-            reason = name[len(EVENT_DROPPED_PREFIX) :]
-            m.frames_dropped.labels(camera=camera, reason=reason).inc(value)
-        elif name == EVENT_UP:
-            m.camera_up.labels(camera=camera).set(1)
-        elif name in (EVENT_DOWN, EVENT_ENDED, EVENT_RESTART):
-            m.camera_up.labels(camera=camera).set(0)
-            if name == EVENT_RESTART:
-                m.restarts.labels(kind="camera", name=camera).inc()
-
     # ------------------------------------------------------------------------------------------ state
 
     @property
@@ -456,16 +414,6 @@ class Daemon:
         return {key: pid for key, pid in pids.items() if pid is not None}
 
     def _update_gauges(self) -> None:
-        if self._pipeline is not None:
-            queued = self._pipeline.queued_by_camera()
-            for cam in self.config.cameras:
-                self.metrics.queue_depth.labels(queue="batcher", camera=cam.name).set(queued.get(cam.name, 0))
-            progress_at = self._wall() - self._pipeline.stalled_for_s()
-            self.metrics.worker_last_progress.set(progress_at)
-        if self._capture is not None:
-            for name, st in self._capture.stats().items():
-                waiting = st.captured - st.delivered - sum(st.dropped_by_reason.values())
-                self.metrics.queue_depth.labels(queue="capture", camera=name).set(max(0, waiting))
-                self.metrics.camera_up.labels(camera=name).set(1 if st.up else 0)
+        update_gauges(self.metrics, self.config, self._pipeline, self._capture, self._wall)
         if self._outputs is not None:
             self._outputs.update_gauges()
