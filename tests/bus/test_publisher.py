@@ -328,6 +328,7 @@ def drain(sock: zmq.Socket[bytes], idle_ms: int = 500) -> list[int]:
     return seqs
 
 
+@pytest.mark.faults
 def test_a_stalled_subscriber_loses_messages_with_a_gap_while_an_active_one_gets_every_verdict(
     context: Context,
 ) -> None:
