@@ -10,6 +10,7 @@ from typing import TextIO
 
 import zmq
 
+from inspector.bus.curve import CurveClient
 from inspector.bus.wire import (
     HEARTBEAT_TOPIC,
     VERDICT_TOPIC_PREFIX,
@@ -203,6 +204,7 @@ def tail(
     topics: Sequence[str],
     stop_event: threading.Event,
     as_json: bool = False,
+    curve: CurveClient | None = None,
 ) -> int:
     """Subscribe to a verdict bus and print what arrives until ``count`` verdicts or ``stop_event``.
 
@@ -216,6 +218,7 @@ def tail(
         topics: subscription prefixes, e.g. ``["verdict."]`` or ``["verdict.cam1"]``.
         stop_event: set from another thread or a signal handler to stop.
         as_json: print JSON objects instead of text lines.
+        curve: connect as this CURVE client (the daemon's ``[security]`` CURVE is on).
 
     Returns:
         Exit status: 0, or ``EXIT_USAGE`` (2) when the endpoint is invalid.
@@ -223,6 +226,8 @@ def tail(
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+    if curve is not None:
+        curve.apply(sock)
     try:
         try:
             sock.connect(connect)

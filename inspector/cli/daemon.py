@@ -7,11 +7,15 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inspector.config.load import ConfigError, gallery_field, load_run_config
 from inspector.config.proxy import DEFAULT_HWM
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+
+if TYPE_CHECKING:
+    from inspector.bus.curve import CurveClient, CurveServer  # zmq loads only in the commands that use it
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -39,6 +43,7 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     tail.add_argument("--count", type=int, default=None, help="exit after N verdicts")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    add_curve_client_options(tail)
     tail.set_defaults(func=cmd_tail)
 
     add_ctl_command(subparsers)
@@ -58,6 +63,8 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     )
     proxy.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="socket high-water mark in messages")
     proxy.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="lowest log level written")
+    add_curve_client_options(proxy)
+    add_curve_backend_options(proxy)
     proxy.set_defaults(func=cmd_proxy)
 
 
@@ -93,7 +100,59 @@ def add_ctl_command(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     ):
         p = cmds.add_parser(name, help=text)
         p.add_argument("camera", help="camera name")
+    add_curve_client_options(ctl)
     ctl.set_defaults(func=cmd_ctl)
+
+
+def add_curve_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--curve-client-key`` and ``--curve-server-key``: connect as a CURVE client (both, or neither)."""
+    parser.add_argument(
+        "--curve-client-key", type=Path, default=None, metavar="FILE",
+        help="this client's CURVE secret key file (NAME.key_secret, inspector keys generate --curve)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve-server-key", type=Path, default=None, metavar="FILE",
+        help="the daemon's CURVE public key file (its NAME.key)",
+    )  # fmt: skip
+
+
+def add_curve_backend_options(parser: argparse.ArgumentParser) -> None:
+    """The proxy's consumer side: its own CURVE secret key and the consumers allowed."""
+    parser.add_argument(
+        "--curve-backend-key", type=Path, default=None, metavar="FILE",
+        help="serve the backend with CURVE: the proxy's secret key file (NAME.key_secret)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve-allow", type=Path, action="append", default=[], metavar="FILE",
+        help="a consumer's CURVE public key file allowed on the backend (repeatable)",
+    )  # fmt: skip
+
+
+def curve_client(args: argparse.Namespace) -> CurveClient | None:
+    """The CURVE client of the command-line options (None without them).
+
+    Raises:
+        KeyFileError: only one of the two options, or a key file that cannot be used.
+    """
+    from inspector.bus.curve import client_setup
+
+    return client_setup(args.curve_client_key, args.curve_server_key)
+
+
+def curve_backend(args: argparse.Namespace) -> CurveServer | None:
+    """The proxy's CURVE server identity (None without ``--curve-backend-key``).
+
+    Raises:
+        KeyFileError: a key file cannot be used, or keys given without the other half.
+    """
+    from inspector.bus.curve import load_curve_server
+    from inspector.core.keyfiles import KeyFileError
+
+    if args.curve_backend_key is None and args.curve_allow:
+        raise KeyFileError(args.curve_allow[0], "--curve-allow needs --curve-backend-key")
+    if args.curve_backend_key is not None and not args.curve_allow:
+        raise KeyFileError(args.curve_backend_key, "--curve-backend-key needs at least one --curve-allow")
+    return load_curve_server(args.curve_backend_key, args.curve_allow)
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -110,7 +169,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             payload[key] = getattr(args, key)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        answer = request(context, args.connect, payload, args.timeout_s)
+        answer = request(context, args.connect, payload, args.timeout_s, curve_client(args))
     except ControlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -240,7 +299,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     try:
         with capture_signals(lambda _name: stop.set()):
             topics = args.topics or [VERDICT_TOPIC_PREFIX]
-            return tail(args.connect, context, sys.stdout, args.count, topics, stop, as_json=args.json)
+            curve = curve_client(args)
+            return tail(args.connect, context, sys.stdout, args.count, topics, stop, args.json, curve)
     finally:
         context.term()
 
@@ -267,7 +327,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     stop = threading.Event()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
+        client, server = curve_client(args), curve_backend(args)
         with SdNotifier(os.environ) as notifier, capture_signals(lambda _name: stop.set()):
-            return serve(config, context, stop, notifier)
+            return serve(config, context, stop, notifier, client, server)
     finally:
         context.term()
