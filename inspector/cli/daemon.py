@@ -199,10 +199,37 @@ def gallery_problems(config: InspectorConfig) -> list[str]:
     return daemon_config_conflicts(config, lambda path: readable[path])
 
 
+def security_problems(config: InspectorConfig) -> list[str]:
+    """What ``[security]`` says: key files that cannot be used, galleries without an allowed signature."""
+    from inspector.bus.curve import load_curve_server
+    from inspector.core.keyfiles import KeyFileError
+    from inspector.model.gallery import read_gallery_hash
+    from inspector.model.header import GalleryError
+    from inspector.model.signing import load_signers, verify_gallery
+
+    sec = config.security
+    problems: list[str] = []
+    try:
+        load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
+    except KeyFileError as exc:
+        problems.append(f"security: {exc}")
+    try:
+        signers = load_signers(sec.gallery_signers)
+    except KeyFileError as exc:
+        return [*problems, f"security.gallery_signers: {exc}"]
+    for name, path in config.product_galleries().items() if signers else ():
+        try:
+            verify_gallery(path, read_gallery_hash(path), signers)
+        except GalleryError as exc:
+            problems.append(f"{gallery_field(config, name)}: {exc}")
+    return problems
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
     config = load_run_config(args.file)
     problems = gallery_problems(config)
+    problems = problems or security_problems(config)
     if problems:
         raise ConfigError(str(args.file), problems)
     cameras = ", ".join(
