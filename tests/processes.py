@@ -119,9 +119,9 @@ class DaemonProcess:
     ``prefix`` runs it through another command (``unshare ...``), which must ``exec`` the daemon.
     """
 
-    def __init__(self, config: Path, prefix: Sequence[str] = ()) -> None:
-        """Start the daemon."""
-        cmd = [*prefix, sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+    def __init__(self, config: Path, prefix: Sequence[str] = (), command: Sequence[str] = ("run",)) -> None:
+        """Start the daemon (or another long-running command that takes ``--config``, such as ``opcua``)."""
+        cmd = [*prefix, sys.executable, "-m", "inspector.cli", *command, "--config", str(config)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []

@@ -36,6 +36,7 @@ OPTIONAL = {
     "worker": {"gallery"},
     "archive": {"directory"},
     "security": {"curve_server_secret_key"},
+    "opcua": {"users_file", "certificate", "private_key"},
 }  # commented out: examples of values, or offline-only
 
 
