@@ -213,6 +213,10 @@ class Inspector:
         precision = self.engine.runtime.precision
         return kernel.Search(self.config.pixel_search, radius, block, self.chunk_bytes, precision)
 
+    def stage_map(self, stage: int, test: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """[B, H, W] nearest-feature distances of one stage's [B, C, H, W] test features (kernel.stage_maps)."""
+        return kernel.stage_maps(test, self.banks[stage], neighbours, self.searches[stage])
+
     @classmethod
     def from_gallery(
         cls,
@@ -293,10 +297,7 @@ class Inspector:
                 feats.pooled, self.pooled, cfg.image_k, cfg.pixel_k, exclude, run.precision, self.pooled_sq
             )
         with eng.timed(t, "pixel_match"):
-            per_stage = [
-                kernel.stage_maps(feats.stages[s], self.banks[s], nn_idx, self.searches[s])
-                for s in cfg.stages
-            ]
+            per_stage = [self.stage_map(s, feats.stages[s], nn_idx) for s in cfg.stages]
         with eng.timed(t, "upsample_blur"):
             fusion = cfg.stage_fusion
             if fusion != "mean" and scales is None:
