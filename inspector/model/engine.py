@@ -168,7 +168,8 @@ class FeatureEngine:
         """Preprocess and run the backbone on a batch of uint8 images; features stay on the device."""
         with self.timed(timings, "preprocess"):
             prepared = prepare_batch(images, self.prep)
-            x = prepared.tensor.to(self.device, non_blocking=True)
+            host = prepared.tensor.pin_memory() if self.device.type == "cuda" else prepared.tensor
+            x = host.to(self.device, non_blocking=True)  # from pinned memory the copy is asynchronous
         with self.timed(timings, "backbone"):
             pooled, pyramid = self.extractor(x)
             stages = {

@@ -128,3 +128,31 @@ def test_bank_refuses_empty_features_and_other_storage_dtypes() -> None:
         kernel.StageBank.from_features(torch.zeros(0, 3, 2, 2))
     with pytest.raises(ValueError, match="float32 or float16"):
         kernel.StageBank.from_features(torch.zeros(1, 3, 2, 2), torch.bfloat16)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+@pytest.mark.parametrize("mode", ["full", "window"])
+def test_cuda_search_equals_float64_brute_force(mode: str) -> None:
+    test, gallery, nb = _case(21, 6, 16, 9, 11, 4)
+    bank = kernel.StageBank.from_features(torch.tensor(gallery).float().cuda())
+    search = kernel.Search(mode, 2, 64 << 20, 64 << 20)
+    got = kernel.stage_maps(torch.tensor(test).float().cuda(), bank, torch.tensor(nb).cuda(), search).cpu()
+    want = ref_stage_map(test, gallery, nb) if mode == "full" else ref_window_map(test, gallery, nb, 2)
+    assert rel_err(got.numpy(), want) < REL_TOL
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["tf32", "bfloat16"])
+def test_cuda_reduced_precision_candidates_still_give_exact_float32_distances(precision: str) -> None:
+    test, gallery, nb = _case(22, 6, 16, 9, 11, 4)
+    bank = kernel.StageBank.from_features(torch.tensor(gallery).float().cuda())
+    search = kernel.Search("full", 0, 64 << 20, 64 << 20, precision)
+    got = kernel.stage_maps(torch.tensor(test).float().cuda(), bank, torch.tensor(nb).cuda(), search).cpu()
+    want = ref_stage_map(test, gallery, nb)
+    assert np.all(
+        got.numpy() >= want * (1 - REL_TOL)
+    )  # a distance to a real gallery row: never below the min
+    assert rel_err(got.numpy(), want) < 0.05  # a near-tie may pick another winner, measured exactly

@@ -123,3 +123,15 @@ def test_bench_backbone_prints_a_floor_ratio_and_a_factor_for_every_variant() ->
         assert ms > 0.0 and floor > 0.0
         assert ratio == pytest.approx(ms / floor, rel=0.05, abs=0.01)
     assert {float(r[-1]) for r in rows if "contiguous" == r[2] and len(r) == 7} == {1.0}
+
+
+def test_bench_gpu_smoke_run_on_cpu_prints_rates_latencies_and_floor_ratios() -> None:
+    tool = REPO / "tools" / "bench_gpu.py"
+    args = [sys.executable, str(tool), "--device", "cpu", "--quick"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith(BACKBONES[0]) and "K=" not in line]
+    assert [(int(r[1]), int(r[2])) for r in rows] == [(3, 1), (3, 2)]
+    assert all(float(r[3]) > 0.0 and float(r[4]) > 0.0 and float(r[6]) > 0.0 for r in rows)
+    assert "CUDA only" in done.stdout
