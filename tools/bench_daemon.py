@@ -7,6 +7,7 @@ daemon in-process twice (cameras paced at ``--fps``, then offered more than it c
 
     .venv/bin/python tools/bench_daemon.py            # 4 cameras, 160 px frames, crop 128, max_batch 4
     .venv/bin/python tools/bench_daemon.py --resize-px 256 --crop-px 224 --size-px 256
+    .venv/bin/python tools/bench_daemon.py --model defaults --resize-px 256 --crop-px 224 --size-px 256
 """
 
 from __future__ import annotations
@@ -56,6 +57,29 @@ JOIN_TIMEOUT_S = 120.0
 POLL_MS = 50
 FIRST_CAMERA_SEED = 100
 PERCENTILES = (50.0, 99.0)
+MIB = float(1 << 20)
+MEMORY_ALLOWANCE_MB = 500.0  # resident memory allowed beyond the gallery and model bytes (issue 12)
+
+
+def resident_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MiB, from /proc/self/status (0 where unknown)."""
+    found = {"VmRSS": 0.0, "VmHWM": 0.0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = float(value.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return found["VmRSS"], found["VmHWM"]
+
+
+def model_and_gallery_mb(gallery: Path, runtime: RuntimeConfig) -> tuple[float, float]:
+    """(gallery file, backbone parameters and buffers) in MiB."""
+    inspector = Inspector.from_gallery(gallery, runtime)
+    module = inspector.engine.extractor
+    tensors = [*module.parameters(), *module.buffers()]
+    return gallery.stat().st_size / MIB, sum(t.numel() * t.element_size() for t in tensors) / MIB
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,7 @@ class PhaseResult:
     mean_batch: float
     dropped: dict[str, int]
     verdicts: dict[str, int]
+    rss_mb: float = 0.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -202,6 +227,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
         latencies.append(header.latency_ms["end_to_end"])
         verdicts[header.verdict] = verdicts.get(header.verdict, 0) + 1
     last = _totals(daemon)
+    rss_mb = resident_mb()[0]
     daemon.request_stop("benchmark phase done")
     runner.join(JOIN_TIMEOUT_S)
     sub.close(linger=0)
@@ -214,7 +240,17 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     batches = last.batches - base.batches
     mean_batch = (last.batched_frames - base.batched_frames) / batches if batches else 0.0
     return PhaseResult(
-        label, offered, captured_fps, len(latencies), throughput, p50, p99, mean_batch, dropped, verdicts
+        label,
+        offered,
+        captured_fps,
+        len(latencies),
+        throughput,
+        p50,
+        p99,
+        mean_batch,
+        dropped,
+        verdicts,
+        rss_mb,
     )
 
 
@@ -224,6 +260,7 @@ def report(
     runtime: RuntimeConfig,
     engine: tuple[float, float],
     phases: list[PhaseResult],
+    sizes_mb: tuple[float, float],
 ) -> None:
     """Print the results: the engine's time per frame (before and after the daemon runs), then each phase."""
     device = "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -246,7 +283,16 @@ def report(
             f"published {ph.throughput_fps:5.1f} fps = {per_frame:5.1f} ms/frame "
             f"({per_frame / engine_ms:.2f}x engine) | mean batch {ph.mean_batch:.1f} | end-to-end p50 "
             f"{ph.p50_ms:.0f} ms, p99 {ph.p99_ms:.0f} ms | {dict(sorted(ph.verdicts.items()))} | dropped: {drops}"
+            f" | resident {ph.rss_mb:.0f} MiB"
         )
+    gallery_mb, model_mb = sizes_mb
+    budget = gallery_mb + model_mb + MEMORY_ALLOWANCE_MB
+    peak = resident_mb()[1]
+    print(
+        f"memory: peak resident {peak:.0f} MiB of this process (daemon threads and the benchmark; camera "
+        f"processes not included) against gallery {gallery_mb:.1f} + model {model_mb:.1f} + "
+        f"{MEMORY_ALLOWANCE_MB:.0f} = {budget:.0f} MiB: {'within' if peak <= budget else 'OVER'} the bound"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
         engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
-        report(args, model, runtime, (engine_before, engine_after), phases)
+        sizes = model_and_gallery_mb(gallery, runtime)
+        report(args, model, runtime, (engine_before, engine_after), phases, sizes)
     return 0
 
 
