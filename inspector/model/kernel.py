@@ -13,6 +13,7 @@ BYTES_PER_FLOAT32 = 4
 CPU_QUERY_BLOCK_ROWS = 512  # query rows per block on CPU (tools/bench_kernel.py picked the block shape)
 CPU_BLOCK_BYTES = 1 << 20  # one distance block on CPU: 1 MiB, so it stays in the L2/L3 cache
 STORAGE_DTYPES = (torch.float32, torch.float16)
+WINDOW_TILE_CELLS = 8  # window search: query tiles of 8 x 8 cells, each matched by one GEMM
 
 
 @dataclass(frozen=True)
@@ -142,15 +143,31 @@ def stage_radius(window_cells: int, stage: int) -> int:
     return max(1, math.ceil(window_cells / (1 << stage)))
 
 
+def _window_penalty(
+    ys: range, xs: range, region_y: range, region_x: range, radius: int, device: torch.device
+) -> torch.Tensor:
+    """[tile cells, region cells] 0 where a region cell lies within ``radius`` of a tile cell, else +inf."""
+    qy, qx = torch.tensor(ys, device=device), torch.tensor(xs, device=device)
+    ry, rx = torch.tensor(region_y, device=device), torch.tensor(region_x, device=device)
+    near_y = (ry.unsqueeze(0) - qy.unsqueeze(1)).abs() <= radius
+    near_x = (rx.unsqueeze(0) - qx.unsqueeze(1)).abs() <= radius
+    near = near_y[:, None, :, None] & near_x[None, :, None, :]  # [ty, tx, ry, rx]
+    zero = torch.zeros((), device=device)
+    return torch.where(near, zero, torch.full((), float("inf"), device=device)).reshape(
+        len(ys) * len(xs), len(region_y) * len(region_x)
+    )
+
+
 def window_search(
     query: torch.Tensor, bank: StageBank, images: torch.Tensor, radius: int, chunk_bytes: int
 ) -> torch.Tensor:
     """Exact L2 distance from each location of query [C, H, W] to its nearest gallery feature nearby.
 
     Nearby: within ``radius`` cells in both directions of the same location, in any of the bank's ``images``.
-
-    Direct differences for each offset (no cancellation, so exact); images are taken in chunks so that one
-    [chunk, H, W, C] difference stays under ``chunk_bytes``.
+    The map is cut into WINDOW_TILE_CELLS square tiles; a tile's queries are matched by one GEMM against the
+    tile's region grown by ``radius`` in each of the images (taken in chunks whose region copy stays under
+    ``chunk_bytes``), cells outside a query's window masked with +inf. The winner's distance is recomputed by
+    direct difference, so the result is exact float32.
 
     Returns:
         [H, W] distances.
@@ -160,25 +177,36 @@ def window_search(
     c, h, w = query.shape
     if (h, w) != (bank.height, bank.width):
         raise ValueError(f"query map {h}x{w} does not match the gallery's {bank.height}x{bank.width}")
-    q = (query.float().permute(1, 2, 0) - bank.centre).unsqueeze(0)  # [1, H, W, C]
+    q = query.float().permute(1, 2, 0) - bank.centre  # [H, W, C]
     gal = bank.rows.view(bank.rows.shape[0], h, w, c)
-    per_chunk = max(1, chunk_bytes // (BYTES_PER_FLOAT32 * h * w * c))
-    best = torch.full((h, w), float("inf"), device=q.device)
-    idx = images.to(q.device)
-    for start in range(0, idx.numel(), per_chunk):
-        g_all = gal[idx[start : start + per_chunk]].float()
-        for dy in range(-radius, radius + 1):
-            y0, y1 = max(0, -dy), min(h, h - dy)
-            if y0 >= y1:
-                continue
-            for dx in range(-radius, radius + 1):
-                x0, x1 = max(0, -dx), min(w, w - dx)
-                if x0 >= x1:
-                    continue
-                diff = q[:, y0:y1, x0:x1] - g_all[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
-                d2 = diff.square_().sum(3).amin(0)
-                torch.minimum(best[y0:y1, x0:x1], d2, out=best[y0:y1, x0:x1])
-    return best.sqrt_()
+    norms = bank.sq_norms.view(-1, h, w)
+    image_list = images.tolist()
+    region_max = (WINDOW_TILE_CELLS + 2 * radius) ** 2
+    per_chunk = max(1, chunk_bytes // (BYTES_PER_FLOAT32 * region_max * c))
+    out = torch.empty((h, w), device=q.device)
+    for ty in range(0, h, WINDOW_TILE_CELLS):
+        for tx in range(0, w, WINDOW_TILE_CELLS):
+            ys, xs = range(ty, min(h, ty + WINDOW_TILE_CELLS)), range(tx, min(w, tx + WINDOW_TILE_CELLS))
+            ry = range(max(0, ty - radius), min(h, ys.stop + radius))
+            rx = range(max(0, tx - radius), min(w, xs.stop + radius))
+            penalty = _window_penalty(ys, xs, ry, rx, radius, q.device)
+            qt = q[ys.start : ys.stop, xs.start : xs.stop].reshape(-1, c)
+            best = torch.full((qt.shape[0],), float("inf"), device=q.device)
+            winner = torch.zeros_like(qt)
+            for start in range(0, len(image_list), per_chunk):
+                chunk = image_list[start : start + per_chunk]
+                region = gal[chunk, ry.start : ry.stop, rx.start : rx.stop].float().reshape(-1, c)
+                gn = norms[chunk, ry.start : ry.stop, rx.start : rx.stop].reshape(1, len(chunk), -1)
+                part = torch.addmm(gn.reshape(1, -1), qt, region.T, alpha=-2.0).view(
+                    qt.shape[0], len(chunk), -1
+                )
+                val, arg = part.add_(penalty.unsqueeze(1)).view(qt.shape[0], -1).min(1)
+                better = val < best
+                best = torch.where(better, val, best)
+                winner = torch.where(better.unsqueeze(1), region[arg], winner)
+            dist = torch.linalg.vector_norm(qt - winner, dim=1)
+            out[ys.start : ys.stop, xs.start : xs.stop] = dist.view(len(ys), len(xs))
+    return out
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,12 @@ def test_window_search_equals_float64_windowed_brute_force(radius: int, chunk_by
     assert rel_err(got, ref_window_map(test, gallery, nb, radius)) < REL_TOL
 
 
+def test_window_search_over_several_partial_tiles_equals_float64_windowed_brute_force() -> None:
+    test, gallery, nb = _case(8, 4, 3, 19, 17, 3)  # 3 x 3 tiles of 8 cells, the last ones partial
+    got = _maps(test, gallery, nb, kernel.Search("window", 2, chunk_bytes=4 * 144 * 3 * 2), torch.float32)
+    assert rel_err(got, ref_window_map(test, gallery, nb, 2)) < REL_TOL
+
+
 def test_window_covering_the_whole_map_equals_the_full_search() -> None:
     test, gallery, nb = _case(11, 5, 6, 4, 5, 3)
     window = _maps(test, gallery, nb, kernel.Search("window", 5), torch.float32)
