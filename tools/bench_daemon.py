@@ -40,6 +40,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.worker import WorkerConfig
+from inspector.core.names import COMPUTE_STAGES
 from inspector.daemon.lifecycle import Daemon
 from inspector.demo.daemon import DEMO_MODEL, DaemonDemoSettings, build_demo_gallery
 from inspector.demo.data import read_video_frames, write_demo_video
@@ -97,6 +98,8 @@ class PhaseResult:
     dropped: dict[str, int]
     verdicts: dict[str, int]
     rss_mb: float = 0.0
+    overhead_p50_ms: float = 0.0  # end-to-end minus the batch's compute (the engine's stage timings)
+    overhead_p99_ms: float = 0.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -213,6 +216,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     start = time.monotonic() + args.warmup_s
     end = start + args.measure_s
     latencies: list[float] = []
+    overheads: list[float] = []
     verdicts: dict[str, int] = {}
     first: Totals | None = None
     while time.monotonic() < end:
@@ -225,6 +229,8 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
             continue  # warm-up: queues filling, first batches
         _, header, _ = decode_verdict(parts)
         latencies.append(header.latency_ms["end_to_end"])
+        compute = sum(header.latency_ms.get(stage, 0.0) for stage in COMPUTE_STAGES)
+        overheads.append(header.latency_ms["end_to_end"] - compute)
         verdicts[header.verdict] = verdicts.get(header.verdict, 0) + 1
     last = _totals(daemon)
     rss_mb = resident_mb()[0]
@@ -235,6 +241,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     base = first or Totals(0, {}, 0.0, 0.0)
     dropped = {r: n - base.dropped.get(r, 0) for r, n in last.dropped.items()}
     p50, p99 = [float(np.percentile(latencies, q)) if latencies else 0.0 for q in PERCENTILES]
+    o50, o99 = [float(np.percentile(overheads, q)) if overheads else 0.0 for q in PERCENTILES]
     captured_fps = (last.captured - base.captured) / args.measure_s
     throughput = len(latencies) / args.measure_s
     batches = last.batches - base.batches
@@ -251,6 +258,8 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
         dropped,
         verdicts,
         rss_mb,
+        o50,
+        o99,
     )
 
 
@@ -283,6 +292,7 @@ def report(
             f"published {ph.throughput_fps:5.1f} fps = {per_frame:5.1f} ms/frame "
             f"({per_frame / engine_ms:.2f}x engine) | mean batch {ph.mean_batch:.1f} | end-to-end p50 "
             f"{ph.p50_ms:.0f} ms, p99 {ph.p99_ms:.0f} ms | {dict(sorted(ph.verdicts.items()))} | dropped: {drops}"
+            f" | minus compute p50 {ph.overhead_p50_ms:.1f} ms, p99 {ph.overhead_p99_ms:.1f} ms"
             f" | resident {ph.rss_mb:.0f} MiB"
         )
     gallery_mb, model_mb = sizes_mb
