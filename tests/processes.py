@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from inspector.bus.wire import Heartbeat, VerdictHeader, decode_heartbeat, decode_verdict
+from inspector.bus.wire import Heartbeat, VerdictHeader, decode_heartbeat, decode_mask, decode_verdict
+from tests.schemas import heartbeat_errors, mask_rule_errors, verdict_errors
 from tests.support import WAIT_S, wait_until
 
 START_TIMEOUT_S = 180.0  # imports, gallery validation and warm-up on a loaded 2-core machine
@@ -27,6 +28,9 @@ class Received:
 
     verdicts: list[VerdictHeader] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    schema_errors: list[str] = field(
+        default_factory=list
+    )  # headers breaking docs/*.schema.json or the mask rule
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def of(self, camera: str) -> list[VerdictHeader]:
@@ -60,12 +64,18 @@ class Received:
 
 
 class Subscriber:
-    """A SUB socket connected before the daemon starts, recording everything in a thread."""
+    """A SUB socket connected before the daemon starts, recording everything in a thread.
 
-    def __init__(self, endpoint: str) -> None:
-        """Connect and start recording."""
+    Every header received is validated against the shipped JSON Schemas (and a verdict's mask against the
+    guide's mask rule); :meth:`close` fails the test if any was not valid.
+    """
+
+    def __init__(self, endpoint: str, setup: Callable[[zmq.Socket[bytes]], None] | None = None) -> None:
+        """Connect and start recording; ``setup`` configures the socket first (e.g. CURVE client keys)."""
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
+        if setup is not None:
+            setup(self.sock)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(endpoint)
         self.got = Received()
@@ -80,16 +90,27 @@ class Subscriber:
             parts = self.sock.recv_multipart()
             with self.got.lock:
                 if parts[0] == b"heartbeat":
+                    self.got.schema_errors += heartbeat_errors(parts[1])
                     self.got.heartbeats.append(decode_heartbeat(parts))
                 else:
-                    self.got.verdicts.append(decode_verdict(parts)[1])
+                    self.got.schema_errors += verdict_errors(parts[1])
+                    header = decode_verdict(parts)[1]
+                    self.got.schema_errors += mask_rule_errors(parts[1], decode_mask(parts[2], header.mask))
+                    self.got.verdicts.append(header)
 
     def close(self) -> None:
-        """Stop recording and close the socket."""
+        """Stop recording and close the socket.
+
+        Raises:
+            AssertionError: a received header broke the shipped schemas or the mask rule.
+        """
         self._stop.set()
         self._thread.join()
         self.sock.close(linger=0)
         self.ctx.term()
+        with self.got.lock:
+            errors = list(self.got.schema_errors)
+        assert not errors, f"{len(errors)} received headers broke the schemas: {errors[:5]}"
 
 
 class DaemonProcess:
@@ -98,9 +119,9 @@ class DaemonProcess:
     ``prefix`` runs it through another command (``unshare ...``), which must ``exec`` the daemon.
     """
 
-    def __init__(self, config: Path, prefix: Sequence[str] = ()) -> None:
-        """Start the daemon."""
-        cmd = [*prefix, sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+    def __init__(self, config: Path, prefix: Sequence[str] = (), command: Sequence[str] = ("run",)) -> None:
+        """Start the daemon (or another long-running command that takes ``--config``, such as ``opcua``)."""
+        cmd = [*prefix, sys.executable, "-m", "inspector.cli", *command, "--config", str(config)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
