@@ -100,21 +100,21 @@ def full_search(
     image_list = images.tolist()
     vals = torch.empty((len(image_list) * len(starts), locations), device=q.device)
     buf = torch.empty((qb, gb), device=q.device)
-    for qs in range(0, locations, qb):
-        qq = q[qs : qs + qb]
-        nq = qq.shape[0]
-        blk = 0
-        for image in image_list:
-            rows, norms = bank.rows[image], bank.sq_norms[image]
-            for gs in starts:
-                g = rows[gs : gs + gb].float()
-                out = buf[:nq, : g.shape[0]]
+    blk = 0
+    for image in image_list:
+        rows, norms = bank.rows[image], bank.sq_norms[image]
+        for gs in starts:
+            g = rows[gs : gs + gb].float()  # float16 banks: converted once per gallery block
+            g_sq = norms[gs : gs + gb].unsqueeze(0)
+            for qs in range(0, locations, qb):
+                qq = q[qs : qs + qb]
+                out = buf[: qq.shape[0], : g.shape[0]]
                 if fast:
-                    out.copy_(norms[gs : gs + gb].unsqueeze(0) - 2.0 * _search_matmul(qq, g, precision))
+                    out.copy_(g_sq - 2.0 * _search_matmul(qq, g, precision))
                 else:
-                    torch.addmm(norms[gs : gs + gb].unsqueeze(0), qq, g.T, alpha=-2.0, out=out)
-                torch.amin(out, 1, out=vals[blk, qs : qs + nq])
-                blk += 1
+                    torch.addmm(g_sq, qq, g.T, alpha=-2.0, out=out)
+                torch.amin(out, 1, out=vals[blk, qs : qs + qq.shape[0]])
+            blk += 1
     winners = _winners(q, bank, image_list, starts, gb, vals.argmin(0))
     exact: torch.Tensor = torch.linalg.vector_norm(q - winners, dim=1)
     return exact
