@@ -10,7 +10,7 @@ import torch
 from inspector.model.spade import _search_matmul
 
 BYTES_PER_FLOAT32 = 4
-CPU_QUERY_BLOCK_ROWS = 512  # query rows per block on CPU (tools/bench_kernel.py picked the block shape)
+CPU_QUERY_BLOCK_ROWS = 512  # query rows per block on CPU (from a sweep of 256-3136 rows, see performance.md)
 CPU_BLOCK_BYTES = 1 << 20  # one distance block on CPU: 1 MiB, so it stays in the L2/L3 cache
 STORAGE_DTYPES = (torch.float32, torch.float16)
 WINDOW_TILE_CELLS = 8  # window search: query tiles of 8 x 8 cells, each matched by one GEMM
