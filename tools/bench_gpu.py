@@ -47,6 +47,10 @@ UNIT_CALIBRATION = Calibration.model_validate(
         "method": "holdout",
         "n_images": 1,
         "stage_scales": [1.0, 1.0, 1.0],
+        "image_score_median": 1.0,
+        "normal_scores": [1.0],
+        "normal_knn": [1.0],
+        "normal_map_max": [1.0],
         "created_at": "2026-01-01T00:00:00Z",
     }
 )
