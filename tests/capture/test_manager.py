@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -306,6 +307,29 @@ def test_missing_file_is_retried_with_doubling_capped_backoff_and_other_camera_u
     manager.stop()
     drain_all(manager)
     assert_accounted(manager)
+
+
+def pid_changed(manager: CaptureManager, pid: int) -> bool:
+    """The camera's process is no longer ``pid`` (killed and noticed, or respawned)."""
+    return manager.pid("cam") != pid
+
+
+def test_a_camera_killed_more_often_than_its_restart_budget_is_no_longer_restarted_and_says_why(
+    clip: Path, make_manager: ManagerFactory
+) -> None:
+    cfg = camera("cam", clip, loop=True, fps=30.0, retry_initial_s=0.1, retry_max_s=0.2)
+    manager = make_manager([cfg], restart_budget=(1, 600.0))
+    for kill in range(2):
+        wait_until(lambda: manager.pid("cam") is not None, f"a camera process before kill {kill + 1}")
+        pid = manager.pid("cam")
+        assert pid is not None and manager.exhausted is None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(partial(pid_changed, manager, pid), "the killed process noticed")
+    wait_until(lambda: manager.exhausted is not None, "the budget to run out")
+    assert manager.exhausted_camera == "cam" and "more than 1 restarts within 600 s" in (
+        manager.exhausted or ""
+    )
+    assert manager.stats()["cam"].restarts == 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["hung", "crashed"])
