@@ -403,3 +403,36 @@ def test_http_camera_reconnects_after_server_restart_while_file_camera_keeps_del
     manager.stop()
     drain_all(manager)
     assert_accounted(manager)
+
+
+@pytest.mark.faults
+def test_a_stream_that_stays_open_but_stops_sending_is_detected_within_read_timeout_and_reopened(
+    make_manager: ManagerFactory, ffmpeg_server: Callable[[int], subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    server = ffmpeg_server(port)
+    net = camera(
+        "net", f"http://127.0.0.1:{port}/cam.mjpg", open_timeout_s=2.0, read_timeout_s=1.0,
+        retry_initial_s=0.2, retry_max_s=0.8, queue_size=64,
+    )  # fmt: skip
+    manager = make_manager([net])
+    first = collect(manager, lambda fs: len(fs) >= 10)
+    server.send_signal(signal.SIGSTOP)  # the TCP connection stays open; no more bytes arrive
+    try:
+        wait_until(
+            lambda: manager.stats()["net"].last_error != "", "the stalled stream noticed", SPAWN_WAIT_S
+        )
+        stalled = manager.stats()["net"]
+        assert not stalled.up and ("read" in stalled.last_error or "no frame" in stalled.last_error), stalled
+    finally:
+        server.send_signal(signal.SIGCONT)
+    server.kill()  # ffmpeg -listen 1 serves one client: a new server takes the reconnect
+    server.wait()
+    ffmpeg_server(port)
+    again = collect(manager, lambda fs: len(fs) >= 10, timeout_s=SPAWN_WAIT_S * 2)
+    assert manager.stats()["net"].up and manager.stats()["net"].reconnects >= 1
+    seqs = [f.seq for f in first + again]
+    assert seqs == sorted(set(seqs)), "seq continues across the reopen, never repeats"
+    manager.stop()
+    drain_all(manager)
+    assert_accounted(manager)
