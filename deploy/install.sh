@@ -95,7 +95,7 @@ install_python() {
 install_units() {
     install -d -m 0755 "$DESTDIR$UNIT_DIR"
     local unit
-    for unit in inspector.service inspector@.service; do
+    for unit in inspector.service inspector@.service inspector-opcua.service; do
         sed "s#$DEFAULT_VENV/bin/inspector#$VENV/bin/inspector#g" "$REPO_DIR/deploy/$unit" >"$DESTDIR$UNIT_DIR/$unit.tmp"
         chmod 0644 "$DESTDIR$UNIT_DIR/$unit.tmp"
         mv "$DESTDIR$UNIT_DIR/$unit.tmp" "$DESTDIR$UNIT_DIR/$unit"

@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from inspector.bus.wire import Heartbeat, VerdictHeader, decode_heartbeat, decode_verdict
+from inspector.bus.wire import Heartbeat, VerdictHeader, decode_heartbeat, decode_mask, decode_verdict
+from tests.schemas import heartbeat_errors, mask_rule_errors, verdict_errors
 from tests.support import WAIT_S, wait_until
 
 START_TIMEOUT_S = 180.0  # imports, gallery validation and warm-up on a loaded 2-core machine
@@ -28,6 +29,9 @@ class Received:
 
     verdicts: list[VerdictHeader] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    schema_errors: list[str] = field(
+        default_factory=list
+    )  # headers breaking docs/*.schema.json or the mask rule
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def of(self, camera: str) -> list[VerdictHeader]:
@@ -61,12 +65,18 @@ class Received:
 
 
 class Subscriber:
-    """A SUB socket connected before the daemon starts, recording everything in a thread."""
+    """A SUB socket connected before the daemon starts, recording everything in a thread.
 
-    def __init__(self, endpoint: str) -> None:
-        """Connect and start recording."""
+    Every header received is validated against the shipped JSON Schemas (and a verdict's mask against the
+    guide's mask rule); :meth:`close` fails the test if any was not valid.
+    """
+
+    def __init__(self, endpoint: str, setup: Callable[[zmq.Socket[bytes]], None] | None = None) -> None:
+        """Connect and start recording; ``setup`` configures the socket first (e.g. CURVE client keys)."""
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
+        if setup is not None:
+            setup(self.sock)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(endpoint)
         self.got = Received()
@@ -81,16 +91,27 @@ class Subscriber:
             parts = self.sock.recv_multipart()
             with self.got.lock:
                 if parts[0] == b"heartbeat":
+                    self.got.schema_errors += heartbeat_errors(parts[1])
                     self.got.heartbeats.append(decode_heartbeat(parts))
                 else:
-                    self.got.verdicts.append(decode_verdict(parts)[1])
+                    self.got.schema_errors += verdict_errors(parts[1])
+                    header = decode_verdict(parts)[1]
+                    self.got.schema_errors += mask_rule_errors(parts[1], decode_mask(parts[2], header.mask))
+                    self.got.verdicts.append(header)
 
     def close(self) -> None:
-        """Stop recording and close the socket."""
+        """Stop recording and close the socket.
+
+        Raises:
+            AssertionError: a received header broke the shipped schemas or the mask rule.
+        """
         self._stop.set()
         self._thread.join()
         self.sock.close(linger=0)
         self.ctx.term()
+        with self.got.lock:
+            errors = list(self.got.schema_errors)
+        assert not errors, f"{len(errors)} received headers broke the schemas: {errors[:5]}"
 
 
 class DaemonProcess:
@@ -100,10 +121,17 @@ class DaemonProcess:
     """
 
     def __init__(
-        self, config: Path, prefix: Sequence[str] = (), env: Mapping[str, str] | None = None
+        self,
+        config: Path,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        command: Sequence[str] = ("run",),
     ) -> None:
-        """Start the daemon (``env``: variables added to this process's environment)."""
-        cmd = [*prefix, sys.executable, "-m", "inspector.cli", "run", "--config", str(config)]
+        """Start the daemon, or another long-running command that takes ``--config`` (``opcua``).
+
+        ``env``: variables added to this process's environment.
+        """
+        cmd = [*prefix, sys.executable, "-m", "inspector.cli", *command, "--config", str(config)]
         environ = {**os.environ, **env} if env else None
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ

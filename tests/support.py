@@ -37,6 +37,7 @@ from inspector.demo.daemon import DEMO_MODEL
 from inspector.demo.data import read_video_frames, write_demo_video, write_good_part_images
 from inspector.model.build import build_gallery, calibrate_gallery
 from inspector.model.engine import BackboneCache
+from inspector.model.gallery import read_gallery_hash
 
 FRAME_SIDE_PX = 160
 GALLERY_IMAGES = 30
@@ -63,7 +64,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @dataclass(frozen=True)
 class SyntheticGallery:
-    """A calibrated gallery built from known-good demo frames."""
+    """A calibrated gallery built from known-good demo frames; ``content_hash`` is its full gallery hash."""
 
     path: Path
     model: ModelConfig
@@ -78,9 +79,9 @@ def build_synthetic_gallery(folder: Path, n_images: int, seed: int) -> Synthetic
     """
     images = write_good_part_images(folder, n_images, VIDEO_FPS, FRAME_SIDE_PX, seed)
     gallery = folder / "gallery.safetensors"
-    manifest = build_gallery(images, gallery, TEST_MODEL, RUNTIME)
+    build_gallery(images, gallery, TEST_MODEL, RUNTIME)
     calibrate_gallery(gallery, RUNTIME, CalibrationConfig())
-    return SyntheticGallery(gallery, TEST_MODEL, manifest.content_sha256)
+    return SyntheticGallery(gallery, TEST_MODEL, read_gallery_hash(gallery))
 
 
 def load_registry(config: InspectorConfig, backbones: BackboneCache | None = None) -> ProductRegistry:

@@ -20,7 +20,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
@@ -66,6 +66,7 @@ class _WireModel(BaseModel):
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
+        json_schema_serialization_defaults_required=True,  # every field is always sent: all required
     )
 
 
@@ -100,6 +101,7 @@ class VerdictHeader(_WireModel):
         alias="schema",
         ge=1,
         description=f"Wire schema version; this build writes {SCHEMA_VERSION}.",
+        json_schema_extra={"const": SCHEMA_VERSION},
     )
     boot_id: BootId
     camera: CameraName
@@ -176,6 +178,7 @@ class Heartbeat(_WireModel):
         alias="schema",
         ge=1,
         description=f"Wire schema version; this build writes {SCHEMA_VERSION}.",
+        json_schema_extra={"const": SCHEMA_VERSION},
     )
     boot_id: BootId
     published_at: Timestamp
@@ -223,11 +226,17 @@ def verdict_topic(camera: str) -> bytes:
 def anomaly_map_to_u8(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
     """An anomaly map as the ``anomaly_map_u8`` mask kind: linear, with 128 at the pixel threshold.
 
-    A pixel is >= 128 exactly where the map is >= the threshold; 0 means no anomaly, and values from about
-    twice the threshold saturate at 255.
+    A pixel is >= 128 exactly where the map is above the threshold (the engine's mask, whose pixel count is
+    ``defect_area_px``): a value equal to the threshold is 127. 0 means no anomaly, and values from about twice
+    the threshold saturate at 255.
     """
     per_unit = U8_AT_PIXEL_THRESHOLD / max(pixel_threshold, 1e-12)
-    return np.clip(np.floor(amap.astype(np.float64) * per_unit), 0, U8_MAX).astype(np.uint8)
+    scaled = np.clip(np.floor(amap.astype(np.float64) * per_unit), 0, U8_MAX)
+    above = amap > pixel_threshold
+    scaled = np.where(
+        above, np.maximum(scaled, U8_AT_PIXEL_THRESHOLD), np.minimum(scaled, U8_AT_PIXEL_THRESHOLD - 1)
+    )
+    return np.asarray(scaled, dtype=np.uint8)
 
 
 def encode_mask(mask_u8: np.ndarray | None, kind: MaskKind = "anomaly_map_u8") -> tuple[bytes, MaskInfo]:
@@ -374,9 +383,39 @@ def latency_s(header: VerdictHeader) -> float | None:
     return delta if math.isfinite(delta) and delta >= 0.0 else None
 
 
+def _verdict_rules() -> list[dict[str, Any]]:
+    """The per-verdict rules of :class:`VerdictHeader`'s validator, as JSON Schema ``if``/``then`` pairs."""
+    number = {"type": "number"}
+    return [
+        {
+            "if": {"properties": {"verdict": {"enum": ["PASS", "FAIL"]}}},
+            "then": {"properties": {"score": number, "threshold": number, "error": {"type": "null"}}},
+        },
+        {
+            "if": {"properties": {"verdict": {"enum": ["TIMEOUT", "ERROR"]}}},
+            "then": {"properties": {"error": {"type": "string", "minLength": 1}}},
+        },
+    ]
+
+
+def _mask_rules() -> list[dict[str, Any]]:
+    """:class:`MaskInfo`'s validator as JSON Schema: a PNG has a size, no mask has none."""
+    positive, zero = {"type": "integer", "minimum": 1}, {"const": 0}
+    return [
+        {
+            "if": {"properties": {"encoding": {"const": "png"}}},
+            "then": {"properties": {"width": positive, "height": positive}},
+            "else": {"properties": {"width": zero, "height": zero}},
+        }
+    ]
+
+
 def _schema_document(model: type[BaseModel], topic: str) -> str:
     schema = model.model_json_schema(by_alias=True, mode="serialization")
     schema = {"$schema": JSON_SCHEMA_DIALECT, "x-topic": topic, "x-schema-version": SCHEMA_VERSION, **schema}
+    if model is VerdictHeader:
+        schema["allOf"] = _verdict_rules()
+        schema["$defs"]["MaskInfo"]["allOf"] = _mask_rules()
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 

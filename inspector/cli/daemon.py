@@ -135,7 +135,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 def gallery_problems(config: InspectorConfig) -> list[str]:
     """What the galleries say against a daemon configuration: unreadable manifests, settings they decide."""
-    from inspector.model.gallery import GalleryError, read_manifest
+    from inspector.model.gallery import read_manifest
+    from inspector.model.header import GalleryError
     from inspector.model.settings import daemon_config_conflicts
 
     problems: list[str] = []

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 from inspector import __version__
 from inspector.cli.daemon import add_daemon_commands
+from inspector.cli.keys import add_key_commands
 from inspector.cli.offline import add_offline_commands
+from inspector.cli.opcua import add_opcua_commands
 from inspector.config.load import ConfigError
 from inspector.core.errors import InspectorError
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_offline_commands(sub)
     add_daemon_commands(sub)
+    add_opcua_commands(sub)
+    add_key_commands(sub)
     return parser
 
 

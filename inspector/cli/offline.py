@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from inspector.cli.keys import add_sign_command
 from inspector.cli.progress import progress_bar
 from inspector.config.load import load_config
 from inspector.config.root import InspectorConfig
@@ -29,6 +30,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     """Build a gallery from a folder of good images, then calibrate it leave-one-out."""
     from inspector.model.build import build_gallery, list_images
     from inspector.model.engine import BackboneCache
+    from inspector.model.gallery import manifest_hash
 
     cfg = _config(args)
     images = list_images(args.images)
@@ -43,7 +45,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
             progress=bar.update,
             backbones=backbones,
         )
-    print(f"gallery {args.out}: {manifest.image_count} images, content {manifest.content_sha256[:12]}")
+    print(f"gallery {args.out}: {manifest.image_count} images, hash {manifest_hash(manifest)[:12]}")
     if not args.no_calibrate:
         return _calibrate(args.out, cfg, None, manifest.image_count, backbones)
     return EXIT_OK
@@ -72,19 +74,23 @@ def _calibrate(
 def cmd_gallery_calibrate(args: argparse.Namespace) -> int:
     """Calibrate (or re-calibrate) a gallery's thresholds."""
     from inspector.model.build import list_images
-    from inspector.model.gallery import read_manifest
+    from inspector.model.gallery import migrate_legacy, read_manifest
 
     cfg = _config(args)
     if args.target_frr is not None:
         cfg.calibration.target_false_reject_rate = args.target_frr
     normal = list_images(args.normal_dir) if args.normal_dir else None
+    if migrate_legacy(args.gallery):
+        print(
+            f"gallery {args.gallery}: rewritten as format version 2 (its old calibration dropped, redone now)"
+        )
     return _calibrate(args.gallery, cfg, normal, read_manifest(args.gallery).image_count, None)
 
 
 def cmd_gallery_add(args: argparse.Namespace) -> int:
     """Append new known-good images to a gallery, refuse duplicates by hash, re-calibrate."""
     from inspector.model.build import add_to_gallery, list_images
-    from inspector.model.gallery import read_manifest
+    from inspector.model.gallery import manifest_hash, read_manifest
 
     cfg = _config(args)
     images = list_images(args.images)
@@ -98,7 +104,7 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
     assert cal is not None
     print(
         f"gallery {args.gallery}: {before} -> {result.manifest.image_count} images ({len(result.added)} added, "
-        f"{len(result.duplicates)} duplicates refused), content {result.manifest.content_sha256[:12]}"
+        f"{len(result.duplicates)} duplicates refused), hash {manifest_hash(result.manifest)[:12]}"
     )
     print(
         f"re-calibrated ({cal.method}, {cal.n_images} normal images): image threshold {cal.image_threshold:.4f} "
@@ -115,7 +121,7 @@ def cmd_gallery_info(args: argparse.Namespace) -> int:
     manifest = gallery.manifest.model_dump(mode="json")
     if not args.sources:
         manifest["sources"] = f"{len(manifest['sources'])} files"
-    print(json.dumps(manifest, indent=2))
+    print(json.dumps({"gallery_sha256": gallery.sha256, **manifest}, indent=2))
     return EXIT_OK
 
 
@@ -170,9 +176,9 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
-    """Register ``gallery build|calibrate|info``."""
+    """Register ``gallery build|calibrate|add|info|sign``."""
     gal = sub.add_parser("gallery", help="build, calibrate and inspect galleries").add_subparsers(
-        dest="gallery_command", required=True, metavar="{build,calibrate,add,info}"
+        dest="gallery_command", required=True, metavar="{build,calibrate,add,info,sign}"
     )
     b = gal.add_parser("build", help="build a gallery from known-good images (and calibrate it)")
     b.add_argument("--images", type=Path, required=True, help="folder of known-good images")
@@ -205,6 +211,7 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     i.add_argument("gallery", type=Path, help="gallery file")
     i.add_argument("--sources", action="store_true", help="list every source image")
     i.set_defaults(func=cmd_gallery_info)
+    add_sign_command(gal)
 
 
 def add_offline_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:

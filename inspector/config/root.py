@@ -18,9 +18,11 @@ from inspector.config.liveview import LiveViewConfig
 from inspector.config.logs import LoggingConfig
 from inspector.config.metrics import MetricsConfig
 from inspector.config.model import ModelConfig
+from inspector.config.opcua import OpcUaConfig
 from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
+from inspector.config.security import SecurityConfig
 from inspector.config.supervision import SupervisionConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
@@ -62,6 +64,8 @@ class InspectorConfig(BaseSettings):
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     shutdown_timeout_s: float = Field(
         DEFAULT_SHUTDOWN_TIMEOUT_S,

@@ -73,6 +73,7 @@ class LineCommands:
                 "image_count": info.image_count,
                 "backbone": info.backbone,
                 "feature_bytes": info.feature_bytes,
+                "signed_by": info.signed_by,
             }
         return {"ok": True, **self._status.daemon_report(), "cameras": cameras, "products": products}
 

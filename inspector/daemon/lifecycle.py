@@ -34,6 +34,7 @@ from inspector.ops.metrics import InspectorMetrics, start_http_server
 from inspector.ops.sdnotify import SdNotifier, run_watchdog, watchdog_interval_s
 from inspector.outputs.assembly import OutputContext, Outputs
 from inspector.outputs.drift import Reference
+from inspector.plc.sink import PlcSink
 
 SUPERVISE_INTERVAL_S = 1.0
 STATUS_INTERVAL_S = 5.0
@@ -106,6 +107,7 @@ class Daemon:
         self._aux_stop = threading.Event()
         self._metrics_server: MetricsServer | None = None
         self._outputs: Outputs | None = None
+        self._plc: PlcSink | None = None
         self.output_ports: dict[str, int] = {}
         self._log = structlog.stdlib.get_logger(__name__).bind(boot_id=self.boot_id)
 
@@ -174,7 +176,7 @@ class Daemon:
             info = products.info(name)
             self._log.info(
                 "gallery_validated", product=name, gallery=info.gallery_hash, images=info.image_count,
-                backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1),
+                backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1), signed_by=info.signed_by,
             )  # fmt: skip
         self._warn_unused_keys()
         if cfg.worker.warmup and not self.stop_event.is_set():
@@ -212,7 +214,23 @@ class Daemon:
         for section, port in self.output_ports.items():
             self._log.info("output_listening", section=section, port=port)
 
+    def _start_plc(self) -> PlcSink | None:
+        """The OPC UA server when ``[opcua] enabled``: its methods are the line control's commands."""
+        cfg = self.config
+        if not cfg.opcua.enabled or self.line is None:
+            return None
+        cameras = [c.name for c in cfg.cameras]
+        self._plc = PlcSink(
+            cfg.opcua, cameras, self.line.commands.handle, self.status.heartbeat, cfg.bus.heartbeat_interval_s
+        )
+        self.output_ports["opcua"] = port = self._plc.start()
+        self._log.info("output_listening", section="opcua", address=cfg.opcua.bind_address, port=port)
+        return self._plc
+
     def _stop_outputs(self) -> None:
+        if self._plc is not None:
+            self._plc.close()
+            self._plc = None
         if self._outputs is not None:
             self._outputs.close()
             self._outputs = None
@@ -231,7 +249,10 @@ class Daemon:
         )
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
-        sinks = self._outputs.sinks if self._outputs is not None else ()
+        sinks = list(self._outputs.sinks) if self._outputs is not None else []
+        plc = self._start_plc()
+        if plc is not None:
+            sinks.append(plc)
         parts, stall = self.line.parts, stall_injector(self._env)
 
         def make_pipeline() -> Pipeline:

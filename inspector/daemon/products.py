@@ -17,6 +17,7 @@ from inspector.core.errors import InspectorError
 from inspector.model.engine import BackboneCache, Inspector, ScoreResult, calibrated_score_median
 from inspector.model.gallery import Gallery
 from inspector.model.settings import gallery_setting_conflicts
+from inspector.model.signing import load_signers, verify_gallery
 
 
 class Scorer(Protocol):
@@ -48,6 +49,9 @@ class ProductInfo:
     image_count: int
     backbone: str
     feature_bytes: int
+    signed_by: str | None = (
+        None  # fingerprint of the key that signed the gallery ([security] gallery_signers)
+    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ class ProductRegistry:
         feature_bytes += sum(t.element_size() * t.nelement() for t in g.stages.values())
         return ProductInfo(
             product, self._galleries[product], g.content_hash, g.manifest.image_count, g.manifest.backbone,
-            feature_bytes,
+            feature_bytes, getattr(scorer, "signed_by", None),  # set by product_loader when signers are configured
         )  # fmt: skip
 
     def reload(self, products: list[str] | None, loader: Loader) -> list[ReloadResult]:
@@ -192,14 +196,21 @@ def product_loader(config: InspectorConfig, backbones: BackboneCache) -> Loader:
     """The one way a product's gallery becomes a scorer, at start-up and at every reload.
 
     :meth:`Inspector.from_gallery` (file read and hashed once, checked against its backbone) plus the daemon's
-    rule that a ``[model]``/``[calibration]`` key set in the config must agree with the gallery.
+    rule that a ``[model]``/``[calibration]`` key set in the config must agree with the gallery. With
+    ``[security] gallery_signers``, the gallery hash as loaded must carry a valid signature by one of them.
+
+    Raises:
+        KeyFileError: a signer's public key file cannot be used.
     """
+    signers = load_signers(config.security.gallery_signers)
 
     def load(name: str, path: Path) -> Scorer:
         scorer = Inspector.from_gallery(path, config.runtime, backbones=backbones)
         problems = gallery_setting_conflicts(config.model, config.calibration, path, scorer.gallery.manifest)
         if problems:
             raise ConfigError("config", problems)
+        if signers:
+            scorer.signed_by = verify_gallery(path, scorer.gallery.sha256, signers).fingerprint
         return scorer
 
     return load

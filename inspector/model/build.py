@@ -18,8 +18,9 @@ from inspector.core.errors import InspectorError
 from inspector.core.names import IMAGE_SUFFIXES
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores, iter_batches
-from inspector.model.gallery import Gallery, load_gallery, save_gallery, update_calibration
-from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage
+from inspector.model.gallery import Gallery, load_gallery, migrate_legacy, save_gallery, update_calibration
+from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage, median
+from inspector.model.manifest import threshold_at_rate as _threshold_at_rate
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
 
@@ -114,11 +115,7 @@ def build_gallery(
 
 def threshold_at_rate(values: np.ndarray, rate: float) -> float:
     """The smallest observed value such that at most ``rate`` of the values lie strictly above it."""
-    if values.size == 0:
-        raise ValueError("no values to calibrate from")
-    n = values.size
-    allowed_above = min(int(np.floor(rate * n + 1e-9)), n - 1)
-    return float(np.sort(values, axis=None)[n - 1 - allowed_above])
+    return _threshold_at_rate([float(v) for v in np.ravel(values)], rate)
 
 
 def _leave_one_out(
@@ -198,14 +195,18 @@ def calibrate_gallery(
     Without ``normal_images`` each gallery image is scored against all the others (leave-one-out);
     with them, those images are scored against the whole gallery.
 
+    A format-version-1 gallery is first rewritten as the current version (see :func:`migrate_legacy`).
+
     Returns:
-        The calibration written to the manifest.
+        The calibration written to the manifest, with the normal scores it was computed from.
     """
+    migrate_legacy(path)
     inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
     raw, scales = _score_normals(inspector, normal_images, progress)
     method = "holdout" if normal_images else "leave_one_out"
-    knn_median = float(np.median(raw.knn)) or 1.0
-    max_median = float(np.median(raw.map_max)) or 1.0
+    knn = [float(v) for v in raw.knn]
+    map_maxima = [float(v) for v in raw.map_max]
+    knn_median, max_median = median(knn) or 1.0, median(map_maxima) or 1.0
     provisional = Calibration(
         image_threshold=0.0,
         target_false_reject_rate=calibration.target_false_reject_rate,
@@ -216,13 +217,17 @@ def calibrate_gallery(
         score_median=knn_median,
         map_max_median=max_median,
         stage_scales=scales,
+        normal_scores=map_maxima,  # replaced below, once the scores are combined with these medians
+        normal_knn=knn,
+        normal_map_max=map_maxima,
         created_at=utc_now(),
     )
-    scores = inspector.combine(raw, provisional)
+    scores = [float(v) for v in np.ravel(inspector.combine(raw, provisional))]
     final = provisional.model_copy(
         update={
-            "image_threshold": threshold_at_rate(scores, calibration.target_false_reject_rate),
-            "image_score_median": float(np.median(scores)),
+            "image_threshold": _threshold_at_rate(scores, calibration.target_false_reject_rate),
+            "image_score_median": median(scores),
+            "normal_scores": scores,
         }
     )
     update_calibration(path, final)

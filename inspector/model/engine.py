@@ -18,7 +18,8 @@ from inspector.core.errors import InspectorError
 from inspector.core.records import CropBox
 from inspector.model import spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
-from inspector.model.gallery import Gallery, GalleryError, check_expected, load_gallery
+from inspector.model.gallery import Gallery, check_expected, load_gallery
+from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
 from inspector.model.maps import defect_mask
 from inspector.model.preprocess import Prepared, prepare_batch
@@ -190,6 +191,9 @@ class Inspector:
         self.engine = engine
         self.gallery = gallery
         self.config = engine.config
+        self.signed_by: str | None = (
+            None  # fingerprint of the key whose signature the daemon's loader checked
+        )
         cal = gallery.manifest.calibration
         if require_calibration and cal is None:
             raise EngineError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +17,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
-from inspector.core.errors import InspectorError, validation_lines
-from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, Preprocessing
+from inspector.core.errors import validation_lines
+from inspector.model.digest import canonical_json, gallery_sha256
+from inspector.model.header import GalleryError, read_header
+from inspector.model.manifest import (
+    GALLERY_FORMAT_VERSION,
+    LEGACY_FORMAT_VERSION,
+    Calibration,
+    GalleryManifest,
+    Preprocessing,
+)
 
 MANIFEST_KEY = "inspector_manifest"
+HASH_KEY = "inspector_gallery_sha256"
 POOLED_NAME = "pooled"
-HEADER_LEN_BYTES = 8
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 FLOAT16_MAX = 65504.0
 NEW_FILE_MODE = 0o644
-PICKLE_PROTO_OPCODE = b"\x80"
-PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")
-ZIP_MAGIC = b"PK\x03\x04"
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -38,27 +41,22 @@ def stage_name(stage: int) -> str:
     return f"stage{stage}"
 
 
-class GalleryError(InspectorError):
-    """A gallery file that cannot be saved or loaded; the message names the file and the reason."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"gallery {path}: {reason}")
-
-
 @dataclass(frozen=True)
 class Gallery:
-    """A loaded, validated gallery: float32 CPU tensors; ``stages`` maps stage index -> [N, C, H, W]."""
+    """A loaded, validated gallery: float32 CPU tensors; ``stages`` maps stage index -> [N, C, H, W].
+
+    ``sha256`` is the gallery hash the file was loaded with (empty for a gallery assembled in memory).
+    """
 
     manifest: GalleryManifest
     pooled: torch.Tensor
     stages: dict[int, torch.Tensor]
+    sha256: str = ""
 
     @property
     def content_hash(self) -> str:
-        """SHA-256 over the stored tensors (see :func:`content_sha256`)."""
-        return self.manifest.content_sha256
+        """The gallery hash (tensors and the whole manifest, see :func:`manifest_hash`): the verdicts' one."""
+        return self.sha256 or manifest_hash(self.manifest)
 
 
 def content_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -111,14 +109,23 @@ def _stored_tensors(
     return out
 
 
+def manifest_hash(manifest: GalleryManifest) -> str:
+    """The gallery hash of a manifest (see :func:`inspector.model.digest.gallery_sha256`)."""
+    return gallery_sha256(manifest.model_dump(mode="json"))
+
+
 def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], manifest: GalleryManifest) -> None:
-    """Write to a temporary file in the same directory, fsync, then os.replace over ``path``."""
+    """Write to a temporary file in the same directory, fsync, then os.replace over ``path``.
+
+    The manifest is stored as canonical JSON beside its gallery hash.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else NEW_FILE_MODE
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp_name, metadata={MANIFEST_KEY: manifest.model_dump_json()})
+        text = canonical_json(manifest.model_dump(mode="json")).decode("utf-8")
+        save_file(tensors, tmp_name, metadata={MANIFEST_KEY: text, HASH_KEY: manifest_hash(manifest)})
         os.chmod(tmp_name, mode)
         with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -173,62 +180,8 @@ def _revalidate(path: Path, manifest: GalleryManifest, **updates: Any) -> Galler
         raise GalleryError(path, "; ".join(validation_lines(err, "manifest field "))) from None
 
 
-def _foreign_format(prefix: bytes) -> str | None:
-    """Name a format a misplaced file is likely in (pickle protocol >= 2, zip as written by torch.save)."""
-    if prefix[:1] == PICKLE_PROTO_OPCODE and prefix[1:2] in PICKLE_PROTOCOLS:
-        return "a pickle"
-    return "a zip archive (torch.save)" if prefix.startswith(ZIP_MAGIC) else None
-
-
-def _read_header_bytes(path: Path) -> tuple[int, bytes]:
-    """File size and the raw JSON header; refuses missing, unreadable, truncated or implausible files."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            prefix = handle.read(HEADER_LEN_BYTES)
-            header_len = struct.unpack("<Q", prefix)[0] if len(prefix) == HEADER_LEN_BYTES else -1
-            raw = handle.read(header_len) if 0 <= header_len <= MAX_HEADER_BYTES else b""
-    except FileNotFoundError:
-        raise GalleryError(path, "file not found") from None
-    except OSError as err:
-        raise GalleryError(path, f"cannot read file ({err.strerror})") from None
-    if header_len < 0:
-        raise GalleryError(path, f"truncated file ({size} bytes, shorter than the safetensors prefix)")
-    if (header_len > MAX_HEADER_BYTES or len(raw) < header_len) and (kind := _foreign_format(prefix)):
-        raise GalleryError(path, f"not a safetensors file (looks like {kind}; galleries are never unpickled)")
-    if header_len > MAX_HEADER_BYTES:
-        raise GalleryError(path, f"not a safetensors file (header length {header_len} is implausible)")
-    if len(raw) < header_len:
-        raise GalleryError(path, f"truncated file (header needs {header_len} bytes, file has {size})")
-    return size, raw
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    """Parse the safetensors header and check the file size matches it exactly."""
-    size, raw = _read_header_bytes(path)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise GalleryError(path, "not a safetensors file (header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise GalleryError(path, "not a safetensors file (header is not a JSON object)")
-    data_end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise GalleryError(path, f"not a safetensors file (tensor {name!r} has no valid data_offsets)")
-        data_end = max(data_end, offsets[1])
-    expected = HEADER_LEN_BYTES + len(raw) + data_end
-    if size < expected:
-        raise GalleryError(path, f"truncated file ({size} bytes, header describes {expected})")
-    if size > expected:
-        raise GalleryError(path, f"file size {size} does not match header ({expected} bytes): trailing data")
-    return header
-
-
-def _parse_manifest(path: Path, header: dict[str, Any]) -> GalleryManifest:
+def _manifest_document(path: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """The manifest JSON object of a header (any format version)."""
     metadata = header.get("__metadata__")
     text = metadata.get(MANIFEST_KEY) if isinstance(metadata, dict) else None
     if not isinstance(text, str):
@@ -241,17 +194,47 @@ def _parse_manifest(path: Path, header: dict[str, Any]) -> GalleryManifest:
         raise GalleryError(path, "manifest is not valid JSON (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise GalleryError(path, "manifest is not valid: expected a JSON object")
-    version = raw.get("format_version")
-    if version != GALLERY_FORMAT_VERSION:
-        raise GalleryError(
-            path, f"unsupported format version {version!r} (expected {GALLERY_FORMAT_VERSION})"
-        )
+    return raw
+
+
+def _validated(path: Path, raw: dict[str, Any]) -> GalleryManifest:
     try:
         return GalleryManifest.model_validate(raw)
     except ValidationError as err:
         raise GalleryError(
             path, "manifest is not valid: " + "; ".join(validation_lines(err, "manifest field "))
         ) from None
+
+
+def _parse_manifest(path: Path, header: dict[str, Any]) -> tuple[GalleryManifest, str]:
+    """The validated manifest and its gallery hash, checked against the hash stored beside it."""
+    raw = _manifest_document(path, header)
+    version = raw.get("format_version")
+    if version == LEGACY_FORMAT_VERSION:
+        raise GalleryError(
+            path,
+            f"format version {LEGACY_FORMAT_VERSION} has no hash over its manifest (its calibration could be "
+            f"edited unseen); rewrite it as version {GALLERY_FORMAT_VERSION} with "
+            f"`inspector gallery calibrate --gallery {path}`",
+        )
+    if version != GALLERY_FORMAT_VERSION:
+        raise GalleryError(
+            path, f"unsupported format version {version!r} (expected {GALLERY_FORMAT_VERSION})"
+        )
+    manifest = _validated(path, raw)
+    metadata = header["__metadata__"]
+    stored, actual = metadata.get(HASH_KEY), manifest_hash(manifest)
+    if not isinstance(stored, str):
+        raise GalleryError(path, f"missing gallery hash (no __metadata__ key {HASH_KEY!r})")
+    if stored != actual:
+        raise GalleryError(
+            path,
+            f"gallery hash mismatch: the manifest was modified (stored {stored[:12]}, manifest hashes to "
+            f"{actual[:12]}); a gallery is only changed by `inspector gallery calibrate` or `add`",
+        )
+    if manifest.calibration is not None and (problems := manifest.calibration.inconsistencies()):
+        raise GalleryError(path, "inconsistent calibration: " + "; ".join(problems))
+    return manifest, actual
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -318,19 +301,25 @@ def check_expected(
         raise GalleryError(path, f"preprocessing mismatch: {'; '.join(diffs)}")
 
 
-def _load_stored(path: Path) -> tuple[GalleryManifest, dict[str, torch.Tensor]]:
-    """Read and fully validate a gallery, returning tensors in their stored dtype."""
-    header = _read_header(path)
-    manifest = _parse_manifest(path, header)
+def _load_stored(path: Path) -> tuple[GalleryManifest, str, dict[str, torch.Tensor]]:
+    """Read and fully validate a gallery: its manifest, gallery hash and tensors in their stored dtype."""
+    header = read_header(path)
+    manifest, sha256 = _parse_manifest(path, header)
     tensors = _read_tensors(path)
     _check_tensors(path, manifest, tensors)
-    return manifest, tensors
+    return manifest, sha256, tensors
 
 
 def read_manifest(path: Path) -> GalleryManifest:
-    """The validated manifest alone, without reading or hashing the tensors (for counts and settings)."""
+    """The validated manifest alone (its hash checked), without reading or hashing the tensors."""
     path = Path(path)
-    return _parse_manifest(path, _read_header(path))
+    return _parse_manifest(path, read_header(path))[0]
+
+
+def read_gallery_hash(path: Path) -> str:
+    """The gallery hash of a file whose manifest validates (tensors not read: :func:`load_gallery` checks them)."""
+    path = Path(path)
+    return _parse_manifest(path, read_header(path))[1]
 
 
 def load_gallery(
@@ -356,21 +345,48 @@ def load_gallery(
             expected value.
     """
     path = Path(path)
-    manifest, tensors = _load_stored(path)
+    manifest, sha256, tensors = _load_stored(path)
     check_expected(path, manifest, expect_backbone, expect_weights_sha256, expect_preprocessing)
     as_f32 = {name: t.to(torch.float32).contiguous() for name, t in tensors.items()}
     stages = {s: as_f32[stage_name(s)] for s in sorted(manifest.stages)}
-    return Gallery(manifest=manifest, pooled=as_f32[POOLED_NAME], stages=stages)
+    return Gallery(manifest=manifest, pooled=as_f32[POOLED_NAME], stages=stages, sha256=sha256)
 
 
 def update_calibration(path: Path, calibration: Calibration) -> GalleryManifest:
     """Store a calibration in a gallery's manifest, atomically; tensors and content hash stay unchanged.
 
     Raises:
-        GalleryError: the existing file does not load cleanly.
+        GalleryError: the existing file does not load cleanly, or the calibration disagrees with its own
+            recorded normal scores.
     """
     path = Path(path)
-    manifest, tensors = _load_stored(path)
+    if problems := calibration.inconsistencies():
+        raise GalleryError(path, "inconsistent calibration refused: " + "; ".join(problems))
+    manifest, _, tensors = _load_stored(path)
     final = _revalidate(path, manifest, calibration=calibration.model_dump())
     _write_atomic(path, tensors, final)
     return final
+
+
+def migrate_legacy(path: Path) -> bool:
+    """Rewrite a format-version-1 gallery as the current version, its calibration dropped (to be redone).
+
+    A version 1 calibration records no normal scores, so it cannot be checked and is not carried over. The
+    tensors are checked against their content hash first.
+
+    Returns:
+        True when the file was rewritten, False when it already had the current version.
+
+    Raises:
+        GalleryError: the file is not a gallery that validates as version 1 or the current version.
+    """
+    path = Path(path)
+    header = read_header(path)
+    raw = _manifest_document(path, header)
+    if raw.get("format_version") != LEGACY_FORMAT_VERSION:
+        return False
+    manifest = _validated(path, {**raw, "format_version": GALLERY_FORMAT_VERSION, "calibration": None})
+    tensors = _read_tensors(path)
+    _check_tensors(path, manifest, tensors)
+    _write_atomic(path, tensors, manifest)
+    return True

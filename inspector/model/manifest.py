@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,7 +12,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from inspector.config.model import VALID_STAGES
 
-GALLERY_FORMAT_VERSION = 1
+GALLERY_FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = (
+    1  # before the whole-gallery hash: refused at load, rewritten by ``gallery calibrate``
+)
+RATE_EPSILON = 1e-9
+MEDIAN_RTOL = 1e-9
 _SHA256_PATTERN = r"^[0-9a-f]{64}$"
 _RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
 
@@ -30,6 +36,26 @@ def _one_of(*allowed: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def threshold_at_rate(values: Sequence[float], rate: float) -> float:
+    """The smallest observed value such that at most ``rate`` of the values lie strictly above it.
+
+    Raises:
+        ValueError: no values.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to calibrate from")
+    allowed_above = min(math.floor(rate * n + RATE_EPSILON), n - 1)
+    return float(sorted(values)[n - 1 - allowed_above])
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (the mean of the two middle values for an even count), as numpy computes it."""
+    ordered, n = sorted(values), len(values)
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else (float(ordered[mid - 1]) + float(ordered[mid])) / 2.0
 
 
 UtcTimestamp = Annotated[str, AfterValidator(_check_rfc3339_utc)]
@@ -78,7 +104,11 @@ class SourceImage(_Strict):
 
 
 class Calibration(_Strict):
-    """Thresholds set from normal images only."""
+    """Thresholds set from normal images only, with the normal scores they were computed from.
+
+    The record lets a loader recompute both thresholds (:meth:`inconsistencies`), so a threshold edited by hand
+    is refused even when the file's hash was recomputed too.
+    """
 
     image_threshold: float
     target_false_reject_rate: float = Field(gt=0.0, lt=1.0)
@@ -94,15 +124,54 @@ class Calibration(_Strict):
     image_score_median: float | None = Field(
         default=None,
         description="Median image score of the normal images in the gallery's image_score mode: the reference "
-        "of the daemon's score drift gauges (absent in galleries calibrated before it was recorded).",
+        "of the daemon's score drift gauges.",
+    )
+    normal_scores: list[float] = Field(
+        min_length=1,
+        description="Image score of each normal image (image_score mode): image_threshold's source.",
+    )
+    normal_knn: list[float] = Field(
+        min_length=1, description="kNN score of each normal image: score_median's."
+    )
+    normal_map_max: list[float] = Field(
+        min_length=1, description="Anomaly-map maximum of each normal image: pixel_threshold's source."
     )
     created_at: UtcTimestamp
+
+    def inconsistencies(self) -> list[str]:
+        """What disagrees with the recorded normal scores (empty when the calibration is consistent)."""
+        counts = {len(self.normal_scores), len(self.normal_knn), len(self.normal_map_max)}
+        if counts != {self.n_images}:
+            return [f"n_images {self.n_images} but {sorted(counts)} normal scores recorded"]
+        problems = []
+        image = threshold_at_rate(self.normal_scores, self.target_false_reject_rate)
+        if image != self.image_threshold:
+            problems.append(
+                f"image_threshold {self.image_threshold!r} is not the {self.target_false_reject_rate!r} rate "
+                f"threshold of the recorded normal scores ({image!r})"
+            )
+        pixel = threshold_at_rate(self.normal_map_max, self.pixel_target_rate)
+        if pixel != self.pixel_threshold:
+            problems.append(
+                f"pixel_threshold {self.pixel_threshold!r} is not the {self.pixel_target_rate!r} rate "
+                f"threshold of the recorded map maxima ({pixel!r})"
+            )
+        medians = [
+            ("score_median", self.score_median, median(self.normal_knn) or 1.0),
+            ("map_max_median", self.map_max_median, median(self.normal_map_max) or 1.0),
+            ("image_score_median", self.image_score_median, median(self.normal_scores)),
+        ]
+        for name, stored, recorded in medians:
+            if stored is not None and not math.isclose(stored, recorded, rel_tol=MEDIAN_RTOL):
+                problems.append(f"{name} {stored!r} is not the median of the recorded scores ({recorded!r})")
+        return problems
 
 
 class GalleryManifest(_Strict):
     """Everything needed to check a gallery matches the running model; stored as JSON in the file header.
 
-    ``storage_dtype``, ``stage_shapes`` and ``content_sha256`` are filled by :func:`save_gallery`.
+    ``storage_dtype``, ``stage_shapes`` and ``content_sha256`` are filled by :func:`save_gallery`. The file's
+    gallery hash covers this whole manifest (and, through ``content_sha256``, the tensors).
     """
 
     format_version: int = GALLERY_FORMAT_VERSION

@@ -10,7 +10,8 @@ from inspector.config.calibration import CalibrationConfig
 from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.model.backbone import BackboneSpec
-from inspector.model.gallery import GalleryError, stage_name
+from inspector.model.gallery import stage_name
+from inspector.model.header import GalleryError
 from inspector.model.manifest import GalleryManifest, Preprocessing, SpadeParams
 from inspector.model.preprocess import PreprocessSpec
 

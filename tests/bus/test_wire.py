@@ -32,6 +32,7 @@ from inspector.bus.wire import (
     parse_rfc3339,
     rfc3339,
 )
+from tests.schemas import heartbeat_errors, verdict_errors
 from tests.support import REPO_ROOT
 
 DOCS_DIR = REPO_ROOT / "docs"
@@ -258,9 +259,11 @@ def test_verdict_schema_lists_wire_field_names_and_verdict_values(tmp_path: Path
     assert set(schema["properties"]["verdict"]["enum"]) == {"PASS", "FAIL", "TIMEOUT", "ERROR"}
 
 
-def test_anomaly_map_to_u8_puts_the_pixel_threshold_at_128() -> None:
+def test_anomaly_map_to_u8_puts_the_first_value_above_the_pixel_threshold_at_128() -> None:
     thr = float(np.float32(3.7))  # a threshold as the engine stores it (from a float32 map)
-    assert anomaly_map_to_u8(np.array([thr], np.float32), thr)[0] == U8_AT_PIXEL_THRESHOLD
+    above = np.nextafter(np.float32(thr), np.float32(np.inf))
+    u8 = anomaly_map_to_u8(np.array([thr, above], np.float32), thr)
+    assert u8.tolist() == [U8_AT_PIXEL_THRESHOLD - 1, U8_AT_PIXEL_THRESHOLD]  # equal to it is not a defect
 
 
 def test_anomaly_map_to_u8_is_0_at_zero_255_from_twice_the_threshold_and_monotone() -> None:
@@ -276,5 +279,64 @@ def test_anomaly_map_to_u8_at_least_128_exactly_where_the_map_is_above_the_pixel
     """A bus consumer that rebuilds the mask as u8 >= 128 must get the engine's mask (amap > threshold)."""
     thr = float(np.float32(3.7))  # a threshold as the engine stores it (from a float32 map)
     amap = (thr * (1.0 + np.linspace(-0.003, 0.003, 61))).astype(np.float32)
-    amap = amap[amap != np.float32(thr)]
+    amap = np.concatenate([amap, np.array([thr], np.float32)])  # the tie too: not a defect pixel
     assert np.array_equal(anomaly_map_to_u8(amap, thr) >= U8_AT_PIXEL_THRESHOLD, amap > thr)
+
+
+@pytest.mark.parametrize("name", ["verdict.schema.json", "heartbeat.schema.json"])
+def test_every_field_of_the_shipped_schemas_is_required_and_schema_is_a_constant(name: str) -> None:
+    schema = json.loads((DOCS_DIR / name).read_text(encoding="utf-8"))
+    for where in [schema, *schema["$defs"].values()]:
+        assert sorted(where["required"]) == sorted(where["properties"]), where["title"]
+        assert where["additionalProperties"] is False
+    assert schema["properties"]["schema"]["const"] == SCHEMA_VERSION
+
+
+def _header_doc(**overrides: Any) -> dict[str, Any]:
+    return {**json.loads(make_header().model_dump_json()), **overrides}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "valid"),
+    [
+        ({}, True),
+        ({"verdict": "PASS", "score": 1.0}, True),
+        ({"verdict": "ERROR", "score": None, "threshold": None, "error": "scoring failed"}, True),
+        (
+            {"verdict": "TIMEOUT", "score": None, "threshold": None, "defect_area_px": None, "error": "late"},
+            True,
+        ),
+        ({"verdict": "PASS", "score": None}, False),
+        ({"verdict": "FAIL", "threshold": None}, False),
+        ({"verdict": "FAIL", "error": "why"}, False),
+        ({"verdict": "ERROR", "error": None}, False),
+        ({"verdict": "TIMEOUT", "error": ""}, False),
+        ({"schema": SCHEMA_VERSION + 1}, False),
+        ({"mask": {"encoding": "png", "kind": "binary", "width": 0, "height": 0}}, False),
+        ({"mask": {"encoding": "none", "kind": "binary", "width": 4, "height": 4}}, False),
+        ({"mask": {"encoding": "png", "kind": "binary", "width": 4, "height": 4}}, True),
+    ],
+)
+def test_the_verdict_schema_states_the_per_verdict_rules_the_decoder_enforces(
+    overrides: dict[str, Any], valid: bool
+) -> None:
+    doc = _header_doc(**overrides)
+    assert (verdict_errors(json.dumps(doc).encode()) == []) is valid
+    mask = b"" if doc["mask"]["encoding"] == "none" else encode_mask(np.zeros((4, 4), np.uint8), "binary")[0]
+    try:
+        decode_verdict([b"verdict.cam1", json.dumps(doc).encode(), mask])
+        decoded = True
+    except ValueError:
+        decoded = False
+    assert decoded is valid  # the schema and the decoder agree on every case
+
+
+def test_a_header_missing_any_field_breaks_the_schema() -> None:
+    for name in _header_doc():
+        doc = _header_doc()
+        del doc[name]
+        assert any("is a required property" in e for e in verdict_errors(json.dumps(doc).encode())), name
+    beat = json.loads(make_heartbeat().model_dump_json())
+    assert heartbeat_errors(json.dumps(beat).encode()) == []
+    del beat["cameras"]["cam1"]["last_seq"]
+    assert heartbeat_errors(json.dumps(beat).encode()) != []

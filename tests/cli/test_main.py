@@ -185,7 +185,12 @@ def test_gallery_info_prints_the_manifest(
 ) -> None:
     assert main(["gallery", "info", str(gallery)]) == EXIT_OK
     info = json.loads(capsys.readouterr().out)
-    assert info == {**load_gallery(gallery).manifest.model_dump(mode="json"), "sources": f"{N_TRAIN} files"}
+    loaded = load_gallery(gallery)
+    assert info == {
+        "gallery_sha256": loaded.sha256,
+        **loaded.manifest.model_dump(mode="json"),
+        "sources": f"{N_TRAIN} files",
+    }
     assert info["backbone"] == "efficientnet_lite0" and info["image_count"] == N_TRAIN
     assert info["preprocessing"]["crop_px"] == CROP_PX and info["calibration"]["method"] == "leave_one_out"
     assert main(["gallery", "info", str(gallery), "--sources"]) == EXIT_OK

@@ -24,7 +24,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.config.worker import WorkerConfig
 from inspector.daemon.lifecycle import Daemon
-from inspector.model.gallery import GalleryError
+from inspector.model.header import GalleryError
 from inspector.ops.sdnotify import SdNotifier
 from tests.support import LabelledVideo, SyntheticGallery, free_port, metric, scrape, wait_until
 

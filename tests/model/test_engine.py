@@ -17,7 +17,8 @@ from inspector.model import gallery as gallery_module
 from inspector.model.build import build_gallery, calibrate_gallery, list_images
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, EngineError, Inspector, ScoreResult, resolve_device
-from inspector.model.gallery import GalleryError, load_gallery, save_gallery, update_calibration
+from inspector.model.gallery import load_gallery, save_gallery, update_calibration
+from inspector.model.header import GalleryError
 from inspector.model.preprocess import read_image
 from tests.support import calibration_config as _calibration
 from tests.support import runtime_config
@@ -63,11 +64,17 @@ def _tests(data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def _with_calibration(inspector: Inspector, src: Path, dst: Path, **changes: float) -> Inspector:
-    """The inspector's engine bound to a copy of its gallery with some calibration values replaced."""
+    """The inspector's engine bound to a copy of its gallery with a threshold replaced (and, so that the
+    calibration stays consistent, the recorded normal scores it comes from: all equal to it)."""
     shutil.copyfile(src, dst)
     cal = load_gallery(dst).manifest.calibration
     assert cal is not None
-    update_calibration(dst, cal.model_copy(update=changes))
+    record = {"image_threshold": "normal_scores", "pixel_threshold": "normal_map_max"}
+    medians = {"image_threshold": "image_score_median", "pixel_threshold": "map_max_median"}
+    update: dict[str, object] = {}
+    for name, value in changes.items():
+        update |= {name: value, record[name]: [value] * cal.n_images, medians[name]: value}
+    update_calibration(dst, cal.model_copy(update=update))
     return Inspector(inspector.engine, load_gallery(dst))
 
 

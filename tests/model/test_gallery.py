@@ -20,12 +20,12 @@ from safetensors.torch import save_file
 
 from inspector.model.digest import file_sha256
 from inspector.model.gallery import (
-    GalleryError,
     load_gallery,
     read_manifest,
     save_gallery,
     update_calibration,
 )
+from inspector.model.header import GalleryError
 from inspector.model.manifest import (
     GALLERY_FORMAT_VERSION,
     Calibration,
@@ -89,14 +89,24 @@ def _spec_hash(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def spec_gallery_hash(manifest: dict[str, Any]) -> str:
+    """The documented gallery hash, re-implemented independently of the module."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(b"inspector-gallery\0" + text.encode()).hexdigest()
+
+
 def _write_crafted(
     path: Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any] | str | None
 ) -> None:
-    """Write a safetensors file by hand; a dict manifest gets a correct content hash for these tensors."""
+    """Write a safetensors file by hand; a dict manifest gets correct content and gallery hashes."""
     metadata = None
     if isinstance(manifest, dict):
-        manifest = json.dumps({**manifest, "content_sha256": _spec_hash(tensors)})
-    if manifest is not None:
+        manifest = {**manifest, "content_sha256": _spec_hash(tensors)}
+        metadata = {
+            "inspector_manifest": json.dumps(manifest),
+            "inspector_gallery_sha256": spec_gallery_hash(manifest),
+        }
+    elif manifest is not None:
         metadata = {"inspector_manifest": manifest}
     save_file(tensors, str(path), metadata=metadata)
 
@@ -134,11 +144,10 @@ def test_float32_round_trip_is_exact_and_manifest_is_filled(tmp_path: Path) -> N
         "pooled": [POOLED_DIM],
         **{f"stage{s}": list(STAGE_SHAPES[s]) for s in stages},
     }
-    assert (
-        gallery.content_hash
-        == written.content_sha256
-        == _spec_hash({"pooled": pooled, "stage0": stages[0], "stage1": stages[1], "stage2": stages[2]})
+    assert written.content_sha256 == _spec_hash(
+        {"pooled": pooled, "stage0": stages[0], "stage1": stages[1], "stage2": stages[2]}
     )
+    assert gallery.content_hash == gallery.sha256 == spec_gallery_hash(written.model_dump(mode="json"))
     assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]
 
 
@@ -338,6 +347,15 @@ def test_other_format_version_is_refused(tmp_path: Path, version: Any) -> None:
     assert _refused(path).startswith(f"unsupported format version {version!r}")
 
 
+def test_format_version_1_is_refused_naming_the_command_that_rewrites_it(tmp_path: Path) -> None:
+    path = tmp_path / "g.safetensors"
+    manifest, tensors = _stored(path)
+    _write_crafted(path, tensors, {**manifest, "format_version": 1})
+    reason = _refused(path)
+    assert reason.startswith("format version 1 has no hash over its manifest")
+    assert f"inspector gallery calibrate --gallery {path}" in reason
+
+
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     assert _refused(tmp_path / "absent.safetensors") == "file not found"
 
@@ -476,6 +494,7 @@ def test_save_refuses_tensors_that_disagree_with_the_manifest(
 
 
 def _calibration() -> Calibration:
+    """A consistent calibration: each threshold the 1% rate value (the maximum) of its recorded scores."""
     return Calibration(
         image_threshold=1.25,
         target_false_reject_rate=0.01,
@@ -485,6 +504,10 @@ def _calibration() -> Calibration:
         n_images=N_IMAGES,
         score_median=0.5,
         map_max_median=0.6,
+        image_score_median=1.0,
+        normal_scores=[1.25, 1.0, 0.5, 1.0, 1.0],
+        normal_knn=[0.5, 0.25, 0.5, 0.75, 0.5],
+        normal_map_max=[0.6, 0.6, 0.75, 0.5, 0.6],
         created_at="2024-05-02T08:30:00.250000Z",
     )
 
@@ -498,7 +521,8 @@ def test_update_calibration_keeps_tensors_and_content_hash(tmp_path: Path, float
     updated = update_calibration(path, _calibration())
     after = load_gallery(path)
     assert written.calibration is None and after.manifest.calibration == _calibration()
-    assert updated == after.manifest and after.content_hash == written.content_sha256
+    assert updated == after.manifest and after.manifest.content_sha256 == written.content_sha256
+    assert after.sha256 != before.sha256  # the calibration is part of the gallery hash
     assert after.manifest.storage_dtype == written.storage_dtype
     assert torch.equal(after.pooled, before.pooled) and torch.equal(after.stages[2], before.stages[2])
     assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]

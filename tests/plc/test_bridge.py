@@ -1,0 +1,154 @@
+"""``inspector opcua --config`` beside the real daemon: fed by its bus, commanding through its control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inspector.demo.data import write_demo_video
+from inspector.plc.results import NOT_READY_SILENT
+from tests.plc.opcua_client import call, camera, client, read, subscribe_records, wait_for
+from tests.processes import DaemonProcess
+from tests.support import SyntheticGallery, free_port
+
+CAMERA = "line"
+CAMERA_FPS = 10.0
+HEARTBEAT_S = 0.5
+SILENCE_BUDGET_S = 3.0
+
+
+@dataclass
+class Bridged:
+    """A daemon with one external-trigger camera and its control socket, and the OPC UA bridge beside it."""
+
+    daemon: DaemonProcess
+    bridge: DaemonProcess
+    port: int
+
+
+def bridged_config(folder: Path, video: Path, gallery: Path, ports: dict[str, int]) -> Path:
+    text = f"""[[products]]
+name = "a"
+gallery = "{gallery}"
+
+[[cameras]]
+name = "{CAMERA}"
+source = "{video}"
+loop = true
+fps = {CAMERA_FPS}
+trigger = "external"
+product = "a"
+
+[batching]
+max_batch = 4
+max_wait_ms = 10
+deadline_ms = 60000
+
+[bus]
+bind = "tcp://127.0.0.1:{ports["bus"]}"
+heartbeat_interval_s = {HEARTBEAT_S}
+
+[control]
+enabled = true
+bind = "tcp://127.0.0.1:{ports["control"]}"
+
+[metrics]
+enabled = false
+
+[logging]
+format = "json"
+
+[opcua]
+port = {ports["opcua"]}
+allow_anonymous = true
+silence_budget_s = {SILENCE_BUDGET_S}
+"""
+    path = folder / "bridged.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bridged(
+    synthetic_gallery: SyntheticGallery, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bridged]:
+    folder = tmp_path_factory.mktemp("bridged")
+    video = folder / "line.avi"
+    write_demo_video(video, 20, CAMERA_FPS, 4, 160, seed=7)
+    ports = {name: free_port() for name in ("bus", "control", "opcua")}
+    config = bridged_config(folder, video, synthetic_gallery.path, ports)
+    daemon = DaemonProcess(config)
+    bridge = DaemonProcess(config, command=("opcua",))
+    try:
+        daemon.wait_event("daemon_ready")
+        assert bridge.wait_event("opcua_bridge_ready")["port"] == ports["opcua"]
+        yield Bridged(daemon, bridge, ports["opcua"])
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+        assert bridge.terminate() == 0
+        assert daemon.terminate() == 0
+    finally:
+        bridge.close()
+        daemon.close()
+
+
+async def ready_is(c: Any, cam: Any, wanted: bool) -> None:
+    async def reached() -> bool:
+        return bool(await read(c, cam, "Ready")) is wanted
+
+    await wait_for(reached, f"Ready {wanted}")
+
+
+def test_a_trigger_through_the_bridge_gives_one_result_with_its_part_id(bridged: Bridged) -> None:
+    async def scenario() -> tuple[int, list[Any]]:
+        async with client(bridged.port) as c:
+            cam = await camera(c, CAMERA)
+            await ready_is(c, cam, True)
+            records = await subscribe_records(c, cam)
+            seq, error = await call(c, cam, "Trigger", "BR-1", "")
+            assert error == "" and seq >= 0
+
+            async def arrived() -> bool:
+                return any(r.PartId == "BR-1" for r in records.results())
+
+            await wait_for(arrived, "the result of BR-1")
+            return seq, [r for r in records.results() if r.PartId == "BR-1"]
+
+    seq, results = asyncio.run(scenario())
+    assert [(r.Seq, r.Valid, r.Product) for r in results] == [(seq, True, "a")]
+
+
+def test_a_silent_daemon_makes_the_camera_not_ready_and_its_results_invalid(bridged: Bridged) -> None:
+    async def scenario() -> tuple[float, str, bool, bool]:
+        async with client(bridged.port) as c:
+            cam = await camera(c, CAMERA)
+            await ready_is(c, cam, True)
+            seq, error = await call(c, cam, "Trigger", "BR-2", "")
+            assert seq >= 0, error
+
+            async def result_in() -> bool:
+                return bool(await read(c, cam, "LastResult", "PartId") == "BR-2")
+
+            await wait_for(result_in, "the result of BR-2")
+            os.kill(bridged.daemon.proc.pid, signal.SIGSTOP)  # the bus goes silent; the process lives on
+            stopped = time.monotonic()
+            await ready_is(c, cam, False)
+            after_s = time.monotonic() - stopped
+            state = str(await read(c, cam, "State"))
+            valid = bool(await read(c, cam, "LastResult", "Valid"))
+            accept = bool(await read(c, cam, "LastResult", "AcceptPart"))
+            os.kill(bridged.daemon.proc.pid, signal.SIGCONT)
+            await ready_is(c, cam, True)
+            return after_s, state, valid, accept
+
+    after_s, state, valid, accept = asyncio.run(scenario())
+    print(f"not ready {after_s:.2f} s after the daemon stopped (budget {SILENCE_BUDGET_S} s)")
+    assert state == NOT_READY_SILENT
+    assert not valid and not accept, "a result held through the silence is still acceptable"
