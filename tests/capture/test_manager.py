@@ -143,7 +143,7 @@ def ffmpeg_server(tmp_path: Path) -> Iterator[Callable[[int], subprocess.Popen[b
         args += ["-c:v", "mjpeg", "-f", "mpjpeg", "-listen", "1", url]
         proc = subprocess.Popen([str(FFMPEG), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
-        wait_until(lambda: is_listening(port), f"ffmpeg listening on {port}", 10.0)
+        wait_until(lambda: is_listening(port), f"ffmpeg listening on {port}", SPAWN_WAIT_S * 4)
         return proc
 
     yield start

@@ -226,3 +226,34 @@ def test_a_stuck_worker_stops_the_watchdog_gets_timeout_verdicts_and_is_replaced
     pings = notify.times("WATCHDOG=1")
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert gaps and max(gaps) >= REPLACE_GRACE_S, "the watchdog kept being pinged while the worker was stuck"
+
+
+def test_a_worker_that_stays_stuck_after_its_replacements_exhausts_the_budget_and_the_daemon_exits_1(
+    tmp_path: Path,
+    synthetic_gallery: SyntheticGallery,
+    labelled_video: LabelledVideo,
+    daemons: list[DaemonProcess],
+) -> None:
+    video, _ = labelled_video("line", 20, seed=5)
+    bus = f"tcp://127.0.0.1:{free_port()}"
+    supervision = "[supervision]\nrestart_budget = 1\nrestart_window_s = 600\n"
+    config = tmp_path / "inspector.toml"
+    config.write_text(
+        ROOT_KEYS + video_camera("line", video) + base_config(synthetic_gallery.path, bus, supervision, 5.0)
+    )
+    env = {"FAULT_INJECT_WORKER_STALL": f"1:{INJECTED_STALL_S}:10"}  # every batch after the first sticks
+    sub = Subscriber(bus)
+    try:
+        daemons.append(daemon := DaemonProcess(config, env=env))
+        code = daemon.proc.wait(WAIT_S * 2)
+    finally:
+        sub.close()
+    assert code == 1, "".join(daemon.raw)[-3000:]
+    assert len(daemon.events("worker_replaced")) == 1
+    exhausted = daemon.event("restart_budget_exhausted")
+    assert exhausted is not None and "model worker" in exhausted["reason"]
+    timeouts = [v for v in sub.got.of("line") if v.verdict == "TIMEOUT"]
+    assert timeouts and all(v.error and "model worker stalled" in v.error for v in timeouts)
+    assert_no_duplicates(sub)
+    summary = daemon.event("daemon_stopped")
+    assert summary is not None and summary["cameras"]["line"]["unaccounted"] == 0
