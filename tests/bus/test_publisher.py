@@ -307,7 +307,7 @@ def test_run_heartbeats_publishes_until_stopped_then_a_final_one(context: Contex
 
 
 STALL_MESSAGES = 3000  # ~4 KB each: 12 MB, far more than any socket buffer on the way
-CHUNK = 10  # the active subscriber catches up after every few verdicts, as a reading gateway does
+CHUNK = 10  # below sndhwm: the active subscriber never has more queued than its high-water mark
 MAP_SIDE_PX = 64
 
 
