@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,22 @@ class DaemonProcess:
     ``prefix`` runs it through another command (``unshare ...``), which must ``exec`` the daemon.
     """
 
-    def __init__(self, config: Path, prefix: Sequence[str] = (), command: Sequence[str] = ("run",)) -> None:
-        """Start the daemon (or another long-running command that takes ``--config``, such as ``opcua``)."""
+    def __init__(
+        self,
+        config: Path,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        command: Sequence[str] = ("run",),
+    ) -> None:
+        """Start the daemon, or another long-running command that takes ``--config`` (``opcua``).
+
+        ``env``: variables added to this process's environment.
+        """
         cmd = [*prefix, sys.executable, "-m", "inspector.cli", *command, "--config", str(config)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        environ = {**os.environ, **env} if env else None
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ
+        )
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -167,3 +180,21 @@ class DaemonProcess:
         self._reader.join(WAIT_S)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+def child_pids(parent: int) -> list[int]:
+    """Process ids of the direct children of ``parent`` whose command line is a multiprocessing spawn
+    (the camera processes; the resource tracker is left out)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)

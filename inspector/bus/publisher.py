@@ -103,6 +103,8 @@ class Publisher:
                 raise PublisherError(f"publisher for {self._config.bind} is already bound or closed")
             sock = self._context.socket(zmq.PUB)
             sock.setsockopt(zmq.SNDHWM, self._config.sndhwm)
+            if self._config.sndbuf_bytes:  # bounded staleness: a stalled subscriber's kernel backlog is small
+                sock.setsockopt(zmq.SNDBUF, self._config.sndbuf_bytes)
             sock.setsockopt(zmq.LINGER, self._config.linger_ms)
             apply_server(sock, self._curve)
             try:
@@ -238,6 +240,7 @@ def verdict_header(
         part_id=frame.part_id,
         captured_at=rfc3339(frame.captured_at),
         published_at=published_at,
+        age_ms=max(0.0, latency_ms.get("end_to_end", 0.0)),
         verdict=outcome.verdict,
         score=outcome.score,
         threshold=outcome.threshold,

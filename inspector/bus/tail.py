@@ -1,10 +1,11 @@
-"""``inspector tail``: subscribe to the verdict bus, print verdicts, warn on sequence gaps and daemon restarts."""
+"""``inspector tail``: subscribe to the verdict bus, print verdicts, warn on gaps, stale verdicts and restarts."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -19,12 +20,14 @@ from inspector.bus.wire import (
     decode_heartbeat,
     decode_verdict,
     latency_s,
+    parse_rfc3339,
 )
 from inspector.core.names import EXIT_OK, EXIT_USAGE
 
 POLL_INTERVAL_MS = 100
 SUB_RCVHWM = 100_000
 MS_PER_S = 1000.0
+DEFAULT_MAX_AGE_MS = 2000.0  # a verdict older than this on arrival is reported stale (the line's budget)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,30 @@ class Restart:
         return f"restart: daemon boot_id {self.old_boot_id} -> {self.new_boot_id}, sequence numbers reset"
 
 
-SequenceEvent = Gap | Regression | Restart
+@dataclass(frozen=True)
+class Stale:
+    """A verdict older than the line's budget when it arrived: a gateway must treat it as a reject."""
+
+    camera: str
+    seq: int
+    age_ms: float
+    max_age_ms: float
+
+    def message(self) -> str:
+        """Human-readable warning text."""
+        return (
+            f"stale: camera {self.camera} seq {self.seq} arrived {self.age_ms:.0f} ms after capture "
+            f"(budget {self.max_age_ms:.0f} ms): treat it as a reject"
+        )
+
+
+def arrival_age_ms(header: VerdictHeader, now: float) -> float:
+    """How old a verdict is on arrival at wall time ``now``: its ``age_ms`` plus the time since publish."""
+    in_transit_s = now - parse_rfc3339(header.published_at)
+    return header.age_ms + max(0.0, in_transit_s) * MS_PER_S
+
+
+SequenceEvent = Gap | Regression | Restart | Stale
 
 
 class SequenceTracker:
@@ -145,9 +171,22 @@ def format_verdict_line(header: VerdictHeader) -> str:
 class TailPrinter:
     """Turns received messages into output lines (text or JSON). Pure apart from its state."""
 
-    def __init__(self, as_json: bool = False) -> None:
-        """Create a printer; ``as_json`` emits one JSON object per line instead of text."""
+    def __init__(
+        self,
+        as_json: bool = False,
+        max_age_ms: float = DEFAULT_MAX_AGE_MS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Create a printer.
+
+        Args:
+            as_json: emit one JSON object per line instead of text.
+            max_age_ms: a verdict older than this on arrival gets a ``stale`` warning.
+            clock: wall clock (Unix seconds) of the arrival.
+        """
         self.as_json = as_json
+        self.max_age_ms = max_age_ms
+        self._clock = clock
         self.tracker = SequenceTracker()
         self._state: str | None = None
 
@@ -157,7 +196,7 @@ class TailPrinter:
         return f"WARNING {text}"
 
     def _event_lines(self, events: Iterable[SequenceEvent]) -> list[str]:
-        kinds = {Gap: "gap", Regression: "out_of_order", Restart: "restart"}
+        kinds = {Gap: "gap", Regression: "out_of_order", Restart: "restart", Stale: "stale"}
         return [self._warning(kinds[type(e)], e.message()) for e in events]
 
     def on_heartbeat(self, hb: Heartbeat) -> list[str]:
@@ -178,7 +217,11 @@ class TailPrinter:
 
     def on_verdict(self, header: VerdictHeader) -> list[str]:
         """Lines for a verdict: any sequence warnings, then the verdict itself."""
-        lines = self._event_lines(self.tracker.observe(header.boot_id, header.camera, header.seq))
+        events = self.tracker.observe(header.boot_id, header.camera, header.seq)
+        age_ms = arrival_age_ms(header, self._clock())
+        if age_ms > self.max_age_ms:
+            events.append(Stale(header.camera, header.seq, age_ms, self.max_age_ms))
+        lines = self._event_lines(events)
         lines.append(header.model_dump_json() if self.as_json else format_verdict_line(header))
         return lines
 
@@ -204,6 +247,7 @@ def tail(
     topics: Sequence[str],
     stop_event: threading.Event,
     as_json: bool = False,
+    max_age_ms: float = DEFAULT_MAX_AGE_MS,
     curve: CurveClient | None = None,
 ) -> int:
     """Subscribe to a verdict bus and print what arrives until ``count`` verdicts or ``stop_event``.
@@ -218,6 +262,7 @@ def tail(
         topics: subscription prefixes, e.g. ``["verdict."]`` or ``["verdict.cam1"]``.
         stop_event: set from another thread or a signal handler to stop.
         as_json: print JSON objects instead of text lines.
+        max_age_ms: warn (``stale``) on a verdict older than this when it arrives.
         curve: connect as this CURVE client (the daemon's ``[security]`` CURVE is on).
 
     Returns:
@@ -236,7 +281,7 @@ def tail(
             return EXIT_USAGE
         for topic in {*topics, HEARTBEAT_TOPIC}:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-        printer = TailPrinter(as_json=as_json)
+        printer = TailPrinter(as_json=as_json, max_age_ms=max_age_ms)
         verdicts = 0
         while not stop_event.is_set() and (count is None or verdicts < count):
             if not sock.poll(POLL_INTERVAL_MS, zmq.POLLIN):

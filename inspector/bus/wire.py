@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from inspector.core.errors import validation_lines
 from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, CameraState, Verdict
 
-SCHEMA_VERSION = 2  # 2: verdicts name their product; heartbeat cameras carry a state (paused)
+SCHEMA_VERSION = 3  # 2: product, camera state; 3: verdict age_ms, camera state starting
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -112,6 +112,10 @@ class VerdictHeader(_WireModel):
     part_id: str | None = Field(default=None, description="Part identifier (e.g. from a trigger or barcode).")
     captured_at: Timestamp
     published_at: Timestamp
+    age_ms: LatencyMs = Field(
+        description="How old the verdict was when sent: milliseconds from capture to publish (monotonic "
+        "clock). Add the time since published_at to get its age on arrival; older than the line's budget: reject."
+    )
     verdict: Verdict
     score: FiniteFloat | None = Field(
         default=None, description="Image anomaly score; required for PASS/FAIL."
@@ -159,8 +163,9 @@ class CameraStatus(_WireModel):
     """One camera's state inside a heartbeat."""
 
     state: CameraState = Field(
-        description="up: delivering frames; down: not delivering (reconnecting); paused: stopped by the control "
-        "socket (not a fault); ended: a file or folder source finished."
+        description="starting: opening its source for the first time (not a fault); up: delivering frames; "
+        "down: not delivering (reconnecting after a failure); paused: stopped by the control socket (not a "
+        "fault); ended: a file or folder source finished."
     )
     up: bool = Field(description="The camera is connected and delivering frames.")
     frames: int = Field(ge=0, description="Frames captured since the daemon started.")

@@ -34,7 +34,7 @@ from inspector.capture.shared import (
 )
 from inspector.config.camera import CameraConfig
 from inspector.core.names import IMAGE_SUFFIXES
-from inspector.core.records import Image
+from inspector.core.records import NO_IMAGE, Image
 
 FOLDER_DEFAULT_FPS = 10.0  # folder pacing in frames/s when fps is unset
 FILE_FALLBACK_FPS = 25.0  # used when a video file reports no frame rate
@@ -44,8 +44,11 @@ PUT_ATTEMPTS = 3  # enqueue tries before the new frame is dropped as channel_bus
 MS_PER_S = 1000.0  # OpenCV open/read timeouts are in milliseconds
 
 
+SourceRead = tuple[Image | None, str | None, str | None]  # image (None: end or failure), part_id, fault
+
+
 class _Source(Protocol):
-    def read(self) -> tuple[Image | None, str | None]: ...
+    def read(self) -> SourceRead: ...
     def close(self) -> None: ...
 
 
@@ -55,34 +58,58 @@ class _CvSource:
     def __init__(self, cap: cv2.VideoCapture) -> None:
         self.cap = cap
 
-    def read(self) -> tuple[Image | None, str | None]:
+    def read(self) -> SourceRead:
         ok, image = self.cap.read()
-        return (_to_bgr(image) if ok and image is not None else None), None
+        return (_to_bgr(image) if ok and image is not None else None), None, None
 
     def close(self) -> None:
         self.cap.release()
 
 
 class _FolderSource:
-    """Sorted image files of a folder; unreadable files are skipped and reported."""
+    """Sorted image files of a folder; each file is one frame: its image, or a fault saying why it has none."""
 
-    def __init__(self, files: list[Path], report: Callable[[str], None]) -> None:
+    def __init__(self, files: list[Path], report: Callable[[str], None], max_frame_px: int) -> None:
         self.files = files
         self.index = 0
         self.report = report
+        self.max_frame_px = max_frame_px
 
-    def read(self) -> tuple[Image | None, str | None]:
-        while self.index < len(self.files):
-            path = self.files[self.index]
-            self.index += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is not None:
-                return _to_bgr(image), path.stem
-            self.report(f"unreadable image file {path}")
-        return None, None
+    def read(self) -> SourceRead:
+        if self.index >= len(self.files):
+            return None, None, None
+        path = self.files[self.index]
+        self.index += 1
+        image, fault = read_folder_image(path, self.max_frame_px)
+        if fault is not None:
+            self.report(fault)
+            return NO_IMAGE, path.stem, fault
+        return image, path.stem, None
 
     def close(self) -> None:
         self.index = len(self.files)
+
+
+def read_folder_image(path: Path, max_frame_px: int) -> tuple[Image, str | None]:
+    """Decode one image file as BGR uint8, or return (NO_IMAGE, why it cannot be a frame) naming the file."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        return NO_IMAGE, f"unreadable image file {path}: {exc.strerror or exc}"
+    if data.size == 0:
+        return NO_IMAGE, f"unreadable image file {path}: the file is empty (0 bytes)"
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        return NO_IMAGE, f"unreadable image file {path}: {str(exc).strip()[-200:]}"
+    if image is None or image.size == 0:
+        return NO_IMAGE, f"unreadable image file {path}: not an image OpenCV can decode ({data.size} bytes)"
+    height, width = image.shape[:2]
+    if height * width > max_frame_px:
+        return NO_IMAGE, (
+            f"image file {path}: {width}x{height} px is larger than max_frame_px={max_frame_px}"
+        )
+    return _to_bgr(image), None
 
 
 def _to_bgr(image: Any) -> Image:
@@ -107,7 +134,7 @@ def _open_source(cfg: CameraConfig, kind: str, report: Callable[[str], None]) ->
         files = sorted(p for p in listing if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             return None, f"camera {cfg.name}: folder {folder} missing or without image files"
-        return _FolderSource(files, report), ""
+        return _FolderSource(files, report, cfg.max_frame_px), ""
     if kind == "device":
         cap = cv2.VideoCapture(int(cfg.source))
     elif kind == "gstreamer":
@@ -237,7 +264,7 @@ class _Child:
                 next_due = max(next_due + period, time.monotonic() - period)  # no burst after a stall
             self.arm(timeout)
             started = time.monotonic()
-            image, part_id = source.read()
+            image, part_id, fault = source.read()
             now = time.monotonic()
             if image is None:
                 if self.kind in ("file", "folder"):
@@ -245,15 +272,15 @@ class _Child:
                 return "fail", n_frames, f"camera {self.cfg.name}: read failed on {self.cfg.source!r}"
             if now - started > timeout:
                 return "fail", n_frames, f"camera {self.cfg.name}: no frame within read_timeout_s={timeout}"
-            self.publish(now, part_id, image)
+            self.publish(now, part_id, image, fault)
             n_frames += 1
         return "stop", n_frames, ""
 
-    def publish(self, monotonic_at: float, part_id: str | None, image: Image) -> None:
+    def publish(self, monotonic_at: float, part_id: str | None, image: Image, fault: str | None) -> None:
         """Assign the next seq and enqueue; a full channel loses its oldest frame, never blocks."""
         seq = int(self.ints[I_SEQ])
         self.ints[I_SEQ] = seq + 1
-        item: FrameItem = (seq, self.clock(), monotonic_at, part_id, image)
+        item: FrameItem = (seq, self.clock(), monotonic_at, part_id, image, fault)
         self.floats[F_LAST_FRAME_AT] = item[1]
         for attempt in range(PUT_ATTEMPTS):
             try:

@@ -37,6 +37,7 @@ from inspector.capture.shared import (
     StopSignal,
 )
 from inspector.config.camera import CameraConfig
+from inspector.core.budget import RestartBudget
 from inspector.core.records import Frame
 
 WATCHDOG_MARGIN_S = 2.0  # slack on top of a child's own timeout before the parent kills it
@@ -62,6 +63,8 @@ class CaptureManager:
         clock: Wall clock stamped on frames (captured_at); must be picklable (module-level function).
         on_event: Optional hook ``(camera, event_name, value)`` called from the monitor thread; see EVENT_*.
         watchdog_margin_s: Slack in seconds on top of a child's open/read timeout before it is killed as hung.
+        restart_budget: ``(restarts, window_s)`` allowed per camera process; past it :attr:`exhausted` says
+            which camera, and the camera is no longer restarted (the daemon exits non-zero). None: no limit.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class CaptureManager:
         *,
         on_event: EventHook | None = None,
         watchdog_margin_s: float = WATCHDOG_MARGIN_S,
+        restart_budget: tuple[int, float] | None = None,
     ) -> None:
         names = [c.name for c in cameras]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -88,6 +92,9 @@ class CaptureManager:
         self._monitor: threading.Thread | None = None
         self._rr = 0
         self._seen: dict[tuple[str, str], int] = {}
+        self._budgets = {c.name: RestartBudget(*restart_budget) for c in cameras} if restart_budget else {}
+        self.exhausted: str | None = None  # why a camera ran out of restarts (then it is not restarted)
+        self.exhausted_camera: str | None = None
         self._log = structlog.stdlib.get_logger(__name__)
 
     def start(self) -> None:
@@ -219,6 +226,19 @@ class CaptureManager:
             if restart and (health := cam.supervise()) is not None:
                 self._log.warning("camera_process_restart", camera=cam.name, health=health)
                 self._emit(cam.name, EVENT_RESTART, 1.0)
+                self._charge_restart(cam)
+
+    def _charge_restart(self, cam: CameraProcess) -> None:
+        """Count a restart against the camera's budget; past it, stop restarting and say so in exhausted."""
+        budget = self._budgets.get(cam.name)
+        if budget is None or budget.record(time.monotonic()) or self.exhausted is not None:
+            return
+        self.exhausted = (
+            f"camera {cam.name}: capture process restarted more than {budget.describe()} ({cam.last_error})"
+        )
+        self.exhausted_camera = cam.name
+        self._log.critical("camera_restart_budget_exhausted", camera=cam.name, budget=budget.describe())
+        cam.pause()  # no more respawns: the daemon stops and exits non-zero
 
     def _emit_deltas(self, cam: CameraProcess) -> None:
         st = cam.stats()

@@ -234,8 +234,8 @@ class CameraProcess:
                 self._pending.append(self._to_frame(item))
 
     def _to_frame(self, item: FrameItem) -> Frame:
-        seq, captured_at, monotonic_at, part_id, image = item
-        return Frame(self.name, seq, captured_at, monotonic_at, image, part_id)
+        seq, captured_at, monotonic_at, part_id, image, fault = item
+        return Frame(self.name, seq, captured_at, monotonic_at, image, part_id, fault=fault)
 
     def take_one(self) -> Frame | None:
         """Return the oldest available frame (drained ones first) and count it delivered, or None."""

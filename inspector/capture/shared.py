@@ -13,7 +13,7 @@ from inspector.core.records import Image
 EVENT_UP = "up"  # value 1.0: source opened
 EVENT_DOWN = "down"  # value: seconds until the next attempt (0.0 when none)
 EVENT_ENDED = "ended"  # file/folder source finished without loop
-EVENT_ERROR = "error"  # non-fatal problem (unreadable image) or child crash
+EVENT_ERROR = "error"  # non-fatal problem (an unreadable image: its frame carries a fault) or child crash
 EVENT_RESTART = "restart"  # parent killed/restarted a hung or dead child process
 EVENT_CAPTURED = "captured"  # value: frames captured since the last call
 EVENT_RECONNECT = "reconnect"  # value: reopen attempts since the last call
@@ -33,7 +33,8 @@ F_DEADLINE, F_LAST_FRAME_AT = range(2)
 N_FLOATS = 2
 CHILD_DROP_SLOTS = {DROP_QUEUE_FULL: I_DROP_QUEUE_FULL, DROP_CHANNEL_BUSY: I_DROP_CHANNEL_BUSY}
 
-FrameItem = tuple[int, float, float, str | None, Image]  # seq, captured_at, monotonic_at, part_id, image
+# seq, captured_at, monotonic_at, part_id, image, fault (why a frame with a place in the sequence has no image)
+FrameItem = tuple[int, float, float, str | None, Image, str | None]
 EventItem = tuple[str, float, str]  # name, value, message
 Clock = Callable[[], float]
 EventHook = Callable[[str, str, float], None]
@@ -68,9 +69,12 @@ class CameraStats:
 
     @property
     def state(self) -> CameraState:
-        """paused, up, ended (a finite source finished) or down."""
+        """paused, up, ended (a finite source finished), starting (no frame and no failure yet) or down."""
         if self.paused:
             return "paused"
         if self.up:
             return "up"
-        return "ended" if self.ended else "down"
+        if self.ended:
+            return "ended"
+        never_failed = not (self.captured or self.reconnects or self.restarts or self.last_error)
+        return "starting" if never_failed else "down"

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,8 +15,13 @@ from inspector.config.proxy import DEFAULT_HWM
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
-if TYPE_CHECKING:
-    from inspector.bus.curve import CurveClient, CurveServer  # zmq loads only in the commands that use it
+if TYPE_CHECKING:  # zmq loads only in the commands that use it
+    import zmq
+
+    from inspector.bus.curve import CurveClient, CurveServer
+    from inspector.bus.publisher import Publisher
+    from inspector.daemon.early import EarlyHeartbeat
+    from inspector.ops.sdnotify import SdNotifier
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -43,6 +49,10 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     tail.add_argument("--count", type=int, default=None, help="exit after N verdicts")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.add_argument(
+        "--max-age-ms", type=float, default=2000.0,
+        help="warn (stale) on a verdict older than this on arrival: the line's budget (default 2000)",
+    )  # fmt: skip
     add_curve_client_options(tail)
     tail.set_defaults(func=cmd_tail)
 
@@ -270,23 +280,22 @@ def outputs_line(config: InspectorConfig) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop (a second Ctrl-C exits at once)."""
+    """Run the daemon until SIGTERM/SIGINT; 0 after a clean stop (a second Ctrl-C exits at once).
+
+    The bus is bound and a ``starting`` heartbeat runs before PyTorch is imported (the gallery check and the
+    daemon load it), so the bus is not silent for the seconds the imports take.
+    """
+    started_at = time.monotonic()
     config = load_run_config(args.config)
-    problems = gallery_problems(config)
-    if problems:
-        raise ConfigError(str(args.config), problems)
 
     import zmq
-    from prometheus_client import CollectorRegistry
 
-    from inspector.bus.publisher import PublisherError
-    from inspector.capture.shared import CaptureError
-    from inspector.daemon.lifecycle import Daemon
-    from inspector.ops.endpoint import MetricsError
+    from inspector.bus.curve import CurveAuthenticator, load_curve_server
+    from inspector.bus.publisher import Publisher, PublisherError
+    from inspector.bus.wire import new_boot_id
+    from inspector.daemon.early import EarlyHeartbeat
     from inspector.ops.logs import configure_logging
     from inspector.ops.sdnotify import SdNotifier
-    from inspector.ops.signals import capture_signals
-    from inspector.outputs.http import OutputError
 
     configure_logging(config.logging.level, config.logging.format)
     try:
@@ -294,19 +303,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    sec = config.security
+    curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    daemon = Daemon(config, context, CollectorRegistry(), notifier, os.environ)
+    auth = CurveAuthenticator(context, curve) if curve is not None else None  # serves every socket of context
+    publisher = Publisher(config.bus, context, new_boot_id(), curve=curve)
+    early = EarlyHeartbeat(publisher, config, started_at)
+    try:
+        if auth is not None:
+            auth.start()
+        publisher.bind()
+        early.start()
+        code = _run_daemon(args, config, context, publisher, early, notifier)
+    except PublisherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    finally:
+        early.stop()
+        publisher.close()  # a no-op after the daemon closed it
+        if auth is not None:
+            auth.stop()
+        notifier.close()
+        context.term()  # waits up to bus.linger_ms for queued verdicts to reach subscribers
+    return code
+
+
+def _run_daemon(
+    args: argparse.Namespace,
+    config: InspectorConfig,
+    context: zmq.Context[zmq.Socket[bytes]],
+    publisher: Publisher,
+    early: EarlyHeartbeat,
+    notifier: SdNotifier,
+) -> int:
+    """Check the galleries, then run the daemon on the bound publisher (the heavy imports happen here)."""
+    problems = gallery_problems(config)
+    if problems:
+        raise ConfigError(str(args.config), problems)
+
+    from prometheus_client import CollectorRegistry
+
+    from inspector.bus.publisher import PublisherError
+    from inspector.capture.shared import CaptureError
+    from inspector.daemon.lifecycle import Daemon
+    from inspector.ops.endpoint import MetricsError
+    from inspector.ops.signals import capture_signals
+    from inspector.outputs.http import OutputError
+
+    daemon = Daemon(
+        config, context, CollectorRegistry(), notifier, os.environ, publisher=publisher, early=early
+    )
     try:
         with capture_signals(daemon.request_stop, on_reload=daemon.request_reload):
             code = daemon.run()
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
-    finally:
-        notifier.close()
-        context.term()  # waits up to bus.linger_ms for queued verdicts to reach subscribers
     if daemon.pipeline_running:
         # A hung model call cannot be interrupted; everything it held is already counted and logged.
+        early.stop()
+        notifier.close()
+        context.term()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -326,8 +383,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     try:
         with capture_signals(lambda _name: stop.set()):
             topics = args.topics or [VERDICT_TOPIC_PREFIX]
-            curve = curve_client(args)
-            return tail(args.connect, context, sys.stdout, args.count, topics, stop, args.json, curve)
+            return tail(
+                args.connect, context, sys.stdout, args.count, topics, stop,
+                as_json=args.json, max_age_ms=args.max_age_ms, curve=curve_client(args),
+            )  # fmt: skip
     finally:
         context.term()
 

@@ -19,9 +19,16 @@ class BusConfig(StrictModel):
         description="ZeroMQ endpoint the PUB socket binds (tcp://HOST:PORT, ipc://PATH; port * = any free).",
     )
     sndhwm: int = Field(
-        default=10000,
+        default=100,
         ge=1,
-        description="Messages queued per subscriber before ZeroMQ drops for that subscriber.",
+        description="Messages queued per subscriber before ZeroMQ drops for that subscriber (a gap in seq).",
+    )
+    sndbuf_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=64 << 20,
+        description="Kernel send buffer (SO_SNDBUF) of each subscriber's TCP connection, bytes; with sndhwm "
+        "it bounds what a stalled subscriber gets late instead of losing. 0: the OS default (auto-tuned, MBs).",
     )
     linger_ms: int = Field(default=2000, ge=0, description="How long close() waits to flush queued messages.")
     heartbeat_interval_s: float = Field(

@@ -37,6 +37,12 @@ class CameraConfig(StrictModel):
     read_timeout_s: float = Field(5.0, gt=0, le=120, description="Seconds without a frame before reconnect.")
     retry_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect wait in seconds (doubles).")
     retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect wait in seconds.")
+    max_frame_px: int = Field(
+        25_000_000,
+        ge=1,
+        description="Largest frame in pixels (width x height) a folder camera scores; a larger file becomes "
+        "an ERROR verdict naming it.",
+    )
     queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered; when full the oldest is dropped.")
     gallery: Path | None = Field(
         None,

@@ -23,6 +23,7 @@ from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.security import SecurityConfig
+from inspector.config.supervision import SupervisionConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
 
@@ -65,6 +66,7 @@ class InspectorConfig(BaseSettings):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     shutdown_timeout_s: float = Field(
         DEFAULT_SHUTDOWN_TIMEOUT_S,
         gt=0.0,

@@ -22,9 +22,10 @@ LATENCY_STAGES: tuple[str, ...] = ("queue", *COMPUTE_STAGES, "encode", "end_to_e
 """Keys of a verdict's ``latency_ms``: time waiting for the worker, the compute stages, mask encoding and
 the whole path from capture to publish (``end_to_end``)."""
 
-CameraState = Literal["up", "down", "paused", "ended"]
-"""up: delivering frames; down: not delivering (reconnecting); paused: stopped by the control socket (not a
-fault); ended: a file or folder source finished."""
+CameraState = Literal["starting", "up", "down", "paused", "ended"]
+"""starting: opening its source for the first time (no failure yet, not a fault); up: delivering frames; down:
+not delivering (reconnecting after a failure); paused: stopped by the control socket (not a fault); ended: a
+file or folder source finished."""
 
 Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
 VERDICTS: tuple[Verdict, ...] = ("PASS", "FAIL", "TIMEOUT", "ERROR")

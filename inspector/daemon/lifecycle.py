@@ -15,24 +15,19 @@ from inspector.bus.curve import CurveAuthenticator, load_curve_server
 from inspector.bus.publisher import Publisher, run_heartbeats
 from inspector.bus.wire import new_boot_id
 from inspector.capture.manager import CaptureManager
-from inspector.capture.shared import (
-    EVENT_CAPTURED,
-    EVENT_DOWN,
-    EVENT_DROPPED_PREFIX,
-    EVENT_ENDED,
-    EVENT_RECONNECT,
-    EVENT_RESTART,
-    EVENT_UP,
-)
 from inspector.config.root import InspectorConfig
+from inspector.core.budget import RestartBudget
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
+from inspector.daemon.accounting import CaptureEvents, count_undelivered, update_gauges
 from inspector.daemon.batching import Batcher
+from inspector.daemon.early import EarlyHeartbeat
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
 from inspector.daemon.linecontrol import LineControl
 from inspector.daemon.pipeline import DROP_PIPELINE_FAILED, Pipeline
 from inspector.daemon.products import Loader, ProductRegistry, load_products, product_loader
 from inspector.daemon.sinks import BusSink
 from inspector.daemon.status import DaemonStatus
+from inspector.daemon.supervision import WorkerSupervisor, stall_injector
 from inspector.daemon.worker import ModelWorker
 from inspector.model.engine import BackboneCache
 from inspector.ops.endpoint import MetricsServer
@@ -68,8 +63,11 @@ class Daemon:
         notifier: SdNotifier,
         env: Mapping[str, str],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        publisher: Publisher | None = None,
+        early: EarlyHeartbeat | None = None,
     ) -> None:
-        """Prepare the daemon; nothing is bound or started here.
+        """Prepare the daemon; nothing is bound or started here (except a publisher passed in bound).
 
         Args:
             config: a configuration that passed ``inspector.config.load.run_problems``.
@@ -78,20 +76,27 @@ class Daemon:
             notifier: systemd notifier (a no-op without ``NOTIFY_SOCKET``).
             env: environment, read for the systemd watchdog (``WATCHDOG_USEC``).
             wall_clock: Unix time for timestamps (camera processes use ``time.time``).
+            publisher: the bus publisher, already bound by ``inspector run`` (default: one bound at start).
+            early: the heartbeat sent while starting (``inspector run``); stopped when the daemon's own starts.
         """
         self.config = config
-        self.boot_id = new_boot_id()
+        self._early = early
         self.stop_event = threading.Event()
         self.ready_event = threading.Event()
         self.metrics = InspectorMetrics(registry, config.metrics.score_buckets, clock=wall_clock)
         sec = config.security
         self._curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
-        self._auth = CurveAuthenticator(context, self._curve) if self._curve is not None else None
-        self.publisher = Publisher(config.bus, context, self.boot_id, clock=wall_clock, curve=self._curve)
+        # A publisher passed in was bound by the caller, who runs the context's ZAP handler (inspector run).
+        self._auth = CurveAuthenticator(context, self._curve) if self._curve and publisher is None else None
+        self.publisher = publisher or Publisher(
+            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve
+        )
+        self.boot_id = self.publisher.boot_id
         self.ledger = FrameLedger(self.metrics)
         self.status = DaemonStatus(
-            config, self.boot_id, self.ledger, lambda: self.publisher.verdicts_published, wall_clock
-        )
+            config, self.boot_id, self.ledger, lambda: self.publisher.verdicts_published, wall_clock,
+            started_at=early.started_at if early is not None else None,
+        )  # fmt: skip
         self.metrics_port: int | None = None
         self.exit_code = EXIT_OK
         self._registry = registry
@@ -104,6 +109,7 @@ class Daemon:
         self._capture_stop = threading.Event()
         self._capture: CaptureManager | None = None
         self._pipeline: Pipeline | None = None
+        self._workers: WorkerSupervisor | None = None
         self._threads: dict[str, threading.Thread] = {}
         self._aux_stop = threading.Event()
         self._metrics_server: MetricsServer | None = None
@@ -149,13 +155,15 @@ class Daemon:
             self.metrics.init_camera(cam.name)
         if self._auth is not None:  # ZAP first: no socket may accept a client it has not checked
             self._auth.start()
-        endpoint = self.publisher.bind()
+        endpoint = self.publisher.endpoint or self.publisher.bind()
         self._log.info("bus_bound", endpoint=endpoint, curve=self._curve is not None)
         if cfg.metrics.enabled:
             self._metrics_server, self.metrics_port = start_http_server(
                 cfg.metrics, self._registry, self.metrics.is_ready
             )
             self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
+        if self._early is not None:
+            self._early.stop()
         self._spawn("heartbeat", self._heartbeat_loop)
         products = self._load_products()
         if self.stop_event.is_set():
@@ -239,7 +247,10 @@ class Daemon:
     def _start_capture(self, products: ProductRegistry) -> None:
         cfg = self.config
         assert self._loader is not None  # set by _load_products
-        self._capture = CaptureManager(cfg.cameras, self._capture_stop, on_event=self._on_capture_event)
+        budget = (cfg.supervision.restart_budget, cfg.supervision.restart_window_s)
+        self._capture = CaptureManager(
+            cfg.cameras, self._capture_stop, on_event=CaptureEvents(self.metrics), restart_budget=budget
+        )
         self._capture.start()
         self.metrics.children.watch(self._child_pids)
         self.line = LineControl(
@@ -247,14 +258,23 @@ class Daemon:
         )
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
-        worker = ModelWorker(products)
         sinks = list(self._outputs.sinks) if self._outputs is not None else []
         plc = self._start_plc()
         if plc is not None:
             sinks.append(plc)
-        self._pipeline = Pipeline(self.line.parts, batcher, worker, bus, self.ledger, self.metrics, sinks)
-        self.status.attach(self._capture, self._pipeline, lambda: self.pipeline_running)
-        self._spawn("pipeline", self._pipeline_main)
+        parts, stall = self.line.parts, stall_injector(self._env)
+
+        def make_pipeline() -> Pipeline:
+            worker = ModelWorker(products, before_score=stall)
+            return Pipeline(parts, batcher, worker, bus, self.ledger, self.metrics, sinks)
+
+        self._pipeline = make_pipeline()
+        self._workers = WorkerSupervisor(
+            self._pipeline, make_pipeline, self._start_pipeline, cfg.worker.stall_timeout_s,
+            RestartBudget(*budget), self.metrics,
+        )  # fmt: skip
+        self.status.attach(self._capture, self._pipeline, lambda: self._pipeline_alive)
+        self._start_pipeline(self._pipeline)
         for section, endpoint in self.line.start().items():
             self._log.info(f"{section}_bound", endpoint=endpoint)
 
@@ -264,6 +284,7 @@ class Daemon:
         self._log.info(
             "daemon_ready", bus=endpoint, metrics_port=self.metrics_port, cameras=len(self.config.cameras)
         )
+        self.ready_event.set()  # before READY=1: whoever hears READY=1 finds the event set
         self._notifier.ready()
         self._notifier.status(self.status.status_line())
         interval = watchdog_interval_s(self._env)
@@ -272,7 +293,6 @@ class Daemon:
                 "watchdog",
                 lambda: run_watchdog(self._notifier, interval, self.status.healthy, self._aux_stop),
             )
-        self.ready_event.set()
 
     def request_reload(self) -> None:
         """Reload every product's gallery (SIGHUP; safe from signal handlers): files that fail are refused."""
@@ -282,6 +302,8 @@ class Daemon:
     def _supervise(self) -> None:
         last_status = time.monotonic()
         while not self.stop_event.wait(SUPERVISE_INTERVAL_S):
+            if self._check_children():
+                break
             self._update_gauges()
             self.status.sample_rates()
             if self.line is not None:
@@ -289,6 +311,24 @@ class Daemon:
             if time.monotonic() - last_status >= STATUS_INTERVAL_S:
                 last_status = time.monotonic()
                 self._notifier.status(self.status.status_line())
+
+    def _check_children(self) -> bool:
+        """Replace a stuck worker; True (exit status 1, stop requested) once a restart budget is spent."""
+        if self._workers is not None:
+            self._workers.check(self._threads.get("pipeline"))
+        exhausted = (self._capture.exhausted if self._capture else None) or (
+            self._workers.exhausted if self._workers else None
+        )
+        if exhausted is None:
+            return False
+        if self._capture is not None and self._capture.exhausted_camera is not None:
+            self.metrics.restart_budget_exhausted.labels(
+                kind="camera", name=self._capture.exhausted_camera
+            ).inc()
+        self._log.critical("restart_budget_exhausted", reason=exhausted, exit_status=EXIT_FAILURE)
+        self.exit_code = EXIT_FAILURE
+        self.request_stop("restart budget exhausted")
+        return True
 
     def _shutdown(self) -> int:
         started = time.monotonic()
@@ -329,7 +369,7 @@ class Daemon:
         lost = self.ledger.abandon(DROP_SHUTDOWN_TIMEOUT if pipeline_alive else DROP_PIPELINE_FAILED)
         for frame in lost:
             self._log.error("frame_unfinished_at_shutdown", camera=frame.camera, seq=frame.seq)
-        undelivered = self._count_undelivered()
+        undelivered = count_undelivered(self.config, self._capture, self.metrics)
         self.status.record_undelivered(undelivered)
         if lost or undelivered:
             self._log.error(
@@ -338,24 +378,6 @@ class Daemon:
                 undelivered=undelivered,
                 shutdown_timeout_s=self.config.shutdown_timeout_s,
             )
-
-    def _count_undelivered(self) -> dict[str, int]:
-        """Frames captured but never handed to the pipeline (only after a failed shutdown): counted dropped.
-
-        An external-trigger camera's frames have no place in its sequence until a trigger picks them: not counted.
-        """
-        if self._capture is None:
-            return {}
-        left: dict[str, int] = {}
-        external = set(self.config.external_cameras)
-        for name, st in self._capture.stats().items():
-            if name in external:
-                continue
-            count = st.captured - st.delivered - sum(st.dropped_by_reason.values())
-            if count > 0:
-                left[name] = count
-                self.metrics.frames_dropped.labels(camera=name, reason=DROP_SHUTDOWN_TIMEOUT).inc(count)
-        return left
 
     def _close_outputs(self) -> None:
         self._stop_outputs()
@@ -380,10 +402,17 @@ class Daemon:
         self._threads[name] = thread
         thread.start()
 
-    def _pipeline_main(self) -> None:
-        assert self._pipeline is not None
+    def _start_pipeline(self, pipeline: Pipeline) -> threading.Thread:
+        """Run a pipeline on the thread named "pipeline" (a replacement takes the name over)."""
+        self._pipeline = pipeline
+        if self._capture is not None:
+            self.status.attach(self._capture, pipeline, lambda: self._pipeline_alive)
+        self._spawn("pipeline", lambda: self._pipeline_main(pipeline))
+        return self._threads["pipeline"]
+
+    def _pipeline_main(self, pipeline: Pipeline) -> None:
         try:
-            self._pipeline.run()
+            pipeline.run()
         except Exception:  # noqa: BLE001 - logged, then the daemon stops with exit status 1
             self._log.critical("pipeline_failed", exc_info=True)
             self.exit_code = EXIT_FAILURE
@@ -397,27 +426,18 @@ class Daemon:
         except Exception:  # noqa: BLE001 - heartbeats must never take the daemon down
             self._log.error("heartbeat_failed", exc_info=True)
 
-    def _on_capture_event(self, camera: str, name: str, value: float) -> None:
-        m = self.metrics
-        if name == EVENT_CAPTURED:
-            m.frames_captured.labels(camera=camera).inc(value)
-        elif name == EVENT_RECONNECT:
-            m.camera_reconnects.labels(camera=camera).inc(value)
-        elif name.startswith(EVENT_DROPPED_PREFIX):
-            reason = name[len(EVENT_DROPPED_PREFIX) :]
-            m.frames_dropped.labels(camera=camera, reason=reason).inc(value)
-        elif name == EVENT_UP:
-            m.camera_up.labels(camera=camera).set(1)
-        elif name in (EVENT_DOWN, EVENT_ENDED, EVENT_RESTART):
-            m.camera_up.labels(camera=camera).set(0)
-
     # ------------------------------------------------------------------------------------------ state
 
     @property
-    def pipeline_running(self) -> bool:
-        """True while the pipeline thread is alive (after :meth:`run` only when a model call hung)."""
+    def _pipeline_alive(self) -> bool:
         thread = self._threads.get("pipeline")
         return thread is not None and thread.is_alive()
+
+    @property
+    def pipeline_running(self) -> bool:
+        """True while a pipeline thread is alive (after :meth:`run` only when a model call hung)."""
+        stuck = self._workers is not None and self._workers.stuck_alive()
+        return self._pipeline_alive or stuck
 
     def _child_pids(self) -> dict[tuple[str, str], int]:
         """The camera processes running now, for the child CPU and memory metrics."""
@@ -427,16 +447,6 @@ class Daemon:
         return {key: pid for key, pid in pids.items() if pid is not None}
 
     def _update_gauges(self) -> None:
-        if self._pipeline is not None:
-            queued = self._pipeline.queued_by_camera()
-            for cam in self.config.cameras:
-                self.metrics.queue_depth.labels(queue="batcher", camera=cam.name).set(queued.get(cam.name, 0))
-            progress_at = self._wall() - self._pipeline.stalled_for_s()
-            self.metrics.worker_last_progress.set(progress_at)
-        if self._capture is not None:
-            for name, st in self._capture.stats().items():
-                waiting = st.captured - st.delivered - sum(st.dropped_by_reason.values())
-                self.metrics.queue_depth.labels(queue="capture", camera=name).set(max(0, waiting))
-                self.metrics.camera_up.labels(camera=name).set(1 if st.up else 0)
+        update_gauges(self.metrics, self.config, self._pipeline, self._capture, self._wall)
         if self._outputs is not None:
             self._outputs.update_gauges()

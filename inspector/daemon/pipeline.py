@@ -64,8 +64,17 @@ class Pipeline:
         self._clock = clock
         self.input_closed = threading.Event()
         self.draining = threading.Event()
+        self.retired = (
+            threading.Event()
+        )  # replaced by another pipeline: its thread ends after its current step
+        self._in_flight: tuple[Frame, ...] = ()
         self._progress_at = clock()
         self._log = structlog.stdlib.get_logger(__name__)
+
+    @property
+    def worker(self) -> ModelWorker:
+        """The model worker this pipeline scores with."""
+        return self._worker
 
     @property
     def queued(self) -> int:
@@ -80,9 +89,13 @@ class Pipeline:
         """Seconds since the loop last completed a step (grows while a batch is being scored)."""
         return self._clock() - self._progress_at
 
+    def in_flight(self) -> tuple[Frame, ...]:
+        """The frames of the batch being scored now (empty between batches)."""
+        return self._in_flight
+
     def run(self) -> None:
-        """Loop until the input is closed and everything accepted is published or dropped."""
-        while True:
+        """Loop until the input is closed and everything accepted is published or dropped, or until retired."""
+        while not self.retired.is_set():
             self._progress_at = self._clock()
             closed = self.input_closed.is_set()
             draining = self.draining.is_set() or closed
@@ -120,7 +133,11 @@ class Pipeline:
             done += 1
         batch = self._batcher.take_batch(flush)
         if batch:
-            result = self._worker.score(batch)
+            self._in_flight = tuple(batch)
+            try:
+                result = self._worker.score(batch)
+            finally:
+                self._in_flight = ()
             if self._metrics is not None:
                 self._metrics.record_batch(len(batch))
             for outcome in result.outcomes:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.bus.wire import CameraStatus, DaemonState, Heartbeat, rfc3339
-from inspector.capture.manager import CaptureManager
 from inspector.capture.shared import CameraStats
 from inspector.config.root import InspectorConfig
 from inspector.core.names import VERDICTS
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, CameraTally, FrameLedger
-from inspector.daemon.pipeline import Pipeline
+
+if TYPE_CHECKING:  # light at import: the early heartbeat runs before PyTorch is loaded
+    from inspector.capture.manager import CaptureManager
+    from inspector.daemon.pipeline import Pipeline
 
 FPS_SAMPLES = 6  # samples about a second apart: fps over the last ~5 s
 
@@ -33,6 +35,7 @@ class DaemonStatus:
         verdicts_published: Callable[[], int],
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        started_at: float | None = None,
     ) -> None:
         """Create the view of a daemon that is still starting.
 
@@ -43,6 +46,7 @@ class DaemonStatus:
             verdicts_published: verdict messages handed to the bus so far.
             wall_clock: Unix time for heartbeat timestamps.
             monotonic: clock for the uptime.
+            started_at: ``monotonic()`` when the process started (default: now), for the uptime.
         """
         self.config = config
         self.boot_id = boot_id
@@ -51,7 +55,7 @@ class DaemonStatus:
         self._verdicts_published = verdicts_published
         self._wall = wall_clock
         self._monotonic = monotonic
-        self._started_at = monotonic()
+        self._started_at = monotonic() if started_at is None else started_at
         self._capture: CaptureManager | None = None
         self._pipeline: Pipeline | None = None
         self._pipeline_alive: Callable[[], bool] = lambda: False
@@ -79,7 +83,10 @@ class DaemonStatus:
         return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
 
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down or the worker stalled) or stopping; paused is not down."""
+        """starting, ready, degraded (a camera down after a failure, or the worker stalled) or stopping.
+
+        A camera still opening its source for the first time (``starting``) or paused is not down.
+        """
         if self.phase != "ready":
             return self.phase
         cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
@@ -106,7 +113,7 @@ class DaemonStatus:
         for cam in self.config.cameras:
             st = stats.get(cam.name)
             report[cam.name] = {
-                "state": st.state if st else "down",
+                "state": st.state if st else "starting",
                 "fps": round(self.fps(cam.name), 2),
                 "trigger": cam.trigger,
                 "queue_depth": _waiting(st) if st else 0,
@@ -132,7 +139,7 @@ class DaemonStatus:
             st = stats.get(cam.name)
             last = tally[cam.name].last_seq if cam.name in tally else None
             cameras[cam.name] = CameraStatus(
-                state=st.state if st else "down",
+                state=st.state if st else "starting",
                 up=st.up if st else False,
                 frames=st.captured if st else 0,
                 last_seq=last,

@@ -38,13 +38,20 @@ class ModelWorker:
     nothing of the wire: it returns :class:`~inspector.core.records.Outcome` records.
     """
 
-    def __init__(self, products: ProductRegistry, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        products: ProductRegistry,
+        clock: Callable[[], float] = time.monotonic,
+        before_score: Callable[[], None] | None = None,
+    ) -> None:
         """Create a worker.
 
         Args:
             products: every product's scorer (see :func:`load_products`); each frame names its product.
             clock: monotonic clock comparable with ``Frame.monotonic_at``.
+            before_score: called at the start of each :meth:`score` (fault injection: a stalled model call).
         """
+        self._before_score = before_score
         self._products = products
         self._clock = clock
         self._lock = threading.Lock()
@@ -72,6 +79,8 @@ class ModelWorker:
         with self._lock:
             self._busy_since = self._clock()
         try:
+            if self._before_score is not None:
+                self._before_score()
             results: dict[int, Outcome] = {
                 i: self.fault(f) for i, f in enumerate(frames) if f.fault is not None
             }

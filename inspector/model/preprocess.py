@@ -55,6 +55,10 @@ class ImageReadError(InspectorError):
     """An image file that cannot be decoded."""
 
 
+class ImageShapeError(InspectorError, ValueError):
+    """An array that is not an image the model can take: not uint8, no pixels, or not 1, 3 or 4 channels."""
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as 3-channel BGR uint8 (grayscale is replicated to 3 channels).
 
@@ -71,9 +75,15 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
-    """Return a 3-channel BGR uint8 view of a gray, BGR or BGRA uint8 image."""
+    """Return a 3-channel BGR uint8 view of a gray, BGR or BGRA uint8 image.
+
+    Raises:
+        ImageShapeError: not uint8, no pixels, or a shape that is not HxW, HxWx1, HxWx3 or HxWx4.
+    """
     if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image.dtype}")
+        raise ImageShapeError(f"image must be uint8, got {image.dtype}")
+    if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageShapeError(f"unsupported image shape {image.shape}: expected HxW or HxWxC with pixels")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] == 1:
@@ -82,7 +92,7 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if image.ndim == 3 and image.shape[2] == 3:
         return image
-    raise ValueError(f"unsupported image shape {image.shape}")
+    raise ImageShapeError(f"unsupported image shape {image.shape}: expected 1, 3 or 4 channels")
 
 
 def _layout(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int, int, int]:

@@ -95,6 +95,14 @@ class InspectorMetrics:
         self.camera_reconnects = Counter(
             "inspector_camera_reconnects_total", "Camera reconnect attempts.", ["camera"], registry=r
         )
+        self.restarts = Counter(
+            "inspector_restarts_total", "Supervised restarts: a camera process (hung or dead) or the model "
+            "worker (stalled).", ["kind", "name"], registry=r,
+        )  # fmt: skip
+        self.restart_budget_exhausted = Counter(
+            "inspector_restart_budget_exhausted_total", "Restart budgets run out (the daemon then exits 1).",
+            ["kind", "name"], registry=r,
+        )  # fmt: skip
         self.sink_errors = Counter(
             "inspector_sink_errors_total",
             "Outcomes an auxiliary output (archive, live view...) failed to take; the verdict was published.",
@@ -187,6 +195,7 @@ class InspectorMetrics:
         self.frames_captured.labels(camera=camera)
         self.frames_scored.labels(camera=camera)
         self.camera_reconnects.labels(camera=camera)
+        self.restarts.labels(kind="camera", name=camera)
         self.camera_up.labels(camera=camera).set(0)
         for verdict in VERDICTS:
             self.verdicts.labels(camera=camera, verdict=verdict)

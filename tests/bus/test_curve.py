@@ -133,7 +133,7 @@ def test_tail_connects_as_a_curve_client(context: Context, keys: dict[str, Path]
         result: list[int] = []
         client = _clients(keys)["allowed"]
         thread = threading.Thread(
-            target=lambda: result.append(tail(endpoint, context, out, 3, ["verdict."], stop, False, client)),
+            target=lambda: result.append(tail(endpoint, context, out, 3, ["verdict."], stop, curve=client)),
             daemon=True,
         )
         thread.start()

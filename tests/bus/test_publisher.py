@@ -96,9 +96,10 @@ def publish_until_received(
 
 def test_bus_config_defaults_and_validation() -> None:
     config = BusConfig()
-    assert (config.bind, config.sndhwm, config.linger_ms, config.mask) == (
+    assert (config.bind, config.sndhwm, config.sndbuf_bytes, config.linger_ms, config.mask) == (
         "tcp://127.0.0.1:5556",
-        10000,
+        100,
+        65536,
         2000,
         "anomaly_map",
     )
@@ -258,7 +259,7 @@ def test_close_with_zero_linger_lets_the_context_terminate_with_messages_still_q
 
 def test_concurrent_publishers_threads_deliver_intact_messages(context: Context) -> None:
     threads_n, per_thread = 4, 50
-    with Publisher(BusConfig(bind=ANY_PORT), context, new_boot_id()) as pub:
+    with Publisher(BusConfig(bind=ANY_PORT, sndhwm=10_000), context, new_boot_id()) as pub:
         sub = subscriber(context, pub.endpoint, b"verdict.")
         publish_until_received(lambda: pub.publish(make_outcome("warmup")), sub)
 
@@ -303,3 +304,53 @@ def test_run_heartbeats_publishes_until_stopped_then_a_final_one(context: Contex
             received.append(decode_heartbeat(sub.recv_multipart()).state)
         sub.close()
     assert received[-1] == last["state"]
+
+
+STALL_MESSAGES = 3000  # ~4 KB each: 12 MB, far more than any socket buffer on the way
+CHUNK = 50
+MAP_SIDE_PX = 64
+
+
+def noisy_outcome(seq: int) -> Outcome:
+    """A PASS outcome whose anomaly map PNG does not compress (~4 KB on the wire)."""
+    rng = np.random.default_rng(seq)
+    amap = rng.random((MAP_SIDE_PX, MAP_SIDE_PX), dtype=np.float32) * 4.0
+    return make_outcome(seq=seq, anomaly_map=amap, pixel_threshold=2.0)
+
+
+def drain(sock: zmq.Socket[bytes], idle_ms: int = 500) -> list[int]:
+    """Seqs of the verdicts a socket holds, until it is quiet for ``idle_ms``."""
+    seqs = []
+    while sock.poll(idle_ms):
+        parts = sock.recv_multipart()
+        if parts[0].startswith(b"verdict."):
+            seqs.append(decode_verdict(parts)[1].seq)
+    return seqs
+
+
+@pytest.mark.faults
+def test_a_stalled_subscriber_loses_messages_with_a_gap_while_an_active_one_gets_every_verdict(
+    context: Context,
+) -> None:
+    """The staleness bound: what a stalled subscriber gets late is bounded by sndhwm and the socket buffers,
+    the rest it loses (a gap in seq); an active subscriber on the same socket misses nothing."""
+    config = BusConfig(bind=ANY_PORT, sndhwm=20, sndbuf_bytes=65536, linger_ms=0)
+    with Publisher(config, context, new_boot_id()) as pub:
+        stalled = subscriber(context, pub.endpoint, b"verdict.")
+        stalled.setsockopt(zmq.RCVHWM, 1)
+        active = subscriber(context, pub.endpoint, b"verdict.")
+        for sock in (stalled, active):
+            publish_until_received(lambda: pub.publish(make_outcome(seq=0)), sock)
+        drain(active, 100)
+        got: list[int] = []
+        for start in range(1, STALL_MESSAGES + 1, CHUNK):
+            for seq in range(start, start + CHUNK):
+                pub.publish(noisy_outcome(seq))
+            while len(got) < start + CHUNK - 1 and active.poll(int(RECEIVE_DEADLINE_S * 1000)):
+                got.append(decode_verdict(active.recv_multipart())[1].seq)  # keeps up: nothing dropped
+        late = [seq for seq in drain(stalled) if seq > 0]
+        stalled.close()
+        active.close()
+    assert got == list(range(1, STALL_MESSAGES + 1))
+    assert 0 < len(late) < STALL_MESSAGES // 4, f"stalled subscriber got {len(late)} of {STALL_MESSAGES}"
+    assert late[-1] - late[0] + 1 > len(late), "no seq gap: the stalled subscriber got a backlog, not a loss"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import zmq
 
-from inspector.bus.tail import Gap, Regression, Restart, SequenceTracker, TailPrinter, tail
+from inspector.bus.tail import Gap, Regression, Restart, SequenceTracker, Stale, TailPrinter, tail
 from inspector.bus.wire import (
     Heartbeat,
     VerdictHeader,
@@ -49,13 +49,16 @@ class SharedOutput(io.StringIO):
 
 
 def verdict(boot_id: str, camera: str, seq: int, **overrides: Any) -> VerdictHeader:
-    """A PASS verdict header."""
+    """A fresh PASS verdict header: published now, 12.3 ms after its capture."""
+    now = time.time()
     fields: dict[str, Any] = {
         "boot_id": boot_id,
         "camera": camera,
         "seq": seq,
-        "captured_at": rfc3339(T0),
-        "published_at": rfc3339(T0 + 0.0123),
+        "captured_at": rfc3339(now - 0.0123),
+        "published_at": rfc3339(now),
+        "age_ms": 12.3,
+        "latency_ms": {"end_to_end": 12.3},
         "verdict": "PASS",
         "score": 1.25,
         "threshold": 2.5,
@@ -132,6 +135,19 @@ def test_tracker_restart_resets_sequences() -> None:
     assert tracker.observe(new, "cam1", 0) == [Restart(old, new)]
     assert tracker.last_seq("cam1") == 0
     assert tracker.observe_boot(new, ["cam1"]) is None
+
+
+def test_printer_warns_on_a_verdict_older_than_the_budget_on_arrival_counting_its_time_in_transit() -> None:
+    boot = new_boot_id()
+    header = verdict(boot, "cam1", 0, age_ms=300.0, published_at=rfc3339(T0), captured_at=rfc3339(T0 - 0.3))
+    fresh = TailPrinter(max_age_ms=1000.0, clock=lambda: T0 + 0.5)  # 300 ms old + 500 ms in transit
+    assert not any(line.startswith("WARNING") for line in fresh.on_verdict(header))
+    late = TailPrinter(max_age_ms=1000.0, clock=lambda: T0 + 60.0)  # a subscriber that stalled a minute
+    lines = late.on_verdict(header)
+    assert lines[0] == "WARNING " + Stale("cam1", 0, 60_300.0, 1000.0).message()
+    assert "treat it as a reject" in lines[0]
+    as_json = TailPrinter(as_json=True, max_age_ms=1000.0, clock=lambda: T0 + 60.0)
+    assert json.loads(as_json.on_verdict(header)[0])["warning"] == "stale"
 
 
 def test_printer_reports_malformed_and_unknown_messages() -> None:

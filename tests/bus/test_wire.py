@@ -49,6 +49,7 @@ def make_header(**overrides: Any) -> VerdictHeader:
         "part_id": "P123",
         "captured_at": rfc3339(T0),
         "published_at": rfc3339(T0 + 0.042),
+        "age_ms": 42.0,
         "verdict": "FAIL",
         "score": 3.5,
         "threshold": 2.0,

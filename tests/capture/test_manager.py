@@ -30,6 +30,7 @@ from inspector.capture.shared import (
 )
 from inspector.config.camera import CameraConfig
 from inspector.core.records import Frame
+from tests.badframes import TOO_LARGE, UNDECODABLE, write_bad_frames
 from tests.support import free_port, wait_until
 
 CLIP_FPS = 30.0
@@ -240,6 +241,19 @@ def test_folder_source_gives_part_id_from_file_names(tmp_path: Path, make_manage
     assert [int(f.image[0, 0, 2]) for f in frames] == [levels[s] for s in sorted(levels)]
     assert all(f.image.shape == (20, 30, 3) for f in frames)
     assert [f.seq for f in frames] == [0, 1, 2]
+
+
+def test_folder_camera_gives_every_file_a_seq_and_unreadable_ones_a_fault(
+    tmp_path: Path, make_manager: ManagerFactory
+) -> None:
+    kinds = write_bad_frames(tmp_path / "bad")
+    manager = make_manager([camera("bad", tmp_path / "bad", fps=50.0)])
+    frames = collect(manager, lambda fs: len(fs) >= len(kinds), timeout_s=SPAWN_WAIT_S * 4)
+    assert [f.seq for f in frames] == list(range(len(kinds)))
+    assert [f.part_id for f in frames] == list(kinds)
+    faulty = {f.part_id for f in frames if f.fault is not None}
+    assert faulty == {*UNDECODABLE, TOO_LARGE}
+    assert all(f.image.size == 0 for f in frames if f.fault is not None)
 
 
 def test_full_queue_drops_oldest_and_counts_reason(clip: Path, make_manager: ManagerFactory) -> None:

@@ -101,6 +101,7 @@ format = "json"
     )
 
 
+@pytest.mark.faults
 def test_two_cameras_deliver_verdicts_survive_a_camera_outage_and_metrics_agree(
     tmp_path: Path,
     synthetic_gallery: SyntheticGallery,
@@ -229,6 +230,7 @@ def check_net_verdicts(got: Received) -> None:
     assert verdicts == {"PASS", "FAIL"}, f"net verdicts {verdicts}"
 
 
+@pytest.mark.faults
 def test_sigterm_exits_0_after_publishing_every_accepted_frame(
     tmp_path: Path,
     synthetic_gallery: SyntheticGallery,
@@ -281,6 +283,7 @@ format = "json"
         sub.close()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("command", ["run", "check-config"])
 def test_bad_config_exits_78_naming_each_field_without_traceback(tmp_path: Path, command: str) -> None:
     config = write_config(

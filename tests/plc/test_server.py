@@ -56,7 +56,8 @@ def verdict(seq: int, part_id: str, verdict: str = "PASS", **fields: Any) -> Ver
     scored = verdict in ("PASS", "FAIL")
     doc = {
         "boot_id": BOOT, "camera": CAMERA, "seq": seq, "part_id": part_id, "captured_at": rfc3339(1000.0 + seq),
-        "published_at": rfc3339(1000.5 + seq), "verdict": verdict, "score": 1.5 if scored else None,
+        "published_at": rfc3339(1000.5 + seq), "age_ms": 500.0, "verdict": verdict,
+        "score": 1.5 if scored else None,
         "threshold": 2.0 if scored else None, "defect_area_px": (0 if verdict == "PASS" else 12) if scored else None,
         "product": "a", "gallery": "f" * 12, "error": None if scored else "no frame",
     }  # fmt: skip
