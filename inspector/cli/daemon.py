@@ -10,20 +10,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import zmq
-
-    from inspector.bus.publisher import Publisher
-    from inspector.daemon.early import EarlyHeartbeat
-    from inspector.ops.sdnotify import SdNotifier
-
 from inspector.config.load import ConfigError, gallery_field, load_run_config
 from inspector.config.proxy import DEFAULT_HWM
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
-if TYPE_CHECKING:
-    from inspector.bus.curve import CurveClient, CurveServer  # zmq loads only in the commands that use it
+if TYPE_CHECKING:  # zmq loads only in the commands that use it
+    import zmq
+
+    from inspector.bus.curve import CurveClient, CurveServer
+    from inspector.bus.publisher import Publisher
+    from inspector.daemon.early import EarlyHeartbeat
+    from inspector.ops.sdnotify import SdNotifier
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -308,11 +306,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     sec = config.security
     curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    auth = CurveAuthenticator(context, curve) if curve is not None else None
+    auth = CurveAuthenticator(context, curve) if curve is not None else None  # serves every socket of context
     publisher = Publisher(config.bus, context, new_boot_id(), curve=curve)
     early = EarlyHeartbeat(publisher, config, started_at)
     try:
-        if auth is not None:  # ZAP first: the bus accepts no client it has not checked
+        if auth is not None:
             auth.start()
         publisher.bind()
         early.start()

@@ -86,13 +86,11 @@ class Daemon:
         self.metrics = InspectorMetrics(registry, config.metrics.score_buckets, clock=wall_clock)
         sec = config.security
         self._curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
-        if publisher is None:
-            self._auth = CurveAuthenticator(context, self._curve) if self._curve is not None else None
-            self.publisher = Publisher(
-                config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve
-            )
-        else:  # bound by inspector run, with its ZAP handler already running (the caller stops it)
-            self._auth, self.publisher = None, publisher
+        # A publisher passed in was bound by the caller, who runs the context's ZAP handler (inspector run).
+        self._auth = CurveAuthenticator(context, self._curve) if self._curve and publisher is None else None
+        self.publisher = publisher or Publisher(
+            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve
+        )
         self.boot_id = self.publisher.boot_id
         self.ledger = FrameLedger(self.metrics)
         self.status = DaemonStatus(
