@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from inspector.core.names import EXIT_OK
 
 if TYPE_CHECKING:
     from inspector.model.engine import BackboneCache
+    from inspector.model.manifest import Calibration
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
 
@@ -33,6 +35,7 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
     from inspector.model.gallery import manifest_hash
 
     cfg = _config(args)
+    _apply_calibration_options(cfg, args)
     images = list_images(args.images)
     backbones = BackboneCache()
     with progress_bar(len(images), "features") as bar:
@@ -58,17 +61,49 @@ def _calibrate(
     n_gallery: int,
     backbones: BackboneCache | None,
 ) -> int:
-    from inspector.model.build import calibrate_gallery
+    from inspector.model.build import calibrate_gallery, calibration_steps
+    from inspector.model.gallery import read_manifest
 
-    with progress_bar(len(normal) if normal else n_gallery, "calibration") as bar:
+    fusion = read_manifest(gallery).spade.stage_fusion
+    with progress_bar(calibration_steps(len(normal) if normal else n_gallery, fusion), "calibration") as bar:
         cal = calibrate_gallery(
             gallery, cfg.runtime, cfg.calibration, normal, progress=bar.update, backbones=backbones
         )
+    print_calibration("calibrated", cal)
+    return EXIT_OK
+
+
+def print_calibration(verb: str, cal: Calibration) -> None:
+    """What a calibration set, how, and what its images can and cannot show (with a warning when too few)."""
+    from inspector.model.build import calibration_warning
+
+    how = cal.method + (f", m={cal.neighbours_left_out}" if cal.neighbours_left_out else "")
+    how += (f", {cal.folds} folds" if cal.folds else "") + f", {cal.tail} tail"
     print(
-        f"calibrated ({cal.method}, {cal.n_images} normal images): image threshold {cal.image_threshold:.4f} "
+        f"{verb} ({how}, {cal.n_images} normal images): image threshold {cal.image_threshold:.4f} "
         f"at target false-reject rate {cal.target_false_reject_rate:g}; pixel threshold {cal.pixel_threshold:.4f}"
     )
-    return EXIT_OK
+    if cal.normal_above_threshold is not None and cal.false_reject_upper_bound is not None:
+        print(
+            f"  {cal.normal_above_threshold} of {cal.n_images} normal images score above it: the false-reject rate "
+            f"is at most {cal.false_reject_upper_bound:.2%} (one-sided 95% Clopper-Pearson bound these images "
+            f"support); verifying {cal.target_false_reject_rate:g} needs {cal.images_needed} normal images "
+            "with no failure"
+        )
+    warning = calibration_warning(cal)
+    if warning:
+        print(f"WARNING: {warning}")
+
+
+def _apply_calibration_options(cfg: InspectorConfig, args: argparse.Namespace) -> None:
+    """The command line's --leave-out / --tail / --target-frr over the config's [calibration]."""
+    for key, value in (
+        ("leave_out", getattr(args, "leave_out", None)),
+        ("tail", getattr(args, "tail", None)),
+        ("target_false_reject_rate", getattr(args, "target_frr", None)),
+    ):
+        if value is not None:
+            setattr(cfg.calibration, key, value)
 
 
 def cmd_gallery_calibrate(args: argparse.Namespace) -> int:
@@ -77,8 +112,7 @@ def cmd_gallery_calibrate(args: argparse.Namespace) -> int:
     from inspector.model.gallery import migrate_legacy, read_manifest
 
     cfg = _config(args)
-    if args.target_frr is not None:
-        cfg.calibration.target_false_reject_rate = args.target_frr
+    _apply_calibration_options(cfg, args)
     normal = list_images(args.normal_dir) if args.normal_dir else None
     if migrate_legacy(args.gallery):
         print(
@@ -106,10 +140,7 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
         f"gallery {args.gallery}: {before} -> {result.manifest.image_count} images ({len(result.added)} added, "
         f"{len(result.duplicates)} duplicates refused), hash {manifest_hash(result.manifest)[:12]}"
     )
-    print(
-        f"re-calibrated ({cal.method}, {cal.n_images} normal images): image threshold {cal.image_threshold:.4f} "
-        f"at target false-reject rate {cal.target_false_reject_rate:g}; pixel threshold {cal.pixel_threshold:.4f}"
-    )
+    print_calibration("re-calibrated", cal)
     return EXIT_OK
 
 
@@ -149,6 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspector.quality.evaluate import run_eval
 
     cfg = _config(args)
+    _apply_calibration_options(cfg, args)
     bars: list[tqdm[Any]] = []
 
     def progress(desc: str, total: int) -> Any:
@@ -157,14 +189,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         bars.append(progress_bar(total, desc))
         return bars[-1].update
 
+    start = time.monotonic()
     try:
-        metrics = run_eval(args.data, args.category, args.out, cfg, progress)
+        metrics = run_eval(args.data, args.category, args.out, cfg, progress, with_maps=args.save_maps)
     finally:
         for bar in bars:
             bar.close()
     for name, m in metrics.items():
         print(name + "  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
-    print(f"report: {args.out / 'report.md'}")
+    print(f"report: {args.out / 'report.md'} ({time.monotonic() - start:.0f} s)")
     return EXIT_OK
 
 
@@ -172,6 +205,20 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", type=Path, default=None,
         help="TOML config file: [model], [runtime] and [calibration] are read (defaults when omitted)",
+    )  # fmt: skip
+
+
+def _add_calibration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--target-frr", type=float, default=None, help="target false-reject rate (default from config)"
+    )
+    p.add_argument(
+        "--leave-out", choices=["leave_one_out", "leave_m_out", "k_fold"], default=None,
+        help="without --normal-dir: what each gallery image is scored without (default from config)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tail", choices=["empirical", "gaussian", "pareto"], default=None,
+        help="how the threshold is read from the normal scores (default from config)",
     )  # fmt: skip
 
 
@@ -184,7 +231,8 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     b.add_argument("--images", type=Path, required=True, help="folder of known-good images")
     b.add_argument("--out", type=Path, required=True, help="gallery file to write")
     b.add_argument("--float16", action="store_true", help="store features in float16 (half the size)")
-    b.add_argument("--no-calibrate", action="store_true", help="skip leave-one-out calibration")
+    b.add_argument("--no-calibrate", action="store_true", help="skip calibration")
+    _add_calibration_options(b)
     _add_config(b)
     b.set_defaults(func=cmd_gallery_build)
 
@@ -195,9 +243,7 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     c.add_argument(
         "--normal-dir", type=Path, default=None, help="separate normal images (default: leave-one-out)"
     )
-    c.add_argument(
-        "--target-frr", type=float, default=None, help="target false-reject rate (default from config)"
-    )
+    _add_calibration_options(c)
     _add_config(c)
     c.set_defaults(func=cmd_gallery_calibrate)
 
@@ -227,8 +273,13 @@ def add_offline_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
 
     e = sub.add_parser("eval", help="evaluate on labelled data (MVTec layout) and write a report")
     e.add_argument("--data", type=Path, required=True, help="a category folder or a folder of categories")
+    _add_calibration_options(e)
     e.add_argument("--category", action="append", default=None, help="only these categories (repeatable)")
     e.add_argument("--out", type=Path, required=True, help="report folder")
+    e.add_argument(
+        "--save-maps", action="store_true",
+        help="also write maps_<category>.npz (anomaly maps, masks, scores; np.load with allow_pickle=False)",
+    )  # fmt: skip
     _add_config(e)
     e.set_defaults(func=cmd_eval)
 

@@ -8,7 +8,14 @@ from pydantic import Field, model_validator
 
 from inspector.config.base import StrictModel
 
-BackboneName = Literal["efficientnet_lite0", "resnet18", "resnet50", "wide_resnet50_2"]
+BackboneName = Literal[
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "resnet18",
+    "resnet50",
+    "wide_resnet50_2",
+]
 ImageScoreMode = Literal["knn_pooled", "map_max", "map_top_mean", "knn_plus_map"]
 StageFusion = Literal["mean", "scaled_mean", "scaled_geomean"]
 PixelSearch = Literal["full", "window"]

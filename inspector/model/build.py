@@ -16,11 +16,11 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
 from inspector.core.names import IMAGE_SUFFIXES
+from inspector.model import calibration as calib
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores, iter_batches
 from inspector.model.gallery import Gallery, load_gallery, migrate_legacy, save_gallery, update_calibration
 from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage, median
-from inspector.model.manifest import threshold_at_rate as _threshold_at_rate
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
 
@@ -113,17 +113,24 @@ def build_gallery(
     return save_gallery(out, feats.pooled, feats.stages, manifest, float16=float16)
 
 
-def threshold_at_rate(values: np.ndarray, rate: float) -> float:
-    """The smallest observed value such that at most ``rate`` of the values lie strictly above it."""
-    return _threshold_at_rate([float(v) for v in np.ravel(values)], rate)
+threshold_at_rate = calib.threshold_at_rate  # its home is model.calibration; kept importable from here
 
 
-def _leave_one_out(
-    inspector: Inspector, scales: list[float] | None, progress: Progress | None, limit: int | None = None
+def calibration_steps(n_normal: int, stage_fusion: str) -> int:
+    """Images a calibration's progress counts: the stage-scale sample (scaled fusions only), then every one."""
+    return n_normal + (min(SCALE_SAMPLE_IMAGES, n_normal) if stage_fusion != "mean" else 0)
+
+
+def _leave_out(
+    inspector: Inspector,
+    rows: np.ndarray,
+    scales: list[float] | None,
+    progress: Progress | None,
+    limit: int | None = None,
 ) -> RawScores:
-    """Score each gallery image (the first ``limit``, or all) against all the others, batch by batch."""
+    """Score each gallery image (the first ``limit``, or all) without the gallery images in its row of ``rows``."""
     g: Gallery = inspector.gallery
-    n = min(g.pooled.shape[0], limit or g.pooled.shape[0])
+    n = min(rows.shape[0], limit or rows.shape[0])
     dev = inspector.engine.device
     size = inspector.config.crop_px
     parts: list[RawScores] = []
@@ -131,7 +138,8 @@ def _leave_one_out(
     for start in range(0, n, batch):
         sel = torch.arange(start, min(n, start + batch))
         feats = Features(g.pooled[sel].to(dev), {s: t[sel].to(dev) for s, t in g.stages.items()})
-        parts.append(inspector.raw_scores(feats, [(0, size, 0, size)] * len(sel), sel.to(dev), scales))
+        left_out = torch.from_numpy(rows[start : start + len(sel)]).to(dev)
+        parts.append(inspector.raw_scores(feats, [(0, size, 0, size)] * len(sel), left_out, scales))
         if progress:
             progress(len(sel))
     return _concat(parts)
@@ -154,22 +162,42 @@ def _holdout(
     return _concat(parts)
 
 
-def _score_normals(
-    inspector: Inspector, normal_images: Sequence[Path] | None, progress: Progress | None
-) -> tuple[RawScores, list[float] | None]:
-    """Scores of normal images, and the stage scales they were fused with (estimated first when needed)."""
+@dataclass(frozen=True)
+class NormalScores:
+    """Scores of normal images, the stage scales they were fused with, and how they were obtained."""
+
+    raw: RawScores
+    scales: list[float] | None
+    method: str  # leave_one_out, leave_m_out, k_fold or holdout
+
+
+def score_normals(
+    inspector: Inspector,
+    calibration: CalibrationConfig,
+    normal_images: Sequence[Path] | None = None,
+    progress: Progress | None = None,
+) -> NormalScores:
+    """Score normal images: ``normal_images`` against the whole gallery, else each gallery image without the
+    images ``calibration.leave_out`` says. Scaled fusions first estimate the stage scales on a sample (that
+    pass counts in ``progress`` too: see :func:`calibration_steps`)."""
+    rows: np.ndarray | None = None
+    if not normal_images:
+        pooled = inspector.gallery.pooled.float().numpy()
+        rows = calib.left_out_rows(
+            pooled, calibration.leave_out, calibration.neighbours_left_out, calibration.folds
+        )
+
+    def run(scales: list[float] | None, limit: int | None) -> RawScores:
+        if normal_images:
+            return _holdout(inspector, normal_images, scales, progress, limit)
+        assert rows is not None
+        return _leave_out(inspector, rows, scales, progress, limit)
+
     scales: list[float] | None = None
     if inspector.config.stage_fusion != "mean":
-        ones = [1.0] * len(inspector.config.stages)
-        sample = (
-            _holdout(inspector, normal_images, ones, None, SCALE_SAMPLE_IMAGES)
-            if normal_images
-            else _leave_one_out(inspector, ones, None, SCALE_SAMPLE_IMAGES)
-        )
+        sample = run([1.0] * len(inspector.config.stages), SCALE_SAMPLE_IMAGES)
         scales = [float(v) for v in sample.stage_means.mean(0)]
-    if normal_images:
-        return _holdout(inspector, normal_images, scales, progress), scales
-    return _leave_one_out(inspector, scales, progress), scales
+    return NormalScores(run(scales, None), scales, "holdout" if normal_images else calibration.leave_out)
 
 
 def _concat(parts: list[RawScores]) -> RawScores:
@@ -179,6 +207,66 @@ def _concat(parts: list[RawScores]) -> RawScores:
         np.concatenate([p.map_top_mean for p in parts]),
         np.concatenate([p.maps for p in parts]),
         np.concatenate([p.stage_means for p in parts]),
+    )
+
+
+def thresholds_from_scores(
+    inspector: Inspector, normal: NormalScores, calibration: CalibrationConfig
+) -> Calibration:
+    """The calibration record of normal scores: both thresholds by the chosen tail estimate, and what the
+    images support (failures among them, the 95% upper bound on the false-reject rate, images needed)."""
+    raw, cfg = normal.raw, calibration
+    knn = [float(v) for v in raw.knn]
+    map_maxima = [float(v) for v in raw.map_max]
+    pixel = calib.threshold_for(np.array(map_maxima), cfg.pixel_target_rate, cfg.tail, cfg.tail_fraction)
+    provisional = Calibration(
+        image_threshold=0.0,
+        target_false_reject_rate=cfg.target_false_reject_rate,
+        pixel_threshold=pixel,
+        pixel_target_rate=cfg.pixel_target_rate,
+        method=normal.method,
+        n_images=len(knn),
+        score_median=median(knn) or 1.0,
+        map_max_median=median(map_maxima) or 1.0,
+        stage_scales=normal.scales,
+        normal_scores=map_maxima,  # replaced below, once the scores are combined with these medians
+        normal_knn=knn,
+        normal_map_max=map_maxima,
+        created_at=utc_now(),
+        neighbours_left_out=cfg.neighbours_left_out if normal.method == "leave_m_out" else None,
+        folds=cfg.folds if normal.method == "k_fold" else None,
+        tail=cfg.tail,
+        tail_fraction=cfg.tail_fraction if cfg.tail == "pareto" else None,
+    )
+    # float64 from the recorded values, so that a loader recomputes the very same thresholds
+    scores = [float(v) for v in np.ravel(inspector.combine(raw, provisional))]
+    values = np.array(scores)
+    rate = cfg.target_false_reject_rate
+    image = calib.threshold_for(values, rate, cfg.tail, cfg.tail_fraction)
+    above = int(np.count_nonzero(values > image))
+    return provisional.model_copy(
+        update={
+            "image_threshold": image,
+            "image_score_median": median(scores),
+            "normal_scores": scores,
+            "empirical_threshold": calib.threshold_at_rate(values, rate),
+            "normal_above_threshold": above,
+            "false_reject_upper_bound": calib.upper_bound(above, values.size),
+            "images_needed": calib.images_needed(rate),
+        }
+    )
+
+
+def calibration_warning(cal: Calibration) -> str | None:
+    """A warning when the calibration images are too few to verify the target false-reject rate."""
+    needed = cal.images_needed or calib.images_needed(cal.target_false_reject_rate)
+    if cal.n_images >= needed:
+        return None
+    bound = cal.false_reject_upper_bound
+    supports = f"; at 95% confidence they bound it only at {bound:.1%}" if bound is not None else ""
+    return (
+        f"gallery too small for the target: {cal.n_images} normal images cannot verify a "
+        f"{cal.target_false_reject_rate:.2%} false-reject rate (a zero-failure check needs {needed}){supports}"
     )
 
 
@@ -192,8 +280,8 @@ def calibrate_gallery(
 ) -> Calibration:
     """Set the image and pixel thresholds from normal images and store them in the gallery manifest.
 
-    Without ``normal_images`` each gallery image is scored against all the others (leave-one-out);
-    with them, those images are scored against the whole gallery.
+    Without ``normal_images`` each gallery image is scored against the gallery without itself and the images
+    ``calibration.leave_out`` names; with them, those images are scored against the whole gallery.
 
     A format-version-1 gallery is first rewritten as the current version (see :func:`migrate_legacy`).
 
@@ -202,33 +290,8 @@ def calibrate_gallery(
     """
     migrate_legacy(path)
     inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
-    raw, scales = _score_normals(inspector, normal_images, progress)
-    method = "holdout" if normal_images else "leave_one_out"
-    knn = [float(v) for v in raw.knn]
-    map_maxima = [float(v) for v in raw.map_max]
-    knn_median, max_median = median(knn) or 1.0, median(map_maxima) or 1.0
-    provisional = Calibration(
-        image_threshold=0.0,
-        target_false_reject_rate=calibration.target_false_reject_rate,
-        pixel_threshold=threshold_at_rate(raw.map_max, calibration.pixel_target_rate),
-        pixel_target_rate=calibration.pixel_target_rate,
-        method=method,
-        n_images=int(raw.knn.shape[0]),
-        score_median=knn_median,
-        map_max_median=max_median,
-        stage_scales=scales,
-        normal_scores=map_maxima,  # replaced below, once the scores are combined with these medians
-        normal_knn=knn,
-        normal_map_max=map_maxima,
-        created_at=utc_now(),
-    )
-    scores = [float(v) for v in np.ravel(inspector.combine(raw, provisional))]
-    final = provisional.model_copy(
-        update={
-            "image_threshold": _threshold_at_rate(scores, calibration.target_false_reject_rate),
-            "image_score_median": median(scores),
-            "normal_scores": scores,
-        }
+    final = thresholds_from_scores(
+        inspector, score_normals(inspector, calibration, normal_images, progress), calibration
     )
     update_calibration(path, final)
     load_gallery(path)  # prove the rewritten file validates before anyone relies on it
@@ -304,9 +367,17 @@ def add_to_gallery(
 
 
 def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:
+    """The calibration settings a gallery was calibrated with (defaults for what it does not record)."""
     if calibration is None:
         return CalibrationConfig()
-    return CalibrationConfig(
-        target_false_reject_rate=calibration.target_false_reject_rate,
-        pixel_target_rate=calibration.pixel_target_rate,
-    )
+    recorded: dict[str, object] = {
+        "target_false_reject_rate": calibration.target_false_reject_rate,
+        "pixel_target_rate": calibration.pixel_target_rate,
+        "tail": calibration.tail,
+    }
+    if calibration.method != "holdout":
+        recorded["leave_out"] = calibration.method
+    for key in ("neighbours_left_out", "folds", "tail_fraction"):
+        if getattr(calibration, key) is not None:
+            recorded[key] = getattr(calibration, key)
+    return CalibrationConfig.model_validate(recorded)

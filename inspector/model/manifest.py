@@ -8,9 +8,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from inspector.config.model import VALID_STAGES
+from inspector.model.calibration import TAIL_FRACTION_DEFAULT, threshold_for
 
 GALLERY_FORMAT_VERSION = 2
 LEGACY_FORMAT_VERSION = (
@@ -116,7 +118,7 @@ class Calibration(_Strict):
     target_false_reject_rate: float = Field(gt=0.0, lt=1.0)
     pixel_threshold: float
     pixel_target_rate: float = Field(gt=0.0, lt=1.0)
-    method: Annotated[str, AfterValidator(_one_of("leave_one_out", "holdout"))]
+    method: Annotated[str, AfterValidator(_one_of("leave_one_out", "leave_m_out", "k_fold", "holdout"))]
     n_images: int = Field(ge=1)
     score_median: float
     map_max_median: float
@@ -139,6 +141,34 @@ class Calibration(_Strict):
         min_length=1, description="Anomaly-map maximum of each normal image: pixel_threshold's source."
     )
     created_at: UtcTimestamp
+    # How the threshold was read from the normal scores, and what they support (absent: empirical, unstated).
+    neighbours_left_out: int | None = Field(default=None, ge=1, description="m of leave_m_out.")
+    folds: int | None = Field(default=None, ge=2, description="Folds of k_fold.")
+    tail: Annotated[str, AfterValidator(_one_of("empirical", "gaussian", "pareto"))] = "empirical"
+    tail_fraction: float | None = Field(default=None, gt=0.0, lt=1.0, description="Share the tail fit used.")
+    empirical_threshold: float | None = Field(
+        default=None,
+        description="The plain quantile of the normal scores at the target rate (for comparison).",
+    )
+    normal_above_threshold: int | None = Field(
+        default=None, ge=0, description="Normal calibration images scoring above the image threshold."
+    )
+    false_reject_upper_bound: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="One-sided 95% Clopper-Pearson upper bound on the false-reject rate these images support.",
+    )
+    images_needed: int | None = Field(
+        default=None, ge=1, description="Normal images a zero-failure check of the target needs at 95%."
+    )
+
+    def threshold_of(self, values: list[float], rate: float) -> float:
+        """The threshold this record's tail estimate reads from recorded scores at a rate."""
+        if self.tail == "empirical":
+            return threshold_at_rate(values, rate)
+        fraction = self.tail_fraction or TAIL_FRACTION_DEFAULT
+        return threshold_for(np.array(values, dtype=np.float64), rate, self.tail, fraction)  # type: ignore[arg-type]
 
     def inconsistencies(self) -> list[str]:
         """What disagrees with the recorded normal scores (empty when the calibration is consistent)."""
@@ -146,13 +176,13 @@ class Calibration(_Strict):
         if counts != {self.n_images}:
             return [f"n_images {self.n_images} but {sorted(counts)} normal scores recorded"]
         problems = []
-        image = threshold_at_rate(self.normal_scores, self.target_false_reject_rate)
+        image = self.threshold_of(self.normal_scores, self.target_false_reject_rate)
         if image != self.image_threshold:
             problems.append(
                 f"image_threshold {self.image_threshold!r} is not the {self.target_false_reject_rate!r} rate "
                 f"threshold of the recorded normal scores ({image!r})"
             )
-        pixel = threshold_at_rate(self.normal_map_max, self.pixel_target_rate)
+        pixel = self.threshold_of(self.normal_map_max, self.pixel_target_rate)
         if pixel != self.pixel_threshold:
             problems.append(
                 f"pixel_threshold {self.pixel_threshold!r} is not the {self.pixel_target_rate!r} rate "

@@ -58,20 +58,22 @@ def knn_scores(
         gallery: [N, D] pooled gallery features.
         k: neighbours averaged for the score (clipped to the gallery size).
         n_neighbours: how many nearest gallery indices to return (for pixel matching, K).
-        exclude: optional [B] gallery index to leave out per query (leave-one-out calibration).
+        exclude: optional gallery indices to leave out per query: [B] (leave-one-out calibration) or [B, M]
+            (leave-m-out and k-fold; a row may repeat an index to pad it to M).
         precision: candidate-search arithmetic; the returned distances are always exact float32.
         gallery_sq: [N] squared norms of the gallery rows, when precomputed.
 
     Returns:
         scores [B] and the indices [B, min(n_neighbours, available)] of the nearest gallery images, nearest first.
     """
-    n = gallery.shape[0] - (1 if exclude is not None else 0)
+    rows = None if exclude is None else (exclude if exclude.ndim == 2 else exclude.unsqueeze(1))
+    n = gallery.shape[0] - (0 if rows is None else _most_left_out(rows))
     if n < 1:
         raise ValueError("the gallery needs at least one image to compare against")
     kk = min(max(k, n_neighbours), n)
     d2 = pairwise_sq_dists(query, gallery, precision, gallery_sq)
-    if exclude is not None:
-        d2[torch.arange(query.shape[0], device=d2.device), exclude] = float("inf")
+    if rows is not None:
+        d2.scatter_(1, rows.to(d2.device), float("inf"))
     idx = torch.topk(d2, kk, dim=1, largest=False, sorted=True).indices
     # Exact distances for the chosen neighbours, by direct difference (no cancellation).
     exact = torch.linalg.vector_norm(query.unsqueeze(1) - gallery[idx], dim=2)
@@ -80,6 +82,14 @@ def knn_scores(
     exact = torch.gather(exact, 1, order)
     scores = exact[:, : min(k, n)].mean(1)
     return scores, idx[:, : min(n_neighbours, n)]
+
+
+def _most_left_out(rows: torch.Tensor) -> int:
+    """The largest number of distinct indices any row of a [B, M] exclusion leaves out."""
+    if rows.shape[1] <= 1:
+        return int(rows.shape[1])
+    ordered = rows.sort(1).values
+    return int(1 + (ordered[:, 1:] != ordered[:, :-1]).sum(1).max())
 
 
 def nearest_distances(

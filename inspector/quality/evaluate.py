@@ -12,7 +12,7 @@ import numpy as np
 
 from inspector.config.root import InspectorConfig
 from inspector.core.errors import InspectorError
-from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.build import build_gallery, calibrate_gallery, calibration_steps, list_images
 from inspector.model.engine import BackboneCache, Inspector, iter_batches
 from inspector.model.preprocess import read_image, resize_and_crop
 from inspector.quality.report import CategoryEval, write_report
@@ -85,6 +85,7 @@ def score_category(
     name: str, inspector: Inspector, tests: list[TestImage], progress: Progress | None
 ) -> CategoryEval:
     """Score every test image; returns everything the report needs."""
+    cal = inspector.gallery.manifest.calibration
     scores, maps, masks, crops = [], [], [], []
     elapsed = 0.0
     for batch in iter_batches(tests, inspector.engine.runtime.batch_size):
@@ -110,6 +111,8 @@ def score_category(
         masks=np.stack(masks),
         images=np.stack(crops),
         ms_per_image=elapsed * 1e3 / max(1, len(tests)),
+        pixel_threshold=cal.pixel_threshold if cal else None,
+        calibration=cal,
     )
 
 
@@ -128,12 +131,34 @@ def evaluate_category(
     )  # fmt: skip
     calibrate_gallery(
         gallery, config.runtime, config.calibration, backbones=backbones,
-        progress=progress(f"{category.name} calibrate", len(train)) if progress else None,
+        progress=progress(f"{category.name} calibrate", calibration_steps(len(train), config.model.stage_fusion))
+        if progress
+        else None,
     )  # fmt: skip
     inspector = Inspector.from_gallery(gallery, config.runtime, backbones=backbones)
     return score_category(
         category.name, inspector, tests, progress(f"{category.name} test", len(tests)) if progress else None
     )
+
+
+def save_maps(out_dir: Path, ev: CategoryEval) -> Path:
+    """Write ``maps_<category>.npz``: anomaly maps, ground-truth masks, scores, labels, thresholds, paths.
+
+    Every array is plain (no object arrays), so ``np.load(path, allow_pickle=False)`` reads it.
+    """
+    path = out_dir / f"maps_{ev.name}.npz"
+    np.savez_compressed(
+        path,
+        maps=np.asarray(ev.maps, dtype=np.float32),
+        masks=np.asarray(ev.masks, dtype=bool),
+        scores=np.asarray(ev.scores, dtype=np.float64),
+        labels=np.asarray(ev.labels, dtype=np.int64),
+        image_paths=np.array(ev.image_paths, dtype=str),
+        defect_types=np.array(ev.defect_types, dtype=str),
+        image_threshold=np.float64(ev.threshold),
+        pixel_threshold=np.float64(np.nan if ev.pixel_threshold is None else ev.pixel_threshold),
+    )
+    return path
 
 
 def run_eval(
@@ -142,9 +167,15 @@ def run_eval(
     out_dir: Path,
     config: InspectorConfig,
     progress: Callable[[str, int], Progress] | None = None,
+    with_maps: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """The ``inspector eval`` command body: every category, then metrics.json, report.md and PNGs."""
+    """The ``inspector eval`` command body: every category, then metrics.json, report.md and PNGs (and, with
+    ``with_maps``, each category's maps and masks as .npz)."""
     evals = [evaluate_category(c, config, out_dir, progress) for c in find_categories(data, categories)]
+    if with_maps:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for ev in evals:
+            save_maps(out_dir, ev)
     settings: dict[str, object] = {
         **config.model.model_dump(mode="json"),
         "precision": config.runtime.precision,

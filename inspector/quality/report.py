@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.model.maps import overlay_heatmap
+from inspector.model.manifest import Calibration
 from inspector.quality.metrics import (
     f1_max,
     image_auroc,
@@ -20,6 +19,8 @@ from inspector.quality.metrics import (
     rates_at_threshold,
     roc_points,
 )
+from inspector.quality.montage import render_montage
+from inspector.quality.operating import calibration_lines, operating_lines, operating_point
 
 METRIC_KEYS = (
     "image_auroc",
@@ -67,15 +68,6 @@ PUBLISHED: dict[str, tuple[PublishedFigures, ...]] = {
     ),
 }
 
-MONTAGE_ROWS_PER_KIND = 4
-TILE_MIN_PX = 160  # montage tiles are upscaled (nearest) to at least this size
-LABEL_BAND_PX = 24
-TILE_GAP_PX = 4
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-FONT_SCALE = 0.45
-BAND_BGR = (40, 40, 40)
-ERROR_TEXT_BGR = (80, 80, 255)
-PLAIN_TEXT_BGR = (230, 230, 230)
 PIXEL_ROC_SAMPLES_PER_CLASS = 100_000
 PLOT_SAMPLE_SEED = 0
 ROC_FIGSIZE_IN = (11.0, 4.8)
@@ -96,6 +88,8 @@ class CategoryEval:
     masks: np.ndarray  # [N,H,W] bool ground truth
     images: np.ndarray  # [N,H,W,3] uint8 BGR crops
     ms_per_image: float
+    pixel_threshold: float | None = None  # calibrated pixel threshold (marked on the montage's colour bar)
+    calibration: Calibration | None = None  # how the threshold was set (its target gives the operating point)
 
     def __post_init__(self) -> None:
         """Check that every field agrees on N and on the crop size.
@@ -152,89 +146,6 @@ def compute_metrics(ev: CategoryEval) -> dict[str, float]:
         "escape_rate": escape,
         "ms_per_image": float(ev.ms_per_image),
     }
-
-
-def select_false_rejects(ev: CategoryEval, limit: int = MONTAGE_ROWS_PER_KIND) -> list[int]:
-    """Pick the worst false rejects for the montage.
-
-    Args:
-        ev: the category's labelled results.
-        limit: maximum number of images.
-
-    Returns:
-        Indices of good images with score > threshold, highest score first; if there are none,
-        the highest-scoring good images.
-    """
-    good = np.flatnonzero(np.asarray(ev.labels) == 0)
-    ranked = good[np.argsort(-np.asarray(ev.scores)[good], kind="stable")]
-    rejected = ranked[np.asarray(ev.scores)[ranked] > ev.threshold]
-    return [int(i) for i in (rejected if rejected.size else ranked)[:limit]]
-
-
-def select_escapes(ev: CategoryEval, limit: int = MONTAGE_ROWS_PER_KIND) -> list[int]:
-    """Pick the worst escapes for the montage.
-
-    Args:
-        ev: the category's labelled results.
-        limit: maximum number of images.
-
-    Returns:
-        Indices of defective images with score <= threshold, lowest score first; if there are
-        none, the lowest-scoring defective images.
-    """
-    bad = np.flatnonzero(np.asarray(ev.labels) == 1)
-    ranked = bad[np.argsort(np.asarray(ev.scores)[bad], kind="stable")]
-    escaped = ranked[np.asarray(ev.scores)[ranked] <= ev.threshold]
-    return [int(i) for i in (escaped if escaped.size else ranked)[:limit]]
-
-
-def _montage_row(ev: CategoryEval, index: int, scale: int, vmin: float, vmax: float) -> np.ndarray:
-    """One montage row: a label band over image | heatmap overlay | ground-truth mask."""
-    image = ev.images[index]
-    score = float(ev.scores[index])
-    defective = bool(ev.labels[index])
-    if defective:
-        kind, is_error = ("ESCAPE", True) if score <= ev.threshold else ("DEFECT (lowest scores)", False)
-    else:
-        kind, is_error = ("FALSE REJECT", True) if score > ev.threshold else ("GOOD (highest scores)", False)
-    mask_tile = np.repeat((np.asarray(ev.masks[index], dtype=np.uint8) * 255)[:, :, None], 3, axis=2)
-    tiles = [image, overlay_heatmap(image, ev.maps[index], vmin, vmax), mask_tile]
-    height, width = image.shape[0] * scale, image.shape[1] * scale
-    gap = np.full((height, TILE_GAP_PX, 3), BAND_BGR, dtype=np.uint8)
-    parts: list[np.ndarray] = []
-    for tile in tiles:
-        parts += [cv2.resize(tile, (width, height), interpolation=cv2.INTER_NEAREST), gap]
-    body = np.hstack(parts[:-1])
-    band = np.full((LABEL_BAND_PX, body.shape[1], 3), BAND_BGR, dtype=np.uint8)
-    text = f"{kind}  {ev.defect_types[index]}  score={score:.4g}  thr={ev.threshold:.4g}"
-    color = ERROR_TEXT_BGR if is_error else PLAIN_TEXT_BGR
-    cv2.putText(band, text, (6, LABEL_BAND_PX - 8), FONT, FONT_SCALE, color, 1, cv2.LINE_AA)
-    return np.vstack([band, body])
-
-
-def render_montage(ev: CategoryEval) -> np.ndarray:
-    """Montage of the worst false rejects and worst escapes (up to MONTAGE_ROWS_PER_KIND each).
-
-    Args:
-        ev: the category's labelled results.
-
-    Returns:
-        uint8 BGR image; one row per selected image (image, heatmap overlay, ground truth).
-    """
-    indices = select_false_rejects(ev) + select_escapes(ev)
-    scale = max(1, math.ceil(TILE_MIN_PX / min(ev.maps.shape[1:])))
-    vmin, vmax = float(np.min(ev.maps)), float(np.max(ev.maps))
-    if not vmax > vmin:
-        vmax = vmin + 1.0  # constant maps: draw everything at the cold end
-    rows = [_montage_row(ev, i, scale, vmin, vmax) for i in indices]
-    header = np.full((LABEL_BAND_PX, rows[0].shape[1], 3), BAND_BGR, dtype=np.uint8)
-    tile_w = ev.maps.shape[2] * scale + TILE_GAP_PX
-    captions = ("image", f"heatmap [{vmin:.3g}, {vmax:.3g}]", "ground truth")
-    for col, caption in enumerate(captions):
-        cv2.putText(
-            header, caption, (col * tile_w + 6, LABEL_BAND_PX - 8), FONT, FONT_SCALE, PLAIN_TEXT_BGR, 1
-        )
-    return np.vstack([header, *rows])
 
 
 def _sample_pixels(masks: np.ndarray, maps: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,6 +206,14 @@ def _format_value(key: str, value: float | None) -> str:
     return f"{value:.1f}" if key == "ms_per_image" else f"{value:.2f}"
 
 
+def operating_metrics(ev: CategoryEval) -> dict[str, float]:
+    """The operating point against the calibration's target (empty without a calibration record)."""
+    if ev.calibration is None:
+        return {}
+    target = ev.calibration.target_false_reject_rate
+    return operating_point(ev.labels, ev.scores, ev.threshold, target).metrics()
+
+
 def _category_markdown(ev: CategoryEval, metrics: dict[str, float]) -> list[str]:
     """Markdown section for one category: metrics table and figure links."""
     published = _published_for(ev.name)
@@ -318,13 +237,16 @@ def _category_markdown(ev: CategoryEval, metrics: dict[str, float]) -> list[str]
             *(_format_value(key, p.get(key)) for p in published),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if ev.calibration is not None:
+        op = operating_point(ev.labels, ev.scores, ev.threshold, ev.calibration.target_false_reject_rate)
+        lines += [*calibration_lines(ev.calibration), "", *operating_lines(op)]
     lines += [
-        "",
         f"ROC curves: [roc_{ev.name}.png](roc_{ev.name}.png)",
         "",
         f"![ROC {ev.name}](roc_{ev.name}.png)",
         "",
-        f"Worst false rejects and escapes: [montage_{ev.name}.png](montage_{ev.name}.png)",
+        f"Worst false rejects, and the worst escapes of each defect type: [montage_{ev.name}.png](montage_{ev.name}.png)",
         "",
         f"![Montage {ev.name}](montage_{ev.name}.png)",
         "",
@@ -372,7 +294,7 @@ def write_report(
     all_metrics: dict[str, dict[str, float]] = {}
     for ev in evals:
         metrics = compute_metrics(ev)
-        all_metrics[ev.name] = metrics
+        all_metrics[ev.name] = metrics | operating_metrics(ev)
         _write_roc_png(out_dir / f"roc_{ev.name}.png", ev, metrics)
         montage_path = out_dir / f"montage_{ev.name}.png"
         if not cv2.imwrite(str(montage_path), render_montage(ev)):

@@ -13,6 +13,7 @@ import pytest
 
 from inspector import __version__
 from inspector.cli.main import build_parser, main
+from inspector.config.calibration import CalibrationConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREADABLE
 from inspector.demo.data import write_dataset
 from inspector.model.build import list_images
@@ -40,6 +41,7 @@ TEXT_LINE = re.compile(
     r"^(?P<path>\S+)\tscore=(?P<score>[\d.]+)\tthreshold=(?P<thr>[\d.]+)\t(?P<verdict>PASS|FAIL)"
     r"\tarea=(?P<area>\d+)px$"
 )
+DEFAULT = CalibrationConfig()
 JSON_FIELDS = {"kind", "path", "score", "threshold", "verdict", "defect_area_px", "gallery"}
 
 
@@ -69,7 +71,10 @@ def gallery(data: Path, config: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("cli_gallery") / "part.safetensors"
     proc = run_cli("gallery", "build", "--images", data / "train" / "good", "--out", out, "--config", config)
     assert proc.returncode == EXIT_OK, proc.stderr
-    assert f"gallery {out}: {N_TRAIN} images" in proc.stdout and "calibrated (leave_one_out" in proc.stdout
+    assert (
+        f"gallery {out}: {N_TRAIN} images" in proc.stdout
+        and f"calibrated ({DEFAULT.leave_out}" in proc.stdout
+    )
     assert proc.stderr == "", "progress bars must stay off when stderr is not a terminal"
     return out
 
@@ -192,7 +197,7 @@ def test_gallery_info_prints_the_manifest(
         "sources": f"{N_TRAIN} files",
     }
     assert info["backbone"] == "efficientnet_lite0" and info["image_count"] == N_TRAIN
-    assert info["preprocessing"]["crop_px"] == CROP_PX and info["calibration"]["method"] == "leave_one_out"
+    assert info["preprocessing"]["crop_px"] == CROP_PX and info["calibration"]["method"] == DEFAULT.leave_out
     assert main(["gallery", "info", str(gallery), "--sources"]) == EXIT_OK
     sources = json.loads(capsys.readouterr().out)["sources"]
     assert [s["name"] for s in sources] == [p.name for p in list_images(data / "train" / "good")]
@@ -214,7 +219,7 @@ def test_calibrate_with_a_normal_folder_and_target_rate_is_recorded(
         "0.2",
     ]
     assert main([*argv, "--config", str(config)]) == EXIT_OK
-    assert "calibrated (holdout, 3 normal images)" in capsys.readouterr().out
+    assert "calibrated (holdout, empirical tail, 3 normal images)" in capsys.readouterr().out
     cal = load_gallery(copy).manifest.calibration
     assert cal is not None and (cal.method, cal.n_images, cal.target_false_reject_rate) == ("holdout", 3, 0.2)
 
@@ -327,7 +332,9 @@ def test_gallery_add_prints_the_growth_the_refused_duplicates_and_the_new_calibr
     assert out[1].startswith(
         f"gallery {copy}: {N_TRAIN} -> {N_TRAIN + 3} images (3 added, 1 duplicates refused)"
     )
-    assert out[2].startswith(f"re-calibrated (leave_one_out, {N_TRAIN + 3} normal images)")
+    assert (
+        out[2].startswith(f"re-calibrated ({DEFAULT.leave_out}") and f"{N_TRAIN + 3} normal images" in out[2]
+    )
     assert load_gallery(copy).manifest.image_count == N_TRAIN + 3
 
 
@@ -352,3 +359,20 @@ def test_gallery_calibrate_rewrites_a_version_1_gallery_as_version_2(
     migrated = load_gallery(legacy)
     assert migrated.manifest.format_version == 2 and migrated.manifest.calibration is not None
     assert migrated.manifest.calibration.inconsistencies() == []
+
+
+def test_calibrate_prints_what_the_images_support_warns_when_too_few_and_records_the_chosen_method(
+    gallery: Path, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = shutil.copyfile(gallery, tmp_path / "g.safetensors")
+    argv = ["gallery", "calibrate", "--gallery", str(copy), "--leave-out", "k_fold", "--tail", "pareto"]
+    assert main([*argv, "--config", str(config)]) == EXIT_OK
+    out = capsys.readouterr().out
+    cal = load_gallery(copy).manifest.calibration
+    assert cal is not None and (cal.method, cal.tail, cal.folds) == ("k_fold", "pareto", DEFAULT.folds)
+    assert f"calibrated (k_fold, {DEFAULT.folds} folds, pareto tail, {N_TRAIN} normal images)" in out
+    assert cal.false_reject_upper_bound is not None and cal.normal_above_threshold is not None
+    assert f"is at most {cal.false_reject_upper_bound:.2%}" in out
+    assert f"{cal.normal_above_threshold} of {N_TRAIN} normal images score above it" in out
+    assert "needs 299 normal images with no failure" in out
+    assert f"WARNING: gallery too small for the target: {N_TRAIN} normal images cannot verify" in out

@@ -88,7 +88,7 @@ def test_tampered_packaged_lite0_file_is_refused_by_its_sha256(
     data = bytearray(lite0_weights_path().read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit deep inside a tensor: still a loadable file
     copy.write_bytes(bytes(data))
-    monkeypatch.setattr(backbone_module, "lite0_weights_path", lambda: copy)
+    monkeypatch.setattr(backbone_module, "lite_weights_path", lambda name="efficientnet_lite0": copy)
     with pytest.raises(BackboneError) as info:
         build_backbone("efficientnet_lite0")
     text = _one_line_error_naming(info.value, copy)
@@ -316,3 +316,43 @@ def test_state_dict_wrapped_under_state_dict_key_is_accepted(tmp_path: Path, res
     wrapped, _ = build_backbone("resnet18", path)
     x = _images(1, seed=4)
     assert np.array_equal(_run(direct, x)[0].numpy(), _run(wrapped, x)[0].numpy())
+
+
+@pytest.mark.parametrize(
+    ("name", "sha256", "channels"),
+    [
+        ("efficientnet_lite1", backbone_module.LITE1_WEIGHTS_SHA256, (24, 40, 112)),
+        ("efficientnet_lite2", backbone_module.LITE2_WEIGHTS_SHA256, (24, 48, 120)),
+    ],
+)
+def test_bigger_lite_backbones_load_their_packaged_weights_pinned_and_give_the_stated_pyramid(
+    name: str, sha256: str, channels: tuple[int, int, int]
+) -> None:
+    path = backbone_module.lite_weights_path(name)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    model, spec = build_backbone(name)
+    assert (spec.weights_sha256, spec.stage_channels, spec.pooled_dim) == (sha256, channels, 1280)
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = list(model.model.state_dict().values())
+    assert len(stored) == len(loaded) and all(
+        torch.equal(a, b) for a, b in zip(stored.values(), loaded, strict=True)
+    )
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    pooled, stages = model(x)
+    assert pooled.shape == (1, 1280)
+    assert [tuple(s.shape[1:]) for s in stages] == [
+        (c, 64 // r, 96 // r) for c, r in zip(channels, (4, 8, 16), strict=True)
+    ]
+
+
+def test_tampered_packaged_lite2_file_is_refused_by_its_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "efficientnet-lite2.pth"
+    data = bytearray(backbone_module.lite_weights_path("efficientnet_lite2").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr(backbone_module, "lite_weights_path", lambda name="efficientnet_lite2": copy)
+    with pytest.raises(BackboneError) as info:
+        build_backbone("efficientnet_lite2")
+    assert backbone_module.LITE2_WEIGHTS_SHA256 in str(info.value) and str(copy) in str(info.value)

@@ -19,9 +19,12 @@ from inspector.model.build import (
     add_to_gallery,
     build_gallery,
     calibrate_gallery,
+    calibration_steps,
+    calibration_warning,
     list_images,
     threshold_at_rate,
 )
+from inspector.model.calibration import upper_bound
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, calibrated_score_median
 from inspector.model.gallery import Gallery, load_gallery, save_gallery
@@ -42,7 +45,7 @@ CFG = ModelConfig.model_validate(
 RUNTIME = RuntimeConfig()
 BACKBONES = BackboneCache()  # one Lite0 for the module
 CAL = CalibrationConfig.model_validate(
-    {"target_false_reject_rate": IMAGE_RATE, "pixel_target_rate": PIXEL_RATE}
+    {"target_false_reject_rate": IMAGE_RATE, "pixel_target_rate": PIXEL_RATE, "leave_out": "leave_one_out"}
 )
 
 
@@ -106,13 +109,19 @@ def calibrated(raw_gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def _recomputed_leave_one_out(
-    engine: FeatureEngine, gallery: Gallery, queries: list[tuple[Features, Prepared]], cal: Calibration
+    engine: FeatureEngine,
+    gallery: Gallery,
+    queries: list[tuple[Features, Prepared]],
+    cal: Calibration,
+    left_out: list[set[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each image scored against a gallery that really lacks it: (image scores, kNN scores, map maxima)."""
+    """Each image scored against a gallery that really lacks it (and ``left_out[i]``, when given):
+    (image scores, kNN scores, map maxima)."""
     scores, knn, maxima = [], [], []
     n = gallery.pooled.shape[0]
     for i, (feats, prepared) in enumerate(queries):
-        keep = torch.tensor([j for j in range(n) if j != i])
+        out = left_out[i] if left_out else {i}
+        keep = torch.tensor([j for j in range(n) if j not in out])
         without = Gallery(
             gallery.manifest, gallery.pooled[keep], {s: t[keep] for s, t in gallery.stages.items()}
         )
@@ -157,6 +166,75 @@ def test_leave_one_out_threshold_lets_at_most_the_target_rate_of_normal_scores_a
     assert calibrated_score_median(older, "knn_plus_map") is None
 
 
+def _nearest_by_pooled(gallery: Gallery, m: int) -> list[set[int]]:
+    """Each image and its m nearest gallery images by pooled-feature distance (float64 brute force)."""
+    x = gallery.pooled.double().numpy()
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    return [{i, *np.argsort(d[i], kind="stable")[:m].tolist()} for i in range(x.shape[0])]
+
+
+@pytest.mark.parametrize(("leave_out", "m", "folds"), [("leave_m_out", 3, 5), ("k_fold", 5, 4)])
+def test_leave_m_out_and_k_fold_score_each_image_against_a_gallery_that_really_lacks_what_they_leave_out(
+    leave_out: str,
+    m: int,
+    folds: int,
+    engine: FeatureEngine,
+    raw_gallery: Path,
+    train_features: list[tuple[Features, Prepared]],
+    tmp_path: Path,
+) -> None:
+    path = shutil.copyfile(raw_gallery, tmp_path / f"{leave_out}.safetensors")
+    cfg = CAL.model_copy(update={"leave_out": leave_out, "neighbours_left_out": m, "folds": folds})
+    progress: list[int] = []
+    cal = calibrate_gallery(path, RUNTIME, cfg, progress=progress.append, backbones=BACKBONES)
+    assert (cal.method, cal.n_images) == (leave_out, N_TRAIN)
+    assert (cal.neighbours_left_out, cal.folds) == (
+        (m, None) if leave_out == "leave_m_out" else (None, folds)
+    )
+    assert sum(progress) == calibration_steps(N_TRAIN, CFG.stage_fusion) == 2 * N_TRAIN  # scale pass counted
+    gallery = load_gallery(path)
+    if leave_out == "leave_m_out":
+        sets = _nearest_by_pooled(gallery, m)
+    else:
+        fold = [i * folds // N_TRAIN for i in range(N_TRAIN)]
+        sets = [{j for j in range(N_TRAIN) if fold[j] == fold[i]} for i in range(N_TRAIN)]
+    scores, _, maxima = _recomputed_leave_one_out(engine, gallery, train_features, cal, sets)
+    _assert_threshold_at_rate(cal.image_threshold, scores, IMAGE_RATE)
+    _assert_threshold_at_rate(cal.pixel_threshold, maxima, PIXEL_RATE)
+
+
+def test_calibration_records_what_its_images_support_and_warns_when_too_few(
+    calibrated: dict[str, Path],
+) -> None:
+    cal = load_gallery(calibrated["map_max"]).manifest.calibration
+    assert cal is not None
+    above = cal.normal_above_threshold
+    assert above is not None and above <= IMAGE_RATE * N_TRAIN
+    assert cal.images_needed == 14  # ceil(ln 0.05 / ln 0.8): zero failures in 14 images bound 20% at 95%
+    assert cal.false_reject_upper_bound == pytest.approx(upper_bound(above, N_TRAIN))
+    assert cal.empirical_threshold == cal.image_threshold and cal.tail == "empirical"
+    warning = calibration_warning(cal)
+    assert warning is not None and "12 normal images" in warning and "needs 14" in warning
+    assert calibration_warning(cal.model_copy(update={"n_images": 14})) is None
+
+
+@pytest.mark.parametrize("tail", ["gaussian", "pareto"])
+def test_fitted_tail_thresholds_are_read_from_the_same_normal_scores(
+    tail: str, raw_gallery: Path, calibrated: dict[str, Path], tmp_path: Path
+) -> None:
+    path = shutil.copyfile(raw_gallery, tmp_path / f"{tail}.safetensors")
+    cal = calibrate_gallery(path, RUNTIME, CAL.model_copy(update={"tail": tail}), backbones=BACKBONES)
+    empirical = load_gallery(calibrated["map_max"]).manifest.calibration
+    assert empirical is not None and cal.tail == tail
+    assert cal.empirical_threshold == pytest.approx(empirical.image_threshold, rel=MATCH_RTOL)
+    assert cal.image_threshold != pytest.approx(empirical.image_threshold, rel=MATCH_RTOL)
+    assert cal.tail_fraction == (CAL.tail_fraction if tail == "pareto" else None)
+    assert cal.inconsistencies() == []  # a loader recomputes the fitted threshold from the recorded scores
+    edited = cal.model_copy(update={"image_threshold": cal.image_threshold * 1.01})
+    assert any("image_threshold" in p for p in edited.inconsistencies())
+
+
 def test_holdout_calibration_scores_a_separate_normal_folder_against_the_whole_gallery(
     data: Path, engine: FeatureEngine, raw_gallery: Path, calibrated: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -166,7 +244,9 @@ def test_holdout_calibration_scores_a_separate_normal_folder_against_the_whole_g
     cal = calibrate_gallery(
         path, RUNTIME, CAL, normal_images=normal, progress=progress.append, backbones=BACKBONES
     )
-    assert (cal.method, cal.n_images, sum(progress)) == ("holdout", N_HOLDOUT, N_HOLDOUT)
+    assert (cal.method, cal.n_images) == ("holdout", N_HOLDOUT)
+    # the stage-scale pass counts, then every image
+    assert sum(progress) == calibration_steps(N_HOLDOUT, CFG.stage_fusion) == 2 * N_HOLDOUT
     insp = Inspector(engine, load_gallery(path))
     results = insp.score([read_image(p) for p in normal])
     _assert_threshold_at_rate(cal.image_threshold, np.array([r.score for r in results]), IMAGE_RATE)
@@ -293,6 +373,7 @@ def test_gallery_add_grows_the_gallery_refuses_duplicates_and_recalibrates(
     twin = tmp_path / "twin.png"
     shutil.copyfile(new[0], twin)  # the same bytes twice in one call
     result = add_to_gallery(path, [*new, *again, twin], RUNTIME, progress=None, backbones=BACKBONES)
+    # no targets given: the ones recorded (leave-one-out here, not the config's default), kept
     after = load_gallery(path)
     assert after.manifest.image_count == before.manifest.image_count + len(new) == N_TRAIN + N_HOLDOUT
     assert result.added == new

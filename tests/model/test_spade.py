@@ -153,3 +153,25 @@ def test_map_image_scores_give_max_and_top_percent_mean() -> None:
     mx, top = spade.map_image_scores(maps)
     assert mx.item() == 9.0
     assert top.item() == pytest.approx(7.0)
+
+
+def test_knn_scores_leave_m_out_never_picks_any_excluded_image_and_equals_the_reduced_gallery() -> None:
+    rng = np.random.default_rng(4)
+    g = rng.normal(size=(12, 6))
+    rows = np.array([[0, 1, 2], [1, 0, 0], [2, 5, 7], [3, 3, 3]])  # repeats pad a row
+    scores, idx = spade.knn_scores(
+        torch.tensor(g[:4]).float(), torch.tensor(g).float(), 3, 4, exclude=torch.tensor(rows)
+    )
+    for i, row in enumerate(rows):
+        keep = np.setdiff1d(np.arange(12), row)
+        assert rel_err(scores.numpy()[i : i + 1], ref_knn(g[i : i + 1], g[keep], 3)) < REL_TOL
+        assert not set(idx.numpy()[i].tolist()) & set(row.tolist())
+    assert idx.shape == (4, 4)
+
+
+def test_knn_scores_leave_m_out_clips_k_to_the_images_left_in_every_row() -> None:
+    g = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    rows = torch.tensor([[0, 1, 2], [1, 1, 1]])
+    scores, idx = spade.knn_scores(g[:2], g, k=50, n_neighbours=50, exclude=rows)
+    assert idx.shape == (2, 1)
+    assert scores.tolist() == pytest.approx([3.0, 1.0])  # row 0: only image 3 is left; row 1: nearest is 0

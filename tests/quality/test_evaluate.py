@@ -6,12 +6,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inspector.config.load import load_config
 from inspector.config.root import InspectorConfig
 from inspector.demo.data import write_dataset
 from inspector.quality.evaluate import EvalError, find_categories, list_tests, run_eval
+from inspector.quality.metrics import image_auroc, pixel_auroc
 from inspector.quality.report import METRIC_KEYS
 
 SMALL_MODEL = {"resize_px": 128, "crop_px": 112}
@@ -39,12 +41,14 @@ def test_eval_writes_metrics_report_plots_and_montage_with_sane_values(
         return lambda n: None
 
     out = tmp_path / "report"
-    metrics = run_eval(data, None, out, config, progress)
+    metrics = run_eval(data, None, out, config, progress, with_maps=True)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
     assert list(on_disk) == ["flange"]
     m = on_disk["flange"]
-    assert set(m) == set(METRIC_KEYS)
+    assert set(METRIC_KEYS) <= set(m)
+    assert m["target_false_reject_rate"] == config.calibration.target_false_reject_rate
+    assert m["false_reject_ci_low"] <= m["false_reject_rate"] <= m["false_reject_ci_high"]
     for key in ("image_auroc", "pixel_auroc", "pro", "f1_max", "false_reject_rate", "escape_rate"):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["ms_per_image"] > 0
@@ -56,7 +60,19 @@ def test_eval_writes_metrics_report_plots_and_montage_with_sane_values(
         assert (out / png).stat().st_size > 1000
     assert (out / "galleries" / "flange.gallery").is_file()
     assert [d for d, _ in seen] == ["flange gallery", "flange calibrate", "flange test"]
+    assert seen[1][1] == 16 + 16  # the stage-scale pass, then every gallery image
     assert seen[2][1] == 4 + 4 * 2  # every test image scored
+    assert "| threshold that meets the target on this test set |" in report
+    assert "a zero-failure check" not in report and "needs 299 normal images with no failure" in report
+    with np.load(out / "maps_flange.npz", allow_pickle=False) as saved:
+        maps, masks, labels, scores = saved["maps"], saved["masks"], saved["labels"], saved["scores"]
+        assert maps.shape == masks.shape == (12, 112, 112) and masks.dtype == bool
+        assert list(saved["defect_types"]).count("good") == 4 and saved["image_paths"].shape == (12,)
+        threshold = float(saved["image_threshold"])
+    # every metric recomputes from the saved arrays alone
+    assert pixel_auroc(masks, maps) == pytest.approx(m["pixel_auroc"])
+    assert image_auroc(labels, scores) == pytest.approx(m["image_auroc"])
+    assert np.mean(scores[labels == 0] > threshold) == pytest.approx(m["false_reject_rate"])
 
 
 def test_a_single_category_folder_or_a_folder_of_categories_is_found(data: Path) -> None:

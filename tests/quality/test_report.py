@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from inspector.model.maps import overlay_heatmap
+from inspector.quality import montage as mt
 from inspector.quality import report
-from inspector.quality.report import (
-    CategoryEval,
-    compute_metrics,
-    render_montage,
-    select_escapes,
-    select_false_rejects,
-    write_report,
-)
+from inspector.quality.montage import colour_bar, render_montage, select_escapes, select_false_rejects
+from inspector.quality.report import CategoryEval, compute_metrics, write_report
 
 SIZE = 32
 LABELS = np.array([0, 0, 0, 1, 1, 1])
@@ -124,10 +119,11 @@ def test_pngs_load_with_expected_sizes(tmp_path: Path) -> None:
     assert roc.std() > 0  # not a blank canvas
     montage = cv2.imread(str(tmp_path / "montage_mvtec_bottle.png"))
     assert montage is not None
-    tile = SIZE * math.ceil(report.TILE_MIN_PX / SIZE)
-    rows = 2 + 1  # two false rejects and one escape (see SCORES)
-    band = report.LABEL_BAND_PX
-    assert montage.shape == (band + rows * (band + tile), 3 * tile + 2 * report.TILE_GAP_PX, 3)
+    tile = SIZE * math.ceil(mt.TILE_MIN_PX / SIZE)
+    rows = 2 + 3  # two false rejects, then one row per defect type (one image each, see SCORES)
+    band = mt.LABEL_BAND_PX
+    width = 2 * (tile + mt.TILE_GAP_PX) + mt.BAR_WIDTH_PX + mt.BAR_LABEL_PX
+    assert montage.shape == (band + rows * (band + tile), width, 3)
 
 
 def test_false_rejects_are_goods_above_threshold_highest_first_else_top_goods() -> None:
@@ -138,28 +134,60 @@ def test_false_rejects_are_goods_above_threshold_highest_first_else_top_goods() 
     assert select_false_rejects(calm, limit=1) == [1]
 
 
-def test_escapes_are_defectives_at_or_below_threshold_lowest_first_else_lowest_defectives() -> None:
-    boundary = make_eval(scores=np.array([0.20, 0.55, 0.70, 0.50, 0.30, 0.90]))
-    assert select_escapes(boundary) == [4, 3]  # 0.30 then 0.50 (== threshold escapes)
-    caught = make_eval(scores=np.array([0.20, 0.55, 0.70, 0.60, 0.95, 0.90]))
-    assert select_escapes(caught) == [3, 5, 4]
-
-
-def test_montage_rows_show_image_heatmap_and_mask() -> None:
+def _typed(types: list[str], scores: list[float]) -> CategoryEval:
     ev = make_eval()
-    montage = render_montage(ev)
-    scale = math.ceil(report.TILE_MIN_PX / SIZE)
+    return CategoryEval(
+        **{**ev.__dict__, "defect_types": ["good"] * 3 + types, "scores": np.array([0.2, 0.55, 0.7, *scores])}
+    )
+
+
+def test_escapes_are_shown_per_defect_type_lowest_first_else_that_types_lowest() -> None:
+    # type a: 0.30 and 0.50 escape (== threshold escapes); type b: 0.90 is caught, shown as its lowest
+    ev = _typed(["a", "b", "a"], [0.50, 0.90, 0.30])
+    assert select_escapes(ev) == [5, 3, 4]
+    assert select_escapes(ev, per_type=1) == [5, 4]
+    many = _typed(["a", "a", "a"], [0.10, 0.30, 0.20])
+    assert select_escapes(many) == [3, 5]  # at most two of one type
+
+
+def test_montage_outlines_the_ground_truth_on_the_image_and_the_heatmap() -> None:
+    ev = make_eval()
+    picture = render_montage(ev)
+    scale = math.ceil(mt.TILE_MIN_PX / SIZE)
     tile = SIZE * scale
-    band = report.LABEL_BAND_PX
-    # Last row is the escape, image 3; its mask tile is the third column.
+    band = mt.LABEL_BAND_PX
+    # The first escape row (type broken_large, image 3) follows the two false rejects.
     top = band + 2 * (band + tile) + band
-    mask_tile = montage[top : top + tile, 2 * (tile + report.TILE_GAP_PX) :]
-    expected = cv2.resize(ev.masks[3].astype(np.uint8) * 255, (tile, tile), interpolation=cv2.INTER_NEAREST)
-    np.testing.assert_array_equal(mask_tile[..., 0], expected)
-    image_tile = montage[top : top + tile, :tile]
-    np.testing.assert_array_equal(image_tile[::scale, ::scale], ev.images[3])
-    # Label band carries drawn text (not just the flat band colour).
-    assert len(np.unique(montage[top - band : top].reshape(-1, 3), axis=0)) > 1
+    expected = cv2.resize(ev.masks[3].astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(expected, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    edge = np.zeros_like(expected)
+    cv2.drawContours(edge, contours, -1, 1, 1)
+    heat = overlay_heatmap(ev.images[3], ev.maps[3], *mt.heat_range(ev))
+    on = edge.astype(bool)
+    for col, plain in enumerate((ev.images[3], heat)):
+        x0 = col * (tile + mt.TILE_GAP_PX)
+        drawn = picture[top : top + tile, x0 : x0 + tile]
+        big = cv2.resize(plain, (tile, tile), interpolation=cv2.INTER_NEAREST)
+        assert np.all(drawn[on] == mt.OUTLINE_BGR)  # the outline, in green, on the region's boundary
+        np.testing.assert_array_equal(drawn[~on], big[~on])  # and nothing else drawn over the picture
+    assert len(np.unique(picture[top - band : top].reshape(-1, 3), axis=0)) > 1  # a drawn label
+
+
+def test_colour_bar_runs_hot_to_cold_and_marks_the_threshold_at_its_value() -> None:
+    bar = colour_bar(101, 0.0, 2.0, [("pixel thr", 1.0)])
+    jet = cv2.applyColorMap(np.array([[255, 0]], dtype=np.uint8), cv2.COLORMAP_JET)[0]
+    np.testing.assert_array_equal(bar[0, 0], jet[0])
+    np.testing.assert_array_equal(bar[100, 0], jet[1])
+    np.testing.assert_array_equal(bar[50, : mt.BAR_WIDTH_PX], np.full((mt.BAR_WIDTH_PX, 3), mt.THRESHOLD_BGR))
+    assert not np.all(bar[49, : mt.BAR_WIDTH_PX] == mt.THRESHOLD_BGR)
+    assert bar.shape == (101, mt.BAR_WIDTH_PX + mt.BAR_LABEL_PX, 3)
+
+
+def test_montage_heat_scale_is_twice_the_pixel_threshold_when_known() -> None:
+    ev = CategoryEval(**{**make_eval().__dict__, "pixel_threshold": 0.6})
+    assert mt.heat_range(ev) == (0.0, 1.2)
+    plain = make_eval()
+    assert mt.heat_range(plain) == (float(plain.maps.min()), float(plain.maps.max()))
 
 
 def test_overlay_heatmap_blends_jet_half_and_half() -> None:

@@ -1,0 +1,121 @@
+"""The operating point of a calibrated threshold on labelled tests: against the target, with binomial intervals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspector.model import calibration as calib
+from inspector.model.manifest import Calibration
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What a threshold did on test/good and on the defective tests, and what the target asked."""
+
+    target: float
+    threshold: float
+    n_good: int
+    false_rejects: int
+    n_defect: int
+    escapes: int
+    interval: tuple[float, float]  # two-sided 95% Clopper-Pearson interval of the realised false-reject rate
+    target_counts: tuple[
+        int, int
+    ]  # false rejects a true rate of `target` gives in n_good images (central 95%)
+    test_threshold: float  # the threshold that meets the target on these good test images
+    test_threshold_escapes: int
+
+    @property
+    def false_reject_rate(self) -> float:
+        """Realised false-reject rate on test/good."""
+        return self.false_rejects / max(1, self.n_good)
+
+    @property
+    def inside_target(self) -> bool:
+        """The realised false rejects are within what the target rate gives for this many good images."""
+        return self.target_counts[0] <= self.false_rejects <= self.target_counts[1]
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers for metrics.json."""
+        return {
+            "target_false_reject_rate": self.target,
+            "false_reject_ci_low": self.interval[0],
+            "false_reject_ci_high": self.interval[1],
+            "target_false_rejects_low": float(self.target_counts[0]),
+            "target_false_rejects_high": float(self.target_counts[1]),
+            "inside_target": float(self.inside_target),
+            "threshold_meeting_target_on_test": self.test_threshold,
+            "escape_rate_at_threshold_meeting_target": self.test_threshold_escapes / max(1, self.n_defect),
+        }
+
+
+def operating_point(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, target: float
+) -> OperatingPoint:
+    """The threshold's operating point: false rejects (good above it), escapes (defective at or below it).
+
+    Raises:
+        ValueError: no good test image.
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    good, bad = scores[labels == 0], scores[labels == 1]
+    if good.size == 0:
+        raise ValueError("operating point: no good test image")
+    rejects = int(np.count_nonzero(good > threshold))
+    oracle = calib.threshold_at_rate(good, target)
+    return OperatingPoint(
+        target=target,
+        threshold=threshold,
+        n_good=int(good.size),
+        false_rejects=rejects,
+        n_defect=int(bad.size),
+        escapes=int(np.count_nonzero(bad <= threshold)),
+        interval=calib.clopper_pearson(rejects, int(good.size)),
+        target_counts=calib.target_interval(int(good.size), target),
+        test_threshold=oracle,
+        test_threshold_escapes=int(np.count_nonzero(bad <= oracle)),
+    )
+
+
+def calibration_lines(cal: Calibration | None) -> list[str]:
+    """Markdown lines on how the threshold was set and what its normal images support."""
+    if cal is None:
+        return []
+    how = cal.method + (f" (m={cal.neighbours_left_out})" if cal.neighbours_left_out else "")
+    how += f" ({cal.folds} folds)" if cal.folds else ""
+    lines = [f"Calibration: {how}, {cal.tail} tail, {cal.n_images} normal images."]
+    if cal.false_reject_upper_bound is not None and cal.images_needed is not None:
+        lines.append(
+            f"{cal.normal_above_threshold} of them above the threshold: at 95% confidence they bound the "
+            f"false-reject rate at {cal.false_reject_upper_bound:.2%}; verifying "
+            f"{cal.target_false_reject_rate:.2%} needs {cal.images_needed} normal images with no failure."
+        )
+    return lines
+
+
+def operating_lines(op: OperatingPoint) -> list[str]:
+    """Markdown table: the operating point against the target."""
+    lo, hi = op.target_counts
+    verdict = "inside" if op.inside_target else ("above" if op.false_rejects > hi else "below")
+    escapes = f"{op.escapes}/{op.n_defect} = {op.escapes / max(1, op.n_defect):.2%}"
+    oracle = op.test_threshold_escapes
+    return [
+        "| Operating point | Value |",
+        "|---|---|",
+        f"| target false-reject rate | {op.target:.2%} |",
+        f"| image threshold (calibrated) | {op.threshold:.6g} |",
+        (
+            f"| false rejects on test/good | {op.false_rejects}/{op.n_good} = {op.false_reject_rate:.2%} "
+            f"(95% CI {op.interval[0]:.2%} - {op.interval[1]:.2%}) |"
+        ),
+        f"| the target's central 95% for {op.n_good} good images | {lo} - {hi} false rejects: {verdict} |",
+        f"| escapes at the calibrated threshold | {escapes} |",
+        (
+            f"| threshold that meets the target on this test set | {op.test_threshold:.6g} (escapes "
+            f"{oracle}/{op.n_defect} = {oracle / max(1, op.n_defect):.2%}) |"
+        ),
+        "",
+    ]
