@@ -7,6 +7,7 @@ daemon in-process twice (cameras paced at ``--fps``, then offered more than it c
 
     .venv/bin/python tools/bench_daemon.py            # 4 cameras, 160 px frames, crop 128, max_batch 4
     .venv/bin/python tools/bench_daemon.py --resize-px 256 --crop-px 224 --size-px 256
+    .venv/bin/python tools/bench_daemon.py --model defaults --resize-px 256 --crop-px 224 --size-px 256
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.worker import WorkerConfig
+from inspector.core.names import COMPUTE_STAGES
 from inspector.daemon.lifecycle import Daemon
 from inspector.demo.daemon import DEMO_MODEL, DaemonDemoSettings, build_demo_gallery
 from inspector.demo.data import read_video_frames, write_demo_video
@@ -56,6 +58,29 @@ JOIN_TIMEOUT_S = 120.0
 POLL_MS = 50
 FIRST_CAMERA_SEED = 100
 PERCENTILES = (50.0, 99.0)
+MIB = float(1 << 20)
+MEMORY_ALLOWANCE_MB = 500.0  # resident memory allowed beyond the gallery and model bytes (issue 12)
+
+
+def resident_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MiB, from /proc/self/status (0 where unknown)."""
+    found = {"VmRSS": 0.0, "VmHWM": 0.0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = float(value.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return found["VmRSS"], found["VmHWM"]
+
+
+def model_and_gallery_mb(gallery: Path, runtime: RuntimeConfig) -> tuple[float, float]:
+    """(gallery file, backbone parameters and buffers) in MiB."""
+    inspector = Inspector.from_gallery(gallery, runtime)
+    module = inspector.engine.extractor
+    tensors = [*module.parameters(), *module.buffers()]
+    return gallery.stat().st_size / MIB, sum(t.numel() * t.element_size() for t in tensors) / MIB
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,9 @@ class PhaseResult:
     mean_batch: float
     dropped: dict[str, int]
     verdicts: dict[str, int]
+    rss_mb: float = 0.0
+    overhead_p50_ms: float = 0.0  # end-to-end minus the batch's compute (the engine's stage timings)
+    overhead_p99_ms: float = 0.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -188,6 +216,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     start = time.monotonic() + args.warmup_s
     end = start + args.measure_s
     latencies: list[float] = []
+    overheads: list[float] = []
     verdicts: dict[str, int] = {}
     first: Totals | None = None
     while time.monotonic() < end:
@@ -200,8 +229,11 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
             continue  # warm-up: queues filling, first batches
         _, header, _ = decode_verdict(parts)
         latencies.append(header.latency_ms["end_to_end"])
+        compute = sum(header.latency_ms.get(stage, 0.0) for stage in COMPUTE_STAGES)
+        overheads.append(header.latency_ms["end_to_end"] - compute)
         verdicts[header.verdict] = verdicts.get(header.verdict, 0) + 1
     last = _totals(daemon)
+    rss_mb = resident_mb()[0]
     daemon.request_stop("benchmark phase done")
     runner.join(JOIN_TIMEOUT_S)
     sub.close(linger=0)
@@ -209,12 +241,25 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     base = first or Totals(0, {}, 0.0, 0.0)
     dropped = {r: n - base.dropped.get(r, 0) for r, n in last.dropped.items()}
     p50, p99 = [float(np.percentile(latencies, q)) if latencies else 0.0 for q in PERCENTILES]
+    o50, o99 = [float(np.percentile(overheads, q)) if overheads else 0.0 for q in PERCENTILES]
     captured_fps = (last.captured - base.captured) / args.measure_s
     throughput = len(latencies) / args.measure_s
     batches = last.batches - base.batches
     mean_batch = (last.batched_frames - base.batched_frames) / batches if batches else 0.0
     return PhaseResult(
-        label, offered, captured_fps, len(latencies), throughput, p50, p99, mean_batch, dropped, verdicts
+        label,
+        offered,
+        captured_fps,
+        len(latencies),
+        throughput,
+        p50,
+        p99,
+        mean_batch,
+        dropped,
+        verdicts,
+        rss_mb,
+        o50,
+        o99,
     )
 
 
@@ -224,6 +269,7 @@ def report(
     runtime: RuntimeConfig,
     engine: tuple[float, float],
     phases: list[PhaseResult],
+    sizes_mb: tuple[float, float],
 ) -> None:
     """Print the results: the engine's time per frame (before and after the daemon runs), then each phase."""
     device = "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -246,7 +292,17 @@ def report(
             f"published {ph.throughput_fps:5.1f} fps = {per_frame:5.1f} ms/frame "
             f"({per_frame / engine_ms:.2f}x engine) | mean batch {ph.mean_batch:.1f} | end-to-end p50 "
             f"{ph.p50_ms:.0f} ms, p99 {ph.p99_ms:.0f} ms | {dict(sorted(ph.verdicts.items()))} | dropped: {drops}"
+            f" | minus compute p50 {ph.overhead_p50_ms:.1f} ms, p99 {ph.overhead_p99_ms:.1f} ms"
+            f" | resident {ph.rss_mb:.0f} MiB"
         )
+    gallery_mb, model_mb = sizes_mb
+    budget = gallery_mb + model_mb + MEMORY_ALLOWANCE_MB
+    peak = resident_mb()[1]
+    print(
+        f"memory: peak resident {peak:.0f} MiB of this process (daemon threads and the benchmark; camera "
+        f"processes not included) against gallery {gallery_mb:.1f} + model {model_mb:.1f} + "
+        f"{MEMORY_ALLOWANCE_MB:.0f} = {budget:.0f} MiB: {'within' if peak <= budget else 'OVER'} the bound"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
         engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
-        report(args, model, runtime, (engine_before, engine_after), phases)
+        sizes = model_and_gallery_mb(gallery, runtime)
+        report(args, model, runtime, (engine_before, engine_after), phases, sizes)
     return 0
 
 

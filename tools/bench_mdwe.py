@@ -56,7 +56,7 @@ def child(mode: str, device: str, batch: int, reps: int) -> None:
     import torch
 
     if mode.endswith("no_onednn"):  # PyTorch's own convolution kernels: no run-time code generation
-        torch.backends.mkldnn.flags(enabled=False).__enter__()  # for the rest of this child process
+        torch.backends.mkldnn.set_flags(False)  # type: ignore[no-untyped-call]  # rest of this process
 
     from inspector.config.model import ModelConfig
     from inspector.config.runtime import RuntimeConfig

@@ -27,6 +27,7 @@ from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspe
 from inspector.model.gallery import Gallery
 from inspector.model.manifest import GalleryManifest, SourceImage
 from inspector.model.settings import manifest_preprocessing, spade_params
+from inspector.model.spade import stage_maps as reference_stage_maps
 
 REAL_WEIGHTS_BACKBONE = "efficientnet_lite0"  # the only backbone whose weights ship with the package
 GFLOP = 1e9
@@ -63,6 +64,10 @@ class Settings:
     crop_px: int
     gemm_px: int
     gemm_repeats: int
+    pixel_search: str = "full"
+    window_cells: int = DEFAULTS.window_cells
+    float16: bool = False
+    reference: bool = False
 
 
 @dataclass
@@ -127,8 +132,11 @@ def make_images(count: int, size_px: int) -> list[np.ndarray]:
     return [render_part(rng, size_px)[0] for _ in range(count)]
 
 
-def synthetic_gallery(engine: FeatureEngine, feats: Features, n: int) -> Gallery:
-    """An in-memory gallery of n images with random float32 features of the backbone's real shapes."""
+def synthetic_gallery(engine: FeatureEngine, feats: Features, n: int, float16: bool = False) -> Gallery:
+    """An in-memory gallery of n images with random features of the backbone's real shapes.
+
+    ``float16`` marks it as stored in float16 (the engine then keeps its banks in float16).
+    """
     gen = torch.Generator().manual_seed(SEED)
     cfg = engine.config
     pooled = torch.randn(n, feats.pooled.shape[1], generator=gen)
@@ -143,14 +151,32 @@ def synthetic_gallery(engine: FeatureEngine, feats: Features, n: int) -> Gallery
         image_count=n,
         sources=[SourceImage(name=f"synthetic_{i:04d}.png", sha256=FAKE_SHA256) for i in range(n)],
         created_at=utc_now(),
+        storage_dtype="float16" if float16 else "float32",
     )
     return Gallery(manifest=manifest, pooled=pooled, stages=stages)
+
+
+class ReferenceInspector(Inspector):
+    """The matching path before the blocked kernel (spade.stage_maps on the dense gallery), for comparison."""
+
+    def stage_map(self, stage: int, test: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """The dense, chunked search of spade.stage_maps (chunks of runtime.distance_chunk_mb)."""
+        dense = self.gallery.stages[stage].to(test.device)
+        return reference_stage_maps(test, dense, neighbours, self.chunk_bytes, self.engine.runtime.precision)
 
 
 def build_engines(name: str, st: Settings) -> tuple[FeatureEngine, dict[int, FeatureEngine], str]:
     """One extractor shared by an engine per K (pixel_k is all that differs); returns them and the weights kind."""
     weights = "real" if name == REAL_WEIGHTS_BACKBONE else "random"
-    base = ModelConfig.model_validate({"backbone": name, "resize_px": st.resize_px, "crop_px": st.crop_px})
+    base = ModelConfig.model_validate(
+        {
+            "backbone": name,
+            "resize_px": st.resize_px,
+            "crop_px": st.crop_px,
+            "pixel_search": st.pixel_search,
+            "window_cells": st.window_cells,
+        }
+    )
     runtime = RuntimeConfig(device=st.device.type)
     backbones = BackboneCache(random_weights=weights == "random")
     engine = FeatureEngine(base, runtime, backbones)
@@ -186,8 +212,9 @@ def bench_backbone(name: str, st: Settings, images: list[np.ndarray]) -> list[Ro
     """All batch/K rows of one backbone: warm up, then time the real engine code paths."""
     engine, per_k, weights = build_engines(name, st)
     feats, valid = _batch_features(engine, images[:1])
-    gallery = synthetic_gallery(engine, feats, st.gallery_size)
-    inspectors = {k: Inspector(e, gallery, require_calibration=False) for k, e in per_k.items()}
+    gallery = synthetic_gallery(engine, feats, st.gallery_size, st.float16)
+    kind = ReferenceInspector if st.reference else Inspector
+    inspectors = {k: kind(e, gallery, require_calibration=False) for k, e in per_k.items()}
     warm = inspectors[min(st.ks)]  # warm-up of the matching path (batch 1, smallest K)
     warm.raw_scores(feats, valid, None, UNIT_SCALES[: len(warm.config.stages)])
     shapes = {s: (t.shape[1], t.shape[2], t.shape[3]) for s, t in feats.stages.items()}
@@ -261,8 +288,16 @@ def header_lines(st: Settings, gemm: tuple[float, float]) -> list[str]:
             f"{gemm[1]:.1f} at end; floor uses the better, {max(gemm):.1f} GFLOP/s"
         ),
         (
-            f"gallery: in memory, N={st.gallery_size} images of random float32 features with the backbone's "
-            "real stage shapes (no calibration; Inspector.raw_scores)"
+            f"gallery: in memory, N={st.gallery_size} images of random features with the backbone's real "
+            f"stage shapes (no calibration; Inspector.raw_scores), banks in "
+            f"{'float16' if st.float16 else 'float32'}; pixel search {st.pixel_search}"
+            + (f" (window_cells {st.window_cells})" if st.pixel_search == "window" else "")
+            + (" with spade.stage_maps (the reference path)" if st.reference else " with kernel.stage_maps")
+        ),
+        *(
+            ["window search: the floor shown is the full search's, so its ratio is the share of that floor"]
+            if st.pixel_search == "window" and not st.reference
+            else []
         ),
         (
             f"images: synthetic demo parts {st.image_px}px -> resize {st.resize_px} -> crop {st.crop_px}; "
@@ -324,6 +359,12 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--gemm-px", dest="gemm_px", type=int, help="side of the GEMM used for the rate")
     p.add_argument("--gemm-repeats", dest="gemm_repeats", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--pixel-search", dest="pixel_search", choices=("full", "window"), default="full")
+    p.add_argument("--window-cells", dest="window_cells", type=int, default=DEFAULTS.window_cells)
+    p.add_argument("--float16", action="store_true", help="gallery banks stored in float16")
+    p.add_argument(
+        "--reference", action="store_true", help="match with spade.stage_maps, the path before the kernel"
+    )
     ns = p.parse_args(argv)
     if ns.threads is not None:
         torch.set_num_threads(max(1, ns.threads))
@@ -341,6 +382,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         crop_px=int(d["crop_px"]),
         gemm_px=int(d["gemm_px"]),
         gemm_repeats=int(d["gemm_repeats"]),
+        pixel_search=str(d["pixel_search"]),
+        window_cells=int(d["window_cells"]),
+        float16=bool(d["float16"]),
+        reference=bool(d["reference"]),
     )
     if st.repeats < 1 or st.gallery_size < 1 or not st.batches or not st.ks or min(st.batches + st.ks) < 1:
         p.error("--repeats, --gallery-size, --batches and --ks must be positive")

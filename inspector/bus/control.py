@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from inspector.bus.curve import CurveClient
 from inspector.core.errors import InspectorError
 from inspector.core.names import PART_ID_MAX_CHARS
 
@@ -101,14 +102,24 @@ def error_answer(reason: str) -> dict[str, Any]:
     return {"ok": False, "error": reason}
 
 
-def request(context: Context, endpoint: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def request(
+    context: Context,
+    endpoint: str,
+    payload: dict[str, Any],
+    timeout_s: float,
+    curve: CurveClient | None = None,
+) -> dict[str, Any]:
     """Send one control request and wait for its answer (a fresh REQ socket, so a lost answer cannot wedge it).
+
+    With ``curve`` the socket is a CURVE client; a daemon that does not accept its key never answers.
 
     Raises:
         ControlError: no answer within ``timeout_s``, or an answer that is not a JSON object.
     """
     sock = context.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(sock)
     try:
         sock.connect(endpoint)
         sock.send(json.dumps(payload).encode("utf-8"))

@@ -20,6 +20,7 @@ from typing import Self
 
 import zmq
 
+from inspector.bus.curve import CurveAuthenticator, CurveClient, CurveServer, apply_server
 from inspector.config.proxy import ProxyConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from inspector.ops.logs import get_logger
@@ -56,19 +57,34 @@ class BusProxy:
     Use ``bind()`` then ``start()``, and ``stop()`` when done; or a ``with`` block, which does all three.
     """
 
-    def __init__(self, config: ProxyConfig, context: Context) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        context: Context,
+        client: CurveClient | None = None,
+        server: CurveServer | None = None,
+    ) -> None:
         """Create an unbound proxy.
 
         Args:
             config: endpoints and socket options.
             context: ZeroMQ context owned by the caller (not terminated here).
+            client: connect to the daemons as this CURVE client (their ``[security]`` CURVE is on).
+            server: serve consumers as this CURVE server (the context's ZAP handler must be running).
         """
         self._config = config
         self._context = context
+        self._client = client
+        self._server = server
         self._sockets: dict[str, Socket] = {}
         self._thread: threading.Thread | None = None
         self._endpoint = ""
         self.error: zmq.ZMQError | None = None
+
+    @property
+    def config(self) -> ProxyConfig:
+        """The proxy's endpoints and options."""
+        return self._config
 
     @property
     def endpoint(self) -> str:
@@ -102,6 +118,8 @@ class BusProxy:
         cfg = self._config
         xsub = self._socket("xsub", zmq.XSUB)
         xsub.setsockopt(zmq.RCVHWM, cfg.hwm)
+        if self._client is not None:
+            self._client.apply(xsub)
         for frontend in cfg.frontends:
             try:
                 xsub.connect(frontend)
@@ -111,6 +129,7 @@ class BusProxy:
                 ) from exc
         xpub = self._socket("xpub", zmq.XPUB)
         xpub.setsockopt(zmq.SNDHWM, cfg.hwm)
+        apply_server(xpub, self._server)
         try:
             xpub.bind(cfg.backend)
         except zmq.ZMQError as exc:
@@ -185,7 +204,14 @@ class BusProxy:
         self.stop()
 
 
-def serve(config: ProxyConfig, context: Context, stop: threading.Event, notifier: SdNotifier) -> int:
+def serve(
+    config: ProxyConfig,
+    context: Context,
+    stop: threading.Event,
+    notifier: SdNotifier,
+    client: CurveClient | None = None,
+    server: CurveServer | None = None,
+) -> int:
     """Forward until ``stop`` is set (e.g. by SIGTERM) or the forwarding loop fails.
 
     Args:
@@ -193,13 +219,26 @@ def serve(config: ProxyConfig, context: Context, stop: threading.Event, notifier
         context: ZeroMQ context (not terminated here).
         stop: set to stop.
         notifier: systemd notifier; READY=1 once bound, STOPPING=1 on the way out.
+        client: CURVE client identity towards the daemons.
+        server: CURVE server identity towards consumers (a ZAP handler is run on ``context`` for it).
 
     Returns:
         ``EXIT_OK`` after a requested stop, ``EXIT_CONFIG`` for a malformed endpoint, ``EXIT_FAILURE`` when
         binding (e.g. address in use) or forwarding failed.
     """
+    auth = CurveAuthenticator(context, server) if server is not None else None
+    if auth is not None:
+        auth.start()
+    try:
+        return _serve(BusProxy(config, context, client, server), stop, notifier)
+    finally:
+        if auth is not None:
+            auth.stop()
+
+
+def _serve(proxy: BusProxy, stop: threading.Event, notifier: SdNotifier) -> int:
     log = get_logger("inspector.proxy")
-    proxy = BusProxy(config, context)
+    config = proxy.config
     try:
         proxy.bind()
         proxy.start()

@@ -10,6 +10,7 @@ from typing import Self
 
 import zmq
 
+from inspector.bus.curve import CurveServer, apply_server
 from inspector.bus.wire import (
     Heartbeat,
     MaskInfo,
@@ -52,6 +53,7 @@ class Publisher:
         boot_id: str,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        curve: CurveServer | None = None,
     ) -> None:
         """Create an unbound publisher.
 
@@ -61,12 +63,15 @@ class Publisher:
             boot_id: this process's boot id (see ``inspector.bus.wire.new_boot_id``).
             clock: wall clock in Unix seconds, used for ``published_at``.
             monotonic: clock comparable with ``Frame.monotonic_at``, for the ``end_to_end`` latency.
+            curve: the daemon's CURVE identity: the PUB socket then serves only allowed CURVE clients (the
+                context's ZAP handler, :class:`inspector.bus.curve.CurveAuthenticator`, must be running).
         """
         self._config = config
         self._context = context
         self._boot_id = boot_id
         self._clock = clock
         self._monotonic = monotonic
+        self._curve = curve
         self._mask_kind = MASK_KIND_BY_MODE[config.mask]
         self._lock = threading.Lock()
         self._socket: zmq.Socket[bytes] | None = None
@@ -101,6 +106,7 @@ class Publisher:
             if self._config.sndbuf_bytes:  # bounded staleness: a stalled subscriber's kernel backlog is small
                 sock.setsockopt(zmq.SNDBUF, self._config.sndbuf_bytes)
             sock.setsockopt(zmq.LINGER, self._config.linger_ms)
+            apply_server(sock, self._curve)
             try:
                 sock.bind(self._config.bind)
             except zmq.ZMQError as exc:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 import zmq
 
+from inspector.bus.curve import CurveClient
 from inspector.bus.wire import (
     HEARTBEAT_TOPIC,
     VERDICT_TOPIC_PREFIX,
@@ -247,6 +248,7 @@ def tail(
     stop_event: threading.Event,
     as_json: bool = False,
     max_age_ms: float = DEFAULT_MAX_AGE_MS,
+    curve: CurveClient | None = None,
 ) -> int:
     """Subscribe to a verdict bus and print what arrives until ``count`` verdicts or ``stop_event``.
 
@@ -261,6 +263,7 @@ def tail(
         stop_event: set from another thread or a signal handler to stop.
         as_json: print JSON objects instead of text lines.
         max_age_ms: warn (``stale``) on a verdict older than this when it arrives.
+        curve: connect as this CURVE client (the daemon's ``[security]`` CURVE is on).
 
     Returns:
         Exit status: 0, or ``EXIT_USAGE`` (2) when the endpoint is invalid.
@@ -268,6 +271,8 @@ def tail(
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+    if curve is not None:
+        curve.apply(sock)
     try:
         try:
             sock.connect(connect)

@@ -131,7 +131,9 @@ class VerdictHeader(_WireModel):
         description="The product (recipe) the frame was inspected as; its gallery is ``gallery``.",
     )
     gallery: str | None = Field(
-        default=None, description="Content hash of the gallery that scored the frame."
+        default=None,
+        description="Gallery hash (SHA-256 over its tensors and whole manifest) of the gallery that scored the "
+        "frame; `inspector gallery info` prints it as gallery_sha256.",
     )
     latency_ms: dict[str, LatencyMs] = Field(
         default_factory=dict,

@@ -36,12 +36,15 @@ from inspector.config.camera import CameraConfig
 from inspector.core.names import IMAGE_SUFFIXES
 from inspector.core.records import NO_IMAGE, Image
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FOLDER_DEFAULT_FPS = 10.0  # folder pacing in frames/s when fps is unset
 FILE_FALLBACK_FPS = 25.0  # used when a video file reports no frame rate
 EVENT_MESSAGE_MAX_CHARS = 500  # keeps every event pickle far below PIPE_BUF, so writes are atomic
 DROP_GET_TIMEOUT_S = 0.1  # a full channel: wait this long to take its oldest frame
 PUT_ATTEMPTS = 3  # enqueue tries before the new frame is dropped as channel_busy
 MS_PER_S = 1000.0  # OpenCV open/read timeouts are in milliseconds
+LOCAL_READ_BOUND_S = 60.0  # a file or folder read (a large image's decode on a busy CPU) may take this long
+PNG_SIZE_END = 24  # bytes 16..24 of a PNG (IHDR) hold its width and height, big-endian
 
 
 SourceRead = tuple[Image | None, str | None, str | None]  # image (None: end or failure), part_id, fault
@@ -98,6 +101,14 @@ def read_folder_image(path: Path, max_frame_px: int) -> tuple[Image, str | None]
         return NO_IMAGE, f"unreadable image file {path}: {exc.strerror or exc}"
     if data.size == 0:
         return NO_IMAGE, f"unreadable image file {path}: the file is empty (0 bytes)"
+    header = data[:PNG_SIZE_END].tobytes()
+    if header.startswith(PNG_SIGNATURE) and len(header) == PNG_SIZE_END:  # too large: refused before decoding
+        width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+        if width * height > max_frame_px:
+            return (
+                NO_IMAGE,
+                f"image file {path}: {width}x{height} px is larger than max_frame_px={max_frame_px}",
+            )
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:
@@ -262,18 +273,19 @@ class _Child:
                     if self.stop.wait(delay):
                         break
                 next_due = max(next_due + period, time.monotonic() - period)  # no burst after a stall
-            self.arm(timeout)
+            local = self.kind in ("file", "folder")
+            self.arm(max(timeout, LOCAL_READ_BOUND_S) if local else timeout)
             started = time.monotonic()
             image, part_id, fault = source.read()
             now = time.monotonic()
             if image is None:
-                if self.kind in ("file", "folder"):
+                if local:
                     return "end", n_frames, ""
                 return "fail", n_frames, f"camera {self.cfg.name}: read failed on {self.cfg.source!r}"
-            if now - started > timeout:
-                return "fail", n_frames, f"camera {self.cfg.name}: no frame within read_timeout_s={timeout}"
-            self.publish(now, part_id, image, fault)
+            self.publish(now, part_id, image, fault)  # a frame that arrived has its place, late or not
             n_frames += 1
+            if now - started > timeout and not local:  # a slow local decode is not a stalled stream
+                return "fail", n_frames, f"camera {self.cfg.name}: no frame within read_timeout_s={timeout}"
         return "stop", n_frames, ""
 
     def publish(self, monotonic_at: float, part_id: str | None, image: Image, fault: str | None) -> None:

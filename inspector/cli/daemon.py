@@ -10,17 +10,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import zmq
-
-    from inspector.bus.publisher import Publisher
-    from inspector.daemon.early import EarlyHeartbeat
-    from inspector.ops.sdnotify import SdNotifier
-
 from inspector.config.load import ConfigError, gallery_field, load_run_config
 from inspector.config.proxy import DEFAULT_HWM
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+
+if TYPE_CHECKING:  # zmq loads only in the commands that use it
+    import zmq
+
+    from inspector.bus.curve import CurveClient, CurveServer
+    from inspector.bus.publisher import Publisher
+    from inspector.daemon.early import EarlyHeartbeat
+    from inspector.ops.sdnotify import SdNotifier
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -52,6 +53,7 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
         "--max-age-ms", type=float, default=2000.0,
         help="warn (stale) on a verdict older than this on arrival: the line's budget (default 2000)",
     )  # fmt: skip
+    add_curve_client_options(tail)
     tail.set_defaults(func=cmd_tail)
 
     add_ctl_command(subparsers)
@@ -71,6 +73,8 @@ def add_daemon_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None
     )
     proxy.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="socket high-water mark in messages")
     proxy.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="lowest log level written")
+    add_curve_client_options(proxy)
+    add_curve_backend_options(proxy)
     proxy.set_defaults(func=cmd_proxy)
 
 
@@ -106,7 +110,59 @@ def add_ctl_command(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     ):
         p = cmds.add_parser(name, help=text)
         p.add_argument("camera", help="camera name")
+    add_curve_client_options(ctl)
     ctl.set_defaults(func=cmd_ctl)
+
+
+def add_curve_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--curve-client-key`` and ``--curve-server-key``: connect as a CURVE client (both, or neither)."""
+    parser.add_argument(
+        "--curve-client-key", type=Path, default=None, metavar="FILE",
+        help="this client's CURVE secret key file (NAME.key_secret, inspector keys generate --curve)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve-server-key", type=Path, default=None, metavar="FILE",
+        help="the daemon's CURVE public key file (its NAME.key)",
+    )  # fmt: skip
+
+
+def add_curve_backend_options(parser: argparse.ArgumentParser) -> None:
+    """The proxy's consumer side: its own CURVE secret key and the consumers allowed."""
+    parser.add_argument(
+        "--curve-backend-key", type=Path, default=None, metavar="FILE",
+        help="serve the backend with CURVE: the proxy's secret key file (NAME.key_secret)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve-allow", type=Path, action="append", default=[], metavar="FILE",
+        help="a consumer's CURVE public key file allowed on the backend (repeatable)",
+    )  # fmt: skip
+
+
+def curve_client(args: argparse.Namespace) -> CurveClient | None:
+    """The CURVE client of the command-line options (None without them).
+
+    Raises:
+        KeyFileError: only one of the two options, or a key file that cannot be used.
+    """
+    from inspector.bus.curve import client_setup
+
+    return client_setup(args.curve_client_key, args.curve_server_key)
+
+
+def curve_backend(args: argparse.Namespace) -> CurveServer | None:
+    """The proxy's CURVE server identity (None without ``--curve-backend-key``).
+
+    Raises:
+        KeyFileError: a key file cannot be used, or keys given without the other half.
+    """
+    from inspector.bus.curve import load_curve_server
+    from inspector.core.keyfiles import KeyFileError
+
+    if args.curve_backend_key is None and args.curve_allow:
+        raise KeyFileError(args.curve_allow[0], "--curve-allow needs --curve-backend-key")
+    if args.curve_backend_key is not None and not args.curve_allow:
+        raise KeyFileError(args.curve_backend_key, "--curve-backend-key needs at least one --curve-allow")
+    return load_curve_server(args.curve_backend_key, args.curve_allow)
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -123,7 +179,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             payload[key] = getattr(args, key)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        answer = request(context, args.connect, payload, args.timeout_s)
+        answer = request(context, args.connect, payload, args.timeout_s, curve_client(args))
     except ControlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -153,10 +209,37 @@ def gallery_problems(config: InspectorConfig) -> list[str]:
     return daemon_config_conflicts(config, lambda path: readable[path])
 
 
+def security_problems(config: InspectorConfig) -> list[str]:
+    """What ``[security]`` says: key files that cannot be used, galleries without an allowed signature."""
+    from inspector.bus.curve import load_curve_server
+    from inspector.core.keyfiles import KeyFileError
+    from inspector.model.gallery import read_gallery_hash
+    from inspector.model.header import GalleryError
+    from inspector.model.signing import load_signers, verify_gallery
+
+    sec = config.security
+    problems: list[str] = []
+    try:
+        load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
+    except KeyFileError as exc:
+        problems.append(f"security: {exc}")
+    try:
+        signers = load_signers(sec.gallery_signers)
+    except KeyFileError as exc:
+        return [*problems, f"security.gallery_signers: {exc}"]
+    for name, path in config.product_galleries().items() if signers else ():
+        try:
+            verify_gallery(path, read_gallery_hash(path), signers)
+        except GalleryError as exc:
+            problems.append(f"{gallery_field(config, name)}: {exc}")
+    return problems
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
     config = load_run_config(args.file)
     problems = gallery_problems(config)
+    problems = problems or security_problems(config)
     if problems:
         raise ConfigError(str(args.file), problems)
     cameras = ", ".join(
@@ -207,6 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import zmq
 
+    from inspector.bus.curve import CurveAuthenticator, load_curve_server
     from inspector.bus.publisher import Publisher, PublisherError
     from inspector.bus.wire import new_boot_id
     from inspector.daemon.early import EarlyHeartbeat
@@ -219,10 +303,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    sec = config.security
+    curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    publisher = Publisher(config.bus, context, new_boot_id())
+    auth = CurveAuthenticator(context, curve) if curve is not None else None  # serves every socket of context
+    publisher = Publisher(config.bus, context, new_boot_id(), curve=curve)
     early = EarlyHeartbeat(publisher, config, started_at)
     try:
+        if auth is not None:
+            auth.start()
         publisher.bind()
         early.start()
         code = _run_daemon(args, config, context, publisher, early, notifier)
@@ -232,6 +321,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         early.stop()
         publisher.close()  # a no-op after the daemon closed it
+        if auth is not None:
+            auth.stop()
         notifier.close()
         context.term()  # waits up to bus.linger_ms for queued verdicts to reach subscribers
     return code
@@ -294,7 +385,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             topics = args.topics or [VERDICT_TOPIC_PREFIX]
             return tail(
                 args.connect, context, sys.stdout, args.count, topics, stop,
-                as_json=args.json, max_age_ms=args.max_age_ms,
+                as_json=args.json, max_age_ms=args.max_age_ms, curve=curve_client(args),
             )  # fmt: skip
     finally:
         context.term()
@@ -322,7 +413,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     stop = threading.Event()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
+        client, server = curve_client(args), curve_backend(args)
         with SdNotifier(os.environ) as notifier, capture_signals(lambda _name: stop.set()):
-            return serve(config, context, stop, notifier)
+            return serve(config, context, stop, notifier, client, server)
     finally:
         context.term()

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from inspector.cli.daemon import LOG_LEVELS, SubParsers
+from inspector.cli.daemon import LOG_LEVELS, SubParsers, add_curve_client_options, curve_client
 from inspector.config.load import load_config
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
 
@@ -25,6 +25,7 @@ def add_opcua_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     opcua.add_argument("--bus", help="the daemon's bus endpoint (default: from bus.bind)")
     opcua.add_argument("--control", help="the daemon's control endpoint (default: from control.bind)")
     opcua.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="lowest log level written")
+    add_curve_client_options(opcua)
     opcua.set_defaults(func=cmd_opcua)
     sub = opcua.add_subparsers(dest="opcua_command", metavar="SUBCOMMAND")
     hashing = sub.add_parser(
@@ -65,11 +66,12 @@ def cmd_opcua(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, config.logging.format)
     endpoints = endpoints_of(config, args.bus, args.control)
+    curve = curve_client(args)
     stop = threading.Event()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         with SdNotifier(os.environ) as notifier, capture_signals(lambda _name: stop.set()):
-            run_bridge(config, context, stop, endpoints, on_listening=lambda _port: notifier.ready())
+            run_bridge(config, context, stop, endpoints, lambda _port: notifier.ready(), curve)
             notifier.stopping()
     except OSError as exc:
         print(f"error: opcua {config.opcua.bind_address}:{config.opcua.port}: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ BackboneName = Literal[
 ]
 ImageScoreMode = Literal["knn_pooled", "map_max", "map_top_mean", "knn_plus_map"]
 StageFusion = Literal["mean", "scaled_mean", "scaled_geomean"]
+PixelSearch = Literal["full", "window"]
 VALID_STAGES = (0, 1, 2)
 MOVED_TO_RUNTIME = {
     "device": "runtime.device",
@@ -65,6 +66,19 @@ class ModelConfig(StrictModel):
         "scaled_geomean",
         description="How per-stage maps are combined: mean (the paper), scaled_mean (each stage divided by its "
         "mean distance on normal images first), scaled_geomean (geometric mean of the scaled stages).",
+    )
+    pixel_search: PixelSearch = Field(
+        "full",
+        description="full: each location is matched against every location of the K nearest gallery images "
+        "(SPADE); window: only against locations within window_cells of the same place (aligned, fixtured "
+        "parts only; see docs/performance.md).",
+    )
+    window_cells: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="pixel_search = window: search radius in stride-4 cells, ceil(window_cells / 2^stage) "
+        "cells at stage 1 and 2.",
     )
 
     @model_validator(mode="before")

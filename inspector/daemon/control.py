@@ -8,6 +8,7 @@ import structlog
 import zmq
 
 from inspector.bus.control import decode_json, error_answer
+from inspector.bus.curve import CurveServer
 from inspector.daemon.commands import LineCommands
 from inspector.daemon.serving import Context, SocketServer
 
@@ -18,9 +19,11 @@ class ControlServer(SocketServer):
     kind = zmq.REP
     name = "control"
 
-    def __init__(self, endpoint: str, context: Context, commands: LineCommands) -> None:
+    def __init__(
+        self, endpoint: str, context: Context, commands: LineCommands, curve: CurveServer | None = None
+    ) -> None:
         """Prepare (nothing is bound yet)."""
-        super().__init__(endpoint, context)
+        super().__init__(endpoint, context, curve)
         self._commands = commands
         self._log = structlog.stdlib.get_logger(__name__)
 

@@ -11,6 +11,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from inspector import __version__
+from inspector.bus.curve import CurveAuthenticator, load_curve_server
 from inspector.bus.publisher import Publisher, run_heartbeats
 from inspector.bus.wire import new_boot_id
 from inspector.capture.manager import CaptureManager
@@ -83,7 +84,13 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ready_event = threading.Event()
         self.metrics = InspectorMetrics(registry, config.metrics.score_buckets, clock=wall_clock)
-        self.publisher = publisher or Publisher(config.bus, context, new_boot_id(), clock=wall_clock)
+        sec = config.security
+        self._curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
+        # A publisher passed in was bound by the caller, who runs the context's ZAP handler (inspector run).
+        self._auth = CurveAuthenticator(context, self._curve) if self._curve and publisher is None else None
+        self.publisher = publisher or Publisher(
+            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve
+        )
         self.boot_id = self.publisher.boot_id
         self.ledger = FrameLedger(self.metrics)
         self.status = DaemonStatus(
@@ -146,8 +153,10 @@ class Daemon:
         self.metrics.set_build_info(__version__)
         for cam in cfg.cameras:
             self.metrics.init_camera(cam.name)
+        if self._auth is not None:  # ZAP first: no socket may accept a client it has not checked
+            self._auth.start()
         endpoint = self.publisher.endpoint or self.publisher.bind()
-        self._log.info("bus_bound", endpoint=endpoint)
+        self._log.info("bus_bound", endpoint=endpoint, curve=self._curve is not None)
         if cfg.metrics.enabled:
             self._metrics_server, self.metrics_port = start_http_server(
                 cfg.metrics, self._registry, self.metrics.is_ready
@@ -245,7 +254,7 @@ class Daemon:
         self._capture.start()
         self.metrics.children.watch(self._child_pids)
         self.line = LineControl(
-            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader
+            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve
         )
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
@@ -378,6 +387,9 @@ class Daemon:
             if thread is not None:
                 thread.join(THREAD_JOIN_TIMEOUT_S)
         self.publisher.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None

@@ -7,6 +7,7 @@ import threading
 import structlog
 import zmq
 
+from inspector.bus.curve import CurveServer
 from inspector.capture.manager import CaptureManager
 from inspector.config.root import InspectorConfig
 from inspector.core.errors import InspectorError
@@ -40,8 +41,9 @@ class LineControl:
         status: DaemonStatus,
         metrics: InspectorMetrics,
         loader: Loader,
+        curve: CurveServer | None = None,
     ) -> None:
-        """Prepare; :meth:`start` binds the sockets the config asks for."""
+        """Prepare; :meth:`start` binds the sockets the config asks for (CURVE servers when ``curve``)."""
         self.products = products
         self.parts = PartSource(capture, config.cameras, products, metrics)
         self.commands = LineCommands(status, self.parts, products, capture, self.reload, metrics)
@@ -49,12 +51,14 @@ class LineControl:
         self._metrics = metrics
         self._loader = loader
         self._listener = (
-            TriggerListener(config.triggers.bind, config.triggers.rcvhwm, context, self.parts)
+            TriggerListener(config.triggers.bind, config.triggers.rcvhwm, context, self.parts, curve)
             if config.external_cameras
             else None
         )
         self._server = (
-            ControlServer(config.control.bind, context, self.commands) if config.control.enabled else None
+            ControlServer(config.control.bind, context, self.commands, curve)
+            if config.control.enabled
+            else None
         )
         self._reload_requested = threading.Event()
         self._reloading: threading.Thread | None = None

@@ -6,6 +6,8 @@ import threading
 
 import zmq
 
+from inspector.bus.curve import CurveServer, apply_server
+
 POLL_INTERVAL_MS = 100  # longest wait before re-checking the stop event
 
 Context = zmq.Context[zmq.Socket[bytes]]
@@ -17,10 +19,11 @@ class SocketServer:
     kind: int = zmq.PULL
     name = "socket"
 
-    def __init__(self, endpoint: str, context: Context) -> None:
-        """Prepare (nothing is bound yet)."""
+    def __init__(self, endpoint: str, context: Context, curve: CurveServer | None = None) -> None:
+        """Prepare (nothing is bound yet); with ``curve`` the socket is a CURVE server (ZAP-checked)."""
         self._endpoint = endpoint
         self._context = context
+        self._curve = curve
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._socket: zmq.Socket[bytes] | None = None
@@ -29,6 +32,7 @@ class SocketServer:
     def configure(self, sock: zmq.Socket[bytes]) -> None:
         """Set socket options before the bind (a subclass adds its own)."""
         sock.setsockopt(zmq.LINGER, 0)
+        apply_server(sock, self._curve)
 
     def start(self) -> str:
         """Bind the socket and start serving; returns the endpoint bound.

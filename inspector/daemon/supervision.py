@@ -19,6 +19,9 @@ from inspector.daemon.pipeline import Pipeline
 from inspector.ops.metrics import InspectorMetrics
 
 STALL_REASON = "model worker stalled: no progress for {stalled:.1f} s (worker.stall_timeout_s={limit:g})"
+REPLACE_GRACE_S = (
+    3.0  # a stuck worker is replaced this long after the watchdog pings stopped (systemd sees it)
+)
 WORKER = "worker"
 
 
@@ -29,7 +32,8 @@ class WorkerSupervisor:
         first: the pipeline running now.
         make_pipeline: builds a replacement pipeline (a new worker on the same source, batcher and sinks).
         start: runs a pipeline on a thread of its own and returns that thread.
-        stall_timeout_s: a batch scored longer than this counts as a stuck worker.
+        stall_timeout_s: a batch scored longer than this counts as a stuck worker (the watchdog pings stop);
+            it is replaced ``REPLACE_GRACE_S`` later.
         budget: replacements allowed (``[supervision]``).
         metrics: restarts and exhausted budgets are counted here.
         monotonic: clock of the budget.
@@ -65,7 +69,7 @@ class WorkerSupervisor:
         old = self.pipeline
         stalled = old.stalled_for_s()
         frames = old.in_flight()
-        if self.exhausted is not None or stalled < self._stall_timeout_s or not frames:
+        if self.exhausted is not None or stalled < self._stall_timeout_s + REPLACE_GRACE_S or not frames:
             return None
         old.retired.set()
         self.retired.append((old, thread))

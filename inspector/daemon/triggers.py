@@ -6,6 +6,7 @@ import structlog
 import zmq
 
 from inspector.bus.control import decode_json, parse_trigger
+from inspector.bus.curve import CurveServer
 from inspector.daemon.parts import REJECT_MALFORMED, PartSource, TriggerAck, TriggerRejected
 from inspector.daemon.serving import Context, SocketServer
 
@@ -30,9 +31,16 @@ class TriggerListener(SocketServer):
     kind = zmq.PULL
     name = "triggers"
 
-    def __init__(self, endpoint: str, rcvhwm: int, context: Context, parts: PartSource) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        rcvhwm: int,
+        context: Context,
+        parts: PartSource,
+        curve: CurveServer | None = None,
+    ) -> None:
         """Prepare (nothing is bound yet)."""
-        super().__init__(endpoint, context)
+        super().__init__(endpoint, context, curve)
         self._rcvhwm = rcvhwm
         self._parts = parts
         self._log = structlog.stdlib.get_logger(__name__)

@@ -16,7 +16,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
 from inspector.core.records import CropBox
-from inspector.model import spade
+from inspector.model import kernel, spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.model.gallery import Gallery, check_expected, load_gallery
 from inspector.model.header import GalleryError
@@ -169,7 +169,8 @@ class FeatureEngine:
         """Preprocess and run the backbone on a batch of uint8 images; features stay on the device."""
         with self.timed(timings, "preprocess"):
             prepared = prepare_batch(images, self.prep)
-            x = prepared.tensor.to(self.device, non_blocking=True)
+            host = prepared.tensor.pin_memory() if self.device.type == "cuda" else prepared.tensor
+            x = host.to(self.device, non_blocking=True)  # from pinned memory the copy is asynchronous
         with self.timed(timings, "backbone"):
             pooled, pyramid = self.extractor(x)
             stages = {
@@ -201,8 +202,25 @@ class Inspector:
             )
         dev = engine.device
         self.pooled = gallery.pooled.to(dev)
-        self.stages = {s: t.to(dev) for s, t in gallery.stages.items()}
+        self.pooled_sq = (self.pooled * self.pooled).sum(1)
+        storage = torch.float16 if gallery.manifest.storage_dtype == "float16" else torch.float32
+        self.banks = {
+            s: kernel.StageBank.from_features(t.to(dev), storage) for s, t in gallery.stages.items()
+        }
         self.chunk_bytes = engine.runtime.distance_chunk_mb * MIB
+        self.searches = {s: self._search(s) for s in self.config.stages}
+
+    def _search(self, stage: int) -> kernel.Search:
+        """The pixel search of one stage: the config's mode, the window scaled to the stage, the block size."""
+        cpu = self.engine.device.type == "cpu"
+        block = min(kernel.CPU_BLOCK_BYTES, self.chunk_bytes) if cpu else self.chunk_bytes
+        radius = kernel.stage_radius(self.config.window_cells, stage)
+        precision = self.engine.runtime.precision
+        return kernel.Search(self.config.pixel_search, radius, block, self.chunk_bytes, precision)
+
+    def stage_map(self, stage: int, test: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """[B, H, W] nearest-feature distances of one stage's [B, C, H, W] test features (kernel.stage_maps)."""
+        return kernel.stage_maps(test, self.banks[stage], neighbours, self.searches[stage])
 
     @classmethod
     def from_gallery(
@@ -281,13 +299,10 @@ class Inspector:
         cfg, eng, run = self.config, self.engine, self.engine.runtime
         with eng.timed(t, "image_knn"):
             knn, nn_idx = spade.knn_scores(
-                feats.pooled, self.pooled, cfg.image_k, cfg.pixel_k, exclude, run.precision
+                feats.pooled, self.pooled, cfg.image_k, cfg.pixel_k, exclude, run.precision, self.pooled_sq
             )
         with eng.timed(t, "pixel_match"):
-            per_stage = [
-                spade.stage_maps(feats.stages[s], self.stages[s], nn_idx, self.chunk_bytes, run.precision)
-                for s in cfg.stages
-            ]
+            per_stage = [self.stage_map(s, feats.stages[s], nn_idx) for s in cfg.stages]
         with eng.timed(t, "upsample_blur"):
             fusion = cfg.stage_fusion
             if fusion != "mean" and scales is None:

@@ -96,6 +96,8 @@ class SpadeParams(_Strict):
     neighbourhood_px: int = Field(ge=1)
     image_score: str = Field(min_length=1)
     stage_fusion: str = Field(default="mean", min_length=1)
+    pixel_search: str = Field(default="full", min_length=1)
+    window_cells: int = Field(default=2, ge=1)
 
 
 class SourceImage(_Strict):

@@ -43,6 +43,8 @@ def spade_params(config: ModelConfig) -> SpadeParams:
         neighbourhood_px=config.neighbourhood_px,
         image_score=config.image_score,
         stage_fusion=config.stage_fusion,
+        pixel_search=config.pixel_search,
+        window_cells=config.window_cells,
     )
 
 
@@ -69,6 +71,8 @@ def _recorded(manifest: GalleryManifest) -> dict[str, Any]:
         "neighbourhood_px": s.neighbourhood_px,
         "image_score": s.image_score,
         "stage_fusion": s.stage_fusion,
+        "pixel_search": s.pixel_search,
+        "window_cells": s.window_cells,
     }
 
 

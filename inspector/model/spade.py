@@ -29,13 +29,16 @@ def _search_matmul(q: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Te
     return q @ b.T
 
 
-def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+def pairwise_sq_dists(
+    a: torch.Tensor, b: torch.Tensor, precision: str = "float32", b_sq: torch.Tensor | None = None
+) -> torch.Tensor:
     """Squared L2 distances [M, N] between rows of a [M, D] and b [N, D] via |a|^2 + |b|^2 - 2ab.
 
-    Rounding can make tiny distances slightly negative; they are clamped to zero.
+    ``b_sq`` gives b's squared row norms when they are known (a gallery's, from load time). Rounding can
+    make tiny distances slightly negative; they are clamped to zero.
     """
     a_sq = (a * a).sum(1, keepdim=True)
-    b_sq = (b * b).sum(1).unsqueeze(0)
+    b_sq = ((b * b).sum(1) if b_sq is None else b_sq).unsqueeze(0)
     return (a_sq + b_sq - 2.0 * _search_matmul(a, b, precision)).clamp_min_(0.0)
 
 
@@ -46,6 +49,7 @@ def knn_scores(
     n_neighbours: int,
     exclude: torch.Tensor | None = None,
     precision: str = "float32",
+    gallery_sq: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Image scores: mean L2 distance of each query's pooled feature to its k nearest gallery features.
 
@@ -57,6 +61,7 @@ def knn_scores(
         exclude: optional gallery indices to leave out per query: [B] (leave-one-out calibration) or [B, M]
             (leave-m-out and k-fold; a row may repeat an index to pad it to M).
         precision: candidate-search arithmetic; the returned distances are always exact float32.
+        gallery_sq: [N] squared norms of the gallery rows, when precomputed.
 
     Returns:
         scores [B] and the indices [B, min(n_neighbours, available)] of the nearest gallery images, nearest first.
@@ -66,7 +71,7 @@ def knn_scores(
     if n < 1:
         raise ValueError("the gallery needs at least one image to compare against")
     kk = min(max(k, n_neighbours), n)
-    d2 = pairwise_sq_dists(query, gallery, precision)
+    d2 = pairwise_sq_dists(query, gallery, precision, gallery_sq)
     if rows is not None:
         d2.scatter_(1, rows.to(d2.device), float("inf"))
     idx = torch.topk(d2, kk, dim=1, largest=False, sorted=True).indices

@@ -12,6 +12,7 @@ import structlog
 import zmq
 
 from inspector.bus.control import ControlError, error_answer, request
+from inspector.bus.curve import CurveClient
 from inspector.bus.wire import HEARTBEAT_TOPIC, VERDICT_TOPIC_PREFIX, decode_heartbeat, decode_verdict
 from inspector.config.root import InspectorConfig
 from inspector.core.errors import InspectorError
@@ -62,14 +63,17 @@ def endpoints_of(config: InspectorConfig, bus: str | None = None, control: str |
     return Endpoints(bus_ep, control)
 
 
-def control_ops(context: Context, endpoint: str | None, timeout_s: float) -> Ops:
-    """Line commands through the daemon's control socket (an error answer when it serves none)."""
+def control_ops(
+    context: Context, endpoint: str | None, timeout_s: float, curve: CurveClient | None = None
+) -> Ops:
+    """Line commands through the daemon's control socket (an error answer when it serves none), as a CURVE
+    client when ``curve`` is given."""
 
     def ops(doc: dict[str, Any]) -> dict[str, Any]:
         if endpoint is None:
             return error_answer("the daemon serves no control socket ([control] enabled = false)")
         try:
-            return request(context, endpoint, doc, timeout_s)
+            return request(context, endpoint, doc, timeout_s, curve)
         except ControlError as exc:
             return error_answer(str(exc))
 
@@ -79,9 +83,17 @@ def control_ops(context: Context, endpoint: str | None, timeout_s: float) -> Ops
 class BusFeed:
     """Subscribes to the daemon's verdicts and heartbeats and feeds them to the server (one thread)."""
 
-    def __init__(self, context: Context, endpoint: str, server: PlcServer, stop: threading.Event) -> None:
-        """Prepare the subscriber (connected in :meth:`run`)."""
+    def __init__(
+        self,
+        context: Context,
+        endpoint: str,
+        server: PlcServer,
+        stop: threading.Event,
+        curve: CurveClient | None = None,
+    ) -> None:
+        """Prepare the subscriber (connected in :meth:`run`; a CURVE client when ``curve`` is given)."""
         self._context, self._endpoint, self._server, self._stop = context, endpoint, server, stop
+        self._curve = curve
         self.unreadable = 0
         self._log = structlog.stdlib.get_logger(__name__).bind(bus=endpoint)
 
@@ -90,6 +102,8 @@ class BusFeed:
         sock = self._context.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+        if self._curve is not None:
+            self._curve.apply(sock)
         try:
             sock.connect(self._endpoint)
             for topic in (VERDICT_TOPIC_PREFIX, HEARTBEAT_TOPIC):
@@ -117,8 +131,10 @@ def run_bridge(
     stop: threading.Event,
     endpoints: Endpoints,
     on_listening: Callable[[int], object] | None = None,
+    curve: CurveClient | None = None,
 ) -> None:
-    """Serve OPC UA for the daemon of ``config`` until ``stop`` is set.
+    """Serve OPC UA for the daemon of ``config`` until ``stop`` is set (a CURVE client of its sockets when
+    ``curve`` is given: the daemon's ``[security]`` CURVE is on).
 
     Raises:
         Exception: the server could not listen (address in use, unreadable key or users file).
@@ -126,13 +142,13 @@ def run_bridge(
     log = structlog.stdlib.get_logger(__name__)
     cameras = [c.name for c in config.cameras]
     server = PlcServer(
-        config.opcua, cameras, control_ops(context, endpoints.control, config.opcua.request_timeout_s)
+        config.opcua, cameras, control_ops(context, endpoints.control, config.opcua.request_timeout_s, curve)
     )
     port = server.start()
     log.info("opcua_bridge_ready", port=port, bus=endpoints.bus, control=endpoints.control, cameras=cameras)
     if on_listening is not None:
         on_listening(port)
-    feed = BusFeed(context, endpoints.bus, server, stop)
+    feed = BusFeed(context, endpoints.bus, server, stop, curve)
     try:
         feed.run()
     finally:

@@ -68,7 +68,8 @@ from inspector.core.records import Frame, Outcome
 
 camera, count = sys.argv[1], int(sys.argv[2])
 ctx = zmq.Context()
-pub = Publisher(BusConfig(bind="tcp://127.0.0.1:*", heartbeat_interval_s=0.05), ctx, new_boot_id())
+# A burst of count verdicts: HWM and kernel buffer sized for it (this test is about the proxy, not drops).
+pub = Publisher(BusConfig(bind="tcp://127.0.0.1:*", heartbeat_interval_s=0.05, sndhwm=10000, sndbuf_bytes=0), ctx, new_boot_id())
 print(pub.bind(), flush=True)
 stop = threading.Event()
 

@@ -307,7 +307,7 @@ def test_run_heartbeats_publishes_until_stopped_then_a_final_one(context: Contex
 
 
 STALL_MESSAGES = 3000  # ~4 KB each: 12 MB, far more than any socket buffer on the way
-CHUNK = 50
+CHUNK = 10  # below sndhwm: the active subscriber never has more queued than its high-water mark
 MAP_SIDE_PX = 64
 
 
@@ -349,8 +349,12 @@ def test_a_stalled_subscriber_loses_messages_with_a_gap_while_an_active_one_gets
             while len(got) < start + CHUNK - 1 and active.poll(int(RECEIVE_DEADLINE_S * 1000)):
                 got.append(decode_verdict(active.recv_multipart())[1].seq)  # keeps up: nothing dropped
         late = [seq for seq in drain(stalled) if seq > 0]
+        after = STALL_MESSAGES + 1  # the subscriber reads again: the next verdict reveals what it lost
+        resumed = decode_verdict(
+            publish_until_received(lambda: pub.publish(make_outcome(seq=after)), stalled)
+        )
         stalled.close()
         active.close()
     assert got == list(range(1, STALL_MESSAGES + 1))
     assert 0 < len(late) < STALL_MESSAGES // 4, f"stalled subscriber got {len(late)} of {STALL_MESSAGES}"
-    assert late[-1] - late[0] + 1 > len(late), "no seq gap: the stalled subscriber got a backlog, not a loss"
+    assert resumed[1].seq == after and after - late[-1] > 1, "no gap: the stalled subscriber lost nothing"

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -142,7 +143,7 @@ def ffmpeg_server(tmp_path: Path) -> Iterator[Callable[[int], subprocess.Popen[b
         args += ["-c:v", "mjpeg", "-f", "mpjpeg", "-listen", "1", url]
         proc = subprocess.Popen([str(FFMPEG), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
-        wait_until(lambda: is_listening(port), f"ffmpeg listening on {port}", 10.0)
+        wait_until(lambda: is_listening(port), f"ffmpeg listening on {port}", SPAWN_WAIT_S * 4)
         return proc
 
     yield start
@@ -308,6 +309,29 @@ def test_missing_file_is_retried_with_doubling_capped_backoff_and_other_camera_u
     assert_accounted(manager)
 
 
+def pid_changed(manager: CaptureManager, pid: int) -> bool:
+    """The camera's process is no longer ``pid`` (killed and noticed, or respawned)."""
+    return manager.pid("cam") != pid
+
+
+def test_a_camera_killed_more_often_than_its_restart_budget_is_no_longer_restarted_and_says_why(
+    clip: Path, make_manager: ManagerFactory
+) -> None:
+    cfg = camera("cam", clip, loop=True, fps=30.0, retry_initial_s=0.1, retry_max_s=0.2)
+    manager = make_manager([cfg], restart_budget=(1, 600.0))
+    for kill in range(2):
+        wait_until(lambda: manager.pid("cam") is not None, f"a camera process before kill {kill + 1}")
+        pid = manager.pid("cam")
+        assert pid is not None and manager.exhausted is None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(partial(pid_changed, manager, pid), "the killed process noticed")
+    wait_until(lambda: manager.exhausted is not None, "the budget to run out")
+    assert manager.exhausted_camera == "cam" and "more than 1 restarts within 600 s" in (
+        manager.exhausted or ""
+    )
+    assert manager.stats()["cam"].restarts == 2
+
+
 @pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["hung", "crashed"])
 def test_hung_or_crashed_child_is_restarted_with_seq_continuing(
     clip: Path, make_manager: ManagerFactory, sig: signal.Signals
@@ -376,6 +400,39 @@ def test_http_camera_reconnects_after_server_restart_while_file_camera_keeps_del
     assert seqs == list(range(len(seqs))), "seq must continue across reconnects (no drops with queue_size 64)"
     file_seqs = [f.seq for f in by_camera(first + outage + again, "file")]
     assert file_seqs == list(range(len(file_seqs)))
+    manager.stop()
+    drain_all(manager)
+    assert_accounted(manager)
+
+
+@pytest.mark.faults
+def test_a_stream_that_stays_open_but_stops_sending_is_detected_within_read_timeout_and_reopened(
+    make_manager: ManagerFactory, ffmpeg_server: Callable[[int], subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    server = ffmpeg_server(port)
+    net = camera(
+        "net", f"http://127.0.0.1:{port}/cam.mjpg", open_timeout_s=2.0, read_timeout_s=1.0,
+        retry_initial_s=0.2, retry_max_s=0.8, queue_size=64,
+    )  # fmt: skip
+    manager = make_manager([net])
+    first = collect(manager, lambda fs: len(fs) >= 10)
+    server.send_signal(signal.SIGSTOP)  # the TCP connection stays open; no more bytes arrive
+    try:
+        wait_until(
+            lambda: manager.stats()["net"].last_error != "", "the stalled stream noticed", SPAWN_WAIT_S
+        )
+        stalled = manager.stats()["net"]
+        assert not stalled.up and ("read" in stalled.last_error or "no frame" in stalled.last_error), stalled
+    finally:
+        server.send_signal(signal.SIGCONT)
+    server.kill()  # ffmpeg -listen 1 serves one client: a new server takes the reconnect
+    server.wait()
+    ffmpeg_server(port)
+    again = collect(manager, lambda fs: len(fs) >= 10, timeout_s=SPAWN_WAIT_S * 2)
+    assert manager.stats()["net"].up and manager.stats()["net"].reconnects >= 1
+    seqs = [f.seq for f in first + again]
+    assert seqs == sorted(set(seqs)), "seq continues across the reopen, never repeats"
     manager.stop()
     drain_all(manager)
     assert_accounted(manager)

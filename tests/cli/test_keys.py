@@ -10,7 +10,7 @@ import zmq.auth
 
 from inspector.bus.curve import load_keypair, load_public_key
 from inspector.cli.main import main
-from inspector.core.names import EXIT_FAILURE, EXIT_OK
+from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from inspector.model.gallery import read_gallery_hash
 from inspector.model.signing import load_signer, signature_path, verify_gallery
 from tests.support import SyntheticGallery
@@ -68,3 +68,22 @@ def test_gallery_sign_refuses_a_modified_gallery_and_writes_no_signature(
     assert main(["gallery", "sign", "--key", str(tmp_path / "plant.ed25519"), str(gallery)]) == EXIT_FAILURE
     assert "content hash mismatch" in capsys.readouterr().err
     assert not signature_path(gallery).exists()
+
+
+def test_check_config_refuses_an_unsigned_gallery_and_accepts_a_signed_one(
+    tmp_path: Path, synthetic_gallery: SyntheticGallery, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gallery = tmp_path / "g.safetensors"
+    shutil.copyfile(synthetic_gallery.path, gallery)
+    assert main(["keys", "generate", str(tmp_path / "plant")]) == EXIT_OK
+    config = tmp_path / "inspector.toml"
+    config.write_text(
+        f'[[cameras]]\nname = "cam1"\nsource = "0"\n[worker]\ngallery = "{gallery}"\n'
+        f'[security]\ngallery_signers = ["{tmp_path / "plant.ed25519.pub"}"]\n',
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["check-config", str(config)]) == EXIT_CONFIG
+    assert f"worker.gallery: gallery {gallery}: unsigned" in capsys.readouterr().err
+    assert main(["gallery", "sign", "--key", str(tmp_path / "plant.ed25519"), str(gallery)]) == EXIT_OK
+    assert main(["check-config", str(config)]) == EXIT_OK

@@ -20,7 +20,7 @@ from inspector.model.build import list_images
 from inspector.model.engine import Inspector
 from inspector.model.gallery import load_gallery
 from inspector.model.preprocess import read_image
-from tests.support import read_png, run_cli, runtime_config
+from tests.support import SyntheticGallery, read_png, run_cli, runtime_config
 
 SIZE_PX = 128
 CROP_PX = 112
@@ -336,6 +336,29 @@ def test_gallery_add_prints_the_growth_the_refused_duplicates_and_the_new_calibr
         out[2].startswith(f"re-calibrated ({DEFAULT.leave_out}") and f"{N_TRAIN + 3} normal images" in out[2]
     )
     assert load_gallery(copy).manifest.image_count == N_TRAIN + 3
+
+
+def test_gallery_calibrate_rewrites_a_version_1_gallery_as_version_2(
+    tmp_path: Path, synthetic_gallery: SyntheticGallery, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from inspector.model.gallery import read_manifest
+
+    legacy = tmp_path / "old.safetensors"
+    doc = read_manifest(synthetic_gallery.path).model_dump(mode="json")
+    doc["format_version"] = 1
+    doc["calibration"] = {k: v for k, v in doc["calibration"].items() if not k.startswith("normal_")}
+    save_file(
+        load_file(str(synthetic_gallery.path)), str(legacy), metadata={"inspector_manifest": json.dumps(doc)}
+    )
+    assert main(["gallery", "info", str(legacy)]) == EXIT_FAILURE
+    assert "format version 1 has no hash over its manifest" in capsys.readouterr().err
+    assert main(["gallery", "calibrate", "--gallery", str(legacy)]) == EXIT_OK
+    assert "rewritten as format version 2" in capsys.readouterr().out
+    migrated = load_gallery(legacy)
+    assert migrated.manifest.format_version == 2 and migrated.manifest.calibration is not None
+    assert migrated.manifest.calibration.inconsistencies() == []
 
 
 def test_calibrate_prints_what_the_images_support_warns_when_too_few_and_records_the_chosen_method(

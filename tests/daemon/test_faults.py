@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from inspector.bus.wire import parse_rfc3339
+from inspector.daemon.supervision import REPLACE_GRACE_S
 from tests.badframes import TOO_LARGE, UNDECODABLE, write_bad_frames
 from tests.processes import DaemonProcess, Subscriber, child_pids
 from tests.support import LabelledVideo, SyntheticGallery, free_port, wait_until
@@ -26,8 +27,8 @@ from tests.support import LabelledVideo, SyntheticGallery, free_port, wait_until
 pytestmark = pytest.mark.faults
 
 WAIT_S = 240.0  # generous: a daemon start and a gallery warm-up on 2 busy cores
-STALL_TIMEOUT_S = 2.0
-INJECTED_STALL_S = 20.0
+STALL_TIMEOUT_S = 10.0  # far above a normal batch on 2 busy cores, far below the injected stall
+INJECTED_STALL_S = 60.0
 STALL_AFTER_BATCHES = 5
 RESTART_BUDGET = 2
 WATCHDOG_USEC = 1_000_000  # a ping every 0.5 s
@@ -43,11 +44,10 @@ def daemons() -> Iterator[list[DaemonProcess]]:
         daemon.close()
 
 
-def base_config(gallery: Path, bus: str, extra: str = "") -> str:
-    return f"""shutdown_timeout_s = 30
-[worker]
+def base_config(gallery: Path, bus: str, extra: str = "", stall_timeout_s: float = 30.0) -> str:
+    return f"""[worker]
 gallery = "{gallery}"
-stall_timeout_s = {STALL_TIMEOUT_S}
+stall_timeout_s = {stall_timeout_s}
 [batching]
 max_batch = 4
 max_wait_ms = 50
@@ -61,6 +61,9 @@ enabled = false
 [logging]
 format = "json"
 {extra}"""
+
+
+ROOT_KEYS = "shutdown_timeout_s = 30\n"  # root keys come before every table
 
 
 def video_camera(name: str, video: Path, fps: float = 10.0) -> str:
@@ -92,12 +95,16 @@ def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_and_sta
     bus = f"tcp://127.0.0.1:{free_port()}"
     folder = f'[[cameras]]\nname = "bad"\nsource = "{tmp_path / "bad"}"\nfps = 5\nqueue_size = 64\n'
     config = tmp_path / "inspector.toml"
-    config.write_text(video_camera("line", video) + folder + base_config(synthetic_gallery.path, bus))
+    config.write_text(
+        ROOT_KEYS + video_camera("line", video) + folder + base_config(synthetic_gallery.path, bus)
+    )
     sub = Subscriber(bus)
     try:
         daemons.append(daemon := DaemonProcess(config))
+        daemon.wait_event("daemon_ready", WAIT_S)
         wait_until(lambda: len(sub.got.of("bad")) >= len(kinds), "a verdict for every file", WAIT_S)
         wait_until(lambda: len(sub.got.of("line")) >= 20, "the line camera's verdicts", WAIT_S)
+        assert daemon.proc.poll() is None, "".join(daemon.raw)[-3000:]
         assert daemon.terminate() == 0
     finally:
         sub.close()
@@ -172,7 +179,11 @@ def test_a_stuck_worker_stops_the_watchdog_gets_timeout_verdicts_and_is_replaced
     bus = f"tcp://127.0.0.1:{free_port()}"
     supervision = f"[supervision]\nrestart_budget = {RESTART_BUDGET}\nrestart_window_s = 600\n"
     config = tmp_path / "inspector.toml"
-    config.write_text(video_camera("line", video) + base_config(synthetic_gallery.path, bus, supervision))
+    config.write_text(
+        ROOT_KEYS
+        + video_camera("line", video)
+        + base_config(synthetic_gallery.path, bus, supervision, STALL_TIMEOUT_S)
+    )
     notify = NotifyListener(tmp_path / "notify.sock")
     env = {
         "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
@@ -214,4 +225,35 @@ def test_a_stuck_worker_stops_the_watchdog_gets_timeout_verdicts_and_is_replaced
     assert_no_duplicates(sub)
     pings = notify.times("WATCHDOG=1")
     gaps = [b - a for a, b in itertools.pairwise(pings)]
-    assert gaps and max(gaps) >= STALL_TIMEOUT_S, "the watchdog kept being pinged while the worker was stuck"
+    assert gaps and max(gaps) >= REPLACE_GRACE_S, "the watchdog kept being pinged while the worker was stuck"
+
+
+def test_a_worker_that_stays_stuck_after_its_replacements_exhausts_the_budget_and_the_daemon_exits_1(
+    tmp_path: Path,
+    synthetic_gallery: SyntheticGallery,
+    labelled_video: LabelledVideo,
+    daemons: list[DaemonProcess],
+) -> None:
+    video, _ = labelled_video("line", 20, seed=5)
+    bus = f"tcp://127.0.0.1:{free_port()}"
+    supervision = "[supervision]\nrestart_budget = 1\nrestart_window_s = 600\n"
+    config = tmp_path / "inspector.toml"
+    config.write_text(
+        ROOT_KEYS + video_camera("line", video) + base_config(synthetic_gallery.path, bus, supervision, 5.0)
+    )
+    env = {"FAULT_INJECT_WORKER_STALL": f"1:{INJECTED_STALL_S}:10"}  # every batch after the first sticks
+    sub = Subscriber(bus)
+    try:
+        daemons.append(daemon := DaemonProcess(config, env=env))
+        code = daemon.proc.wait(WAIT_S * 2)
+    finally:
+        sub.close()
+    assert code == 1, "".join(daemon.raw)[-3000:]
+    assert len(daemon.events("worker_replaced")) == 1
+    exhausted = daemon.event("restart_budget_exhausted")
+    assert exhausted is not None and "model worker" in exhausted["reason"]
+    timeouts = [v for v in sub.got.of("line") if v.verdict == "TIMEOUT"]
+    assert timeouts and all(v.error and "model worker stalled" in v.error for v in timeouts)
+    assert_no_duplicates(sub)
+    summary = daemon.event("daemon_stopped")
+    assert summary is not None and summary["cameras"]["line"]["unaccounted"] == 0

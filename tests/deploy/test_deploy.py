@@ -504,3 +504,86 @@ def test_integration_guide_subscriber_accepts_only_pass_and_reports_gaps_and_sil
     assert got[3].startswith("cam1 3 p3 TIMEOUT REJECT")
     assert got[4].startswith("cam1 4 p4 ERROR REJECT")
     assert alarm.startswith("ALARM")
+
+
+def build_curve_python_example(folder: Path) -> list[str]:
+    """The guide's CURVE subscriber in Python (endpoint and key files appended by the caller)."""
+    script = folder / "curve_subscriber.py"
+    script.write_text(guide_code("Security", "python"), encoding="utf-8")
+    return [sys.executable, str(script)]
+
+
+def build_curve_c_example(folder: Path) -> list[str]:
+    """The guide's CURVE subscriber in C, built with the guide's line (skips without a toolchain)."""
+    compiler = require("cc", "gcc")
+    pkg_config = require("pkg-config", "pkg-config")
+    flags = run_tool([pkg_config, "--cflags", "--libs", "libzmq"])
+    if flags.returncode != 0:
+        pytest.skip(f"libzmq headers missing: apt-get install -y libzmq3-dev ({flags.stderr})")
+    source = folder / "curve_subscriber.c"
+    source.write_text(guide_code("Security", "c"), encoding="utf-8")
+    binary = folder / "curve_subscriber"
+    cmd = [compiler, "-std=c11", "-Wall", "-Wextra", "-Werror", str(source), "-o", str(binary)]
+    built = run_tool([*cmd, *flags.stdout.split()])
+    assert built.returncode == 0, built.stderr
+    return [str(binary)]
+
+
+@pytest.mark.parametrize("build", [build_curve_python_example, build_curve_c_example], ids=["python", "c"])
+def test_integration_guide_curve_subscriber_receives_only_with_an_allowed_key(
+    tmp_path: Path, build: Callable[[Path], list[str]]
+) -> None:
+    from inspector.bus.curve import CurveAuthenticator, generate_curve_keypair, load_curve_server
+
+    command = build(tmp_path)
+    server_secret, server_public, _ = generate_curve_keypair(tmp_path / "server")
+    client_secret, client_public, _ = generate_curve_keypair(tmp_path / "client")
+    stranger_secret, _, _ = generate_curve_keypair(tmp_path / "stranger")
+    server = load_curve_server(server_secret, [client_public])
+    assert server is not None
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    auth = CurveAuthenticator(context, server)
+    auth.start()
+    procs: list[subprocess.Popen[str]] = []
+    readers: list[threading.Thread] = []
+    try:
+        config = BusConfig(bind="tcp://127.0.0.1:*", linger_ms=0)
+        with Publisher(config, context, new_boot_id(), curve=server) as pub:
+            queues: dict[str, queue.Queue[str]] = {}
+            for name, secret in (("allowed", client_secret), ("stranger", stranger_secret)):
+                proc = subprocess.Popen(
+                    [*command, pub.endpoint, str(secret), str(server_public)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                procs.append(proc)
+                queues[name] = queue.Queue()
+                readers.append(
+                    threading.Thread(target=pump_lines, args=(proc.stdout, queues[name]), daemon=True)
+                )
+                readers[-1].start()
+            deadline, seq, line = time.monotonic() + SUBSCRIBER_DEADLINE_S, 0, ""
+            while not line and time.monotonic() < deadline:
+                pub.publish(outcome("cam1", seq, "PASS"))
+                seq += 1
+                try:
+                    line = queues["allowed"].get(timeout=PROBE_INTERVAL_S)
+                except queue.Empty:
+                    continue
+            assert "cam1" in line and "PASS" in line, f"allowed example printed {line!r}"
+            for i in range(
+                5
+            ):  # the stranger has had every chance: it connected before the allowed one got one
+                pub.publish(outcome("cam1", seq + i, "PASS"))
+            assert queues["stranger"].empty() and procs[1].poll() is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        for reader in readers:
+            reader.join(SUBSCRIBER_DEADLINE_S)  # EOF once the process is gone
+        for proc in procs:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        auth.stop()
+        context.destroy(linger=0)

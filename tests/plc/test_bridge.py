@@ -152,3 +152,53 @@ def test_a_silent_daemon_makes_the_camera_not_ready_and_its_results_invalid(brid
     print(f"not ready {after_s:.2f} s after the daemon stopped (budget {SILENCE_BUDGET_S} s)")
     assert state == NOT_READY_SILENT
     assert not valid and not accept, "a result held through the silence is still acceptable"
+
+
+def test_the_bridge_commands_a_curve_daemon_only_with_an_allowed_key(tmp_path: Path) -> None:
+    """control_ops over CURVE: the allowed key gets the daemon's answer, a plaintext bridge an error answer."""
+    import json
+    import threading
+
+    import zmq
+
+    from inspector.bus.curve import (
+        CurveAuthenticator,
+        apply_server,
+        client_setup,
+        generate_curve_keypair,
+        load_curve_server,
+    )
+    from inspector.plc.bridge import control_ops
+
+    server_secret, server_public, _ = generate_curve_keypair(tmp_path / "server")
+    bridge_secret, bridge_public, _ = generate_curve_keypair(tmp_path / "bridge")
+    server = load_curve_server(server_secret, [bridge_public])
+    assert server is not None
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    auth = CurveAuthenticator(ctx, server)
+    auth.start()
+    rep = ctx.socket(zmq.REP)
+    apply_server(rep, server)
+    rep.bind("tcp://127.0.0.1:*")
+    endpoint = rep.getsockopt_string(zmq.LAST_ENDPOINT)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            if rep.poll(50):
+                rep.send(json.dumps({"ok": True, "echo": json.loads(rep.recv())}).encode())
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        allowed = control_ops(ctx, endpoint, 30.0, client_setup(bridge_secret, server_public))
+        assert allowed({"cmd": "status"}) == {"ok": True, "echo": {"cmd": "status"}}
+        plain = control_ops(ctx, endpoint, 2.0)
+        refused = plain({"cmd": "status"})
+        assert refused["ok"] is False and "no answer" in refused["error"]
+    finally:
+        stop.set()
+        thread.join()
+        rep.close(linger=0)
+        auth.stop()
+        ctx.destroy(linger=0)

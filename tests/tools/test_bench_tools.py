@@ -81,3 +81,57 @@ def test_header_reports_a_positive_gemm_rate_and_the_torch_version(output: list[
     match = re.search(r"floor uses the better, ([0-9.]+) GFLOP/s", text)
     assert match is not None and float(match.group(1)) > 0.0
     assert f"torch {torch.__version__}" in text
+
+
+def _quick_rows(*extra: str) -> tuple[str, list[list[str]]]:
+    args = [sys.executable, str(TOOL), "--quick", "--device", "cpu", "--backbones", BACKBONES[0], *extra]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    return done.stdout, section(lines, "== ms per image")
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (
+            ("--pixel-search", "window", "--window-cells", "1", "--float16"),
+            "banks in float16; pixel search window",
+        ),
+        (("--reference",), "with spade.stage_maps (the reference path)"),
+    ],
+)
+def test_search_options_print_every_row_with_its_floor_ratio_and_say_what_ran(
+    extra: tuple[str, ...], says: str
+) -> None:
+    text, rows = _quick_rows(*extra)
+    assert says in text
+    assert [(int(r[2]), int(r[3])) for r in rows] == list(itertools.product(BATCHES, KS))
+    for r in rows:
+        assert float(r[12]) == pytest.approx(float(r[10]) / float(r[11]), rel=0.02)
+
+
+def test_bench_backbone_prints_a_floor_ratio_and_a_factor_for_every_variant() -> None:
+    tool = REPO / "tools" / "bench_backbone.py"
+    args = [sys.executable, str(tool), "--quick"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(BACKBONES[0])]
+    assert len(rows) >= 4 and {int(r[1]) for r in rows} == {1, 2}
+    for r in rows:
+        ms, floor, ratio = float(r[-4]), float(r[-3]), float(r[-2])
+        assert ms > 0.0 and floor > 0.0
+        assert ratio == pytest.approx(ms / floor, rel=0.05, abs=0.01)
+    assert {float(r[-1]) for r in rows if "contiguous" == r[2] and len(r) == 7} == {1.0}
+
+
+def test_bench_gpu_smoke_run_on_cpu_prints_rates_latencies_and_floor_ratios() -> None:
+    tool = REPO / "tools" / "bench_gpu.py"
+    args = [sys.executable, str(tool), "--device", "cpu", "--quick"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith(BACKBONES[0]) and "K=" not in line]
+    assert [(int(r[1]), int(r[2])) for r in rows] == [(3, 1), (3, 2)]
+    assert all(float(r[3]) > 0.0 and float(r[4]) > 0.0 and float(r[6]) > 0.0 for r in rows)
+    assert "CUDA only" in done.stdout

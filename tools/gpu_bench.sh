@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# GPU benchmark, within 5 minutes: frames/s and p99 per-frame latency at batch 1, 8, 32 for efficientnet_lite0
+# K=10 and wide_resnet50_2 K=50, the float32 GEMM rate of the same run and the pixel matching's ratio to it,
+# and the map error of tf32 / bfloat16 candidate search. Needs a CUDA device; extra arguments go to
+# tools/bench_gpu.py (e.g. --budget-s 4).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "gpu_bench: no CUDA device visible to torch; nothing measured" >&2
+    exit 2
+fi
+"$PY" -c 'import torch; print(torch.cuda.get_device_name(0), "| torch", torch.__version__, "| CUDA", torch.version.cuda)'
+exec timeout 290 "$PY" tools/bench_gpu.py --device cuda "$@"
