@@ -73,6 +73,7 @@ VERDICT_FIELDS: dict[str, Edit] = {
     "backbone": _set("backbone", value="resnet18"),
     "weights": _set("weights_sha256", value="cd" * 32),
     "target rate": _set("calibration", "target_false_reject_rate", value=0.5),
+    "threshold tail": _set("calibration", "tail", value="gaussian"),
 }
 
 
