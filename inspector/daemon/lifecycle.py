@@ -24,12 +24,12 @@ from inspector.daemon.early import EarlyHeartbeat
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
 from inspector.daemon.linecontrol import LineControl
 from inspector.daemon.pipeline import DROP_PIPELINE_FAILED, Pipeline
-from inspector.daemon.products import Loader, ProductRegistry, load_products, product_loader
+from inspector.daemon.products import Loader, ProductRegistry
 from inspector.daemon.sinks import BusSink
+from inspector.daemon.startup import load_and_warm_up
 from inspector.daemon.status import DaemonStatus
 from inspector.daemon.supervision import WorkerSupervisor, stall_injector
 from inspector.daemon.worker import ModelWorker
-from inspector.model.engine import BackboneCache
 from inspector.ops.endpoint import MetricsServer
 from inspector.ops.metrics import InspectorMetrics, start_http_server
 from inspector.ops.sdnotify import SdNotifier, run_watchdog, watchdog_interval_s
@@ -42,7 +42,6 @@ STATUS_INTERVAL_S = 5.0
 CAPTURE_STOP_TIMEOUT_S = 5.0  # per camera process, within the overall shutdown_timeout_s
 MIN_CAPTURE_STOP_S = 0.5
 THREAD_JOIN_TIMEOUT_S = 5.0
-MIB = 1 << 20
 
 
 class Daemon:
@@ -165,47 +164,12 @@ class Daemon:
         if self._early is not None:
             self._early.stop()
         self._spawn("heartbeat", self._heartbeat_loop)
-        products = self._load_products()
+        self._loader, products = load_and_warm_up(self.config, self.stop_event, self._log)
         if self.stop_event.is_set():
             return
         self._start_outputs(products)
         self._start_capture(products)
         self._become_ready(endpoint)
-
-    def _load_products(self) -> ProductRegistry:
-        cfg = self.config
-        if cfg.worker.torch_threads:
-            import torch
-
-            torch.set_num_threads(cfg.worker.torch_threads)
-        started = time.monotonic()
-        self._loader = product_loader(cfg, BackboneCache())
-        products = load_products(cfg, self._loader)
-        for name in products.products:
-            info = products.info(name)
-            self._log.info(
-                "gallery_validated", product=name, gallery=info.gallery_hash, images=info.image_count,
-                backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1), signed_by=info.signed_by,
-            )  # fmt: skip
-        self._warn_unused_keys()
-        if cfg.worker.warmup and not self.stop_event.is_set():
-            ModelWorker(products).warm_up(cfg.batching.max_batch)
-        self._log.info("model_ready", seconds=round(time.monotonic() - started, 3), warmup=cfg.worker.warmup)
-        return products
-
-    def _warn_unused_keys(self) -> None:
-        """Name the keys the galleries decide (they agree, or start-up stopped) and the daemon does not use."""
-        cfg = self.config
-        decided = [f"model.{k}" for k in sorted(cfg.model.model_fields_set)]
-        decided += [f"calibration.{k}" for k in sorted(cfg.calibration.model_fields_set)]
-        if decided:
-            self._log.warning(
-                "config_keys_decided_by_gallery", keys=decided, note="they agree with every gallery"
-            )
-        if "batch_size" in cfg.runtime.model_fields_set:
-            self._log.warning(
-                "config_key_unused", key="runtime.batch_size", note="the daemon batches by batching.max_batch"
-            )
 
     # ------------------------------------------------------------------------------------------ outputs
     # The outputs after the bus (archive, results endpoint, live view, drift): built and started in one
@@ -246,7 +210,7 @@ class Daemon:
 
     def _start_capture(self, products: ProductRegistry) -> None:
         cfg = self.config
-        assert self._loader is not None  # set by _load_products
+        assert self._loader is not None  # set by load_and_warm_up
         budget = (cfg.supervision.restart_budget, cfg.supervision.restart_window_s)
         self._capture = CaptureManager(
             cfg.cameras, self._capture_stop, on_event=CaptureEvents(self.metrics), restart_budget=budget
