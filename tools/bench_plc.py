@@ -31,7 +31,18 @@ from typing import Any
 import numpy as np
 import zmq
 from asyncua.client.client import Client
-from bench_triggers import CAMERA, MS_PER_S, PERCENTILES, POLL_MS, Run, free_port, prepare, record, wait_ready
+from bench_triggers import (
+    CAMERA,
+    MS_PER_S,
+    PERCENTILES,
+    POLL_MS,
+    Run,
+    connect,
+    free_port,
+    prepare,
+    record,
+    wait_ready,
+)
 
 from inspector.plc.server import ENDPOINT_PATH, NAMESPACE_URI
 
@@ -137,11 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_plc_") as tmp:
         proc, ports = start_daemon(Path(tmp), args)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
-        sub.connect(f"tcp://127.0.0.1:{ports['bus']}")
-        push = context.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{ports['triggers']}")
+        sub, push = connect(context, ports)
         run, stop = Run(), threading.Event()
         recorder = threading.Thread(target=record, args=(sub, run, stop), daemon=True)
         try:

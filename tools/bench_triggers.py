@@ -105,6 +105,18 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, int]]
     return config, ports
 
 
+def connect(
+    context: zmq.Context[zmq.Socket[bytes]], ports: dict[str, int]
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """A SUB socket on the daemon's verdicts and a PUSH socket to its trigger socket."""
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
+    sub.connect(f"tcp://127.0.0.1:{ports['bus']}")
+    push = context.socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{ports['triggers']}")
+    return sub, push
+
+
 def record(sub: zmq.Socket[bytes], run: Run, stop: threading.Event) -> None:
     """Record every verdict's arrival time (thread)."""
     while not stop.is_set():
@@ -202,11 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_triggers_") as tmp:
         config, ports = prepare(Path(tmp), args)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"verdict.")
-        sub.connect(f"tcp://127.0.0.1:{ports['bus']}")
-        push = context.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{ports['triggers']}")
+        sub, push = connect(context, ports)
         control = f"tcp://127.0.0.1:{ports['control']}"
         proc = subprocess.Popen([sys.executable, "-m", "inspector.cli", "run", "--config", str(config)])
         run, stop, switch = Run(), threading.Event(), threading.Event()
