@@ -1,6 +1,7 @@
 """Quality sweep: SPADE settings vs detection metrics on MVTec-layout data, features extracted once per variant.
 
-Usage: python tools/quality_sweep.py --data ../shared/data/mvtec_bottle [--quick] [--out docs/sweep_bottle.md]
+Usage: python tools/quality_sweep.py --data ../shared/data/mvtec_bottle [--out docs/sweep_bottle.md]
+    [--backbone efficientnet_lite2 --resize 320 --crop 288]
 
 Image and pixel AUROC and PRO are threshold-free, so no calibration is run here; the chosen defaults are
 then checked end to end (calibration included) with ``inspector eval``.
@@ -139,16 +140,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigmas", default="4")
     ap.add_argument("--image-k", type=int, default=50)
     ap.add_argument("--fusions", default="mean", help="stage fusions: mean,scaled_mean,scaled_geomean")
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--resize", type=int, default=256, help="resize_px")
+    ap.add_argument("--crop", type=int, default=224, help="crop_px")
+    ap.add_argument("--pixel-search", default="full", choices=("full", "window"))
+    ap.add_argument("--window-cells", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     header = (
         "| preprocessing | neighbourhood | stages | fusion | K | sigma | image AUROC knn | max | top1% | knn+max "
         "| pixel AUROC | pixel AUROC on content | PRO | match ms/img |"
     )
-    rows = [header, "|" + "---|" * 14]
+    rows = [
+        f"{args.data.name}: {args.backbone}, resize {args.resize}, crop {args.crop}, pixel search {args.pixel_search}",
+        header,
+        "|" + "---|" * 14,
+    ]
     print(rows[0], flush=True)
+    print(rows[1], flush=True)
     for variant, neigh in itertools.product(args.variants.split(","), args.neigh.split(",")):
-        base = ModelConfig(keep_aspect=variant == "aspect", neighbourhood_px=int(neigh), image_k=args.image_k)
+        base = ModelConfig(
+            backbone=args.backbone,
+            resize_px=args.resize,
+            crop_px=args.crop,
+            keep_aspect=variant == "aspect",
+            neighbourhood_px=int(neigh),
+            image_k=args.image_k,
+            pixel_search=args.pixel_search,
+            window_cells=args.window_cells,
+        )
         engine, ex = prepare(args.data, base)
         grid = itertools.product(
             args.stages.split(","), args.fusions.split(","), args.ks.split(","), args.sigmas.split(",")
