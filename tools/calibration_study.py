@@ -22,54 +22,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from inspector.config.calibration import CalibrationConfig
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
-from inspector.model.build import list_images, score_normals, utc_now
+from inspector.model.build import list_images, score_normals
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores
-from inspector.model.gallery import Gallery
-from inspector.model.manifest import GalleryManifest, SourceImage
 from inspector.model.preprocess import read_image
-from inspector.model.settings import manifest_preprocessing, spade_params
 from inspector.quality.evaluate import GOOD, list_tests, load_mask
+from inspector.quality.features import extract_features, in_memory_inspector
 from inspector.quality.metrics import image_auroc, pixel_auroc, pro_score
 from inspector.quality.study import Scores, Split, method_rows, parse_splits, table_lines
 
 RUNTIME = RuntimeConfig()
 BACKBONES = BackboneCache()
 DEFAULT_SPLITS = "leave_one_out,leave_m_out:5,k_fold:5"
-
-
-def extract(engine: FeatureEngine, paths: list[Path]) -> tuple[Features, list[tuple[int, int, int, int]]]:
-    """Features of every image (CPU), and each image's content box in the crop."""
-    pooled: list[torch.Tensor] = []
-    stages: dict[int, list[torch.Tensor]] = {s: [] for s in engine.config.stages}
-    valid: list[tuple[int, int, int, int]] = []
-    for i in range(0, len(paths), engine.runtime.batch_size):
-        f, prep = engine.extract([read_image(p) for p in paths[i : i + engine.runtime.batch_size]], {})
-        pooled.append(f.pooled.cpu())
-        for s, t in f.stages.items():
-            stages[s].append(t.cpu())
-        valid += prep.valid
-    return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()}), valid
-
-
-def in_memory_inspector(engine: FeatureEngine, train: Features, cfg: ModelConfig) -> Inspector:
-    """An uncalibrated Inspector over features already extracted (no gallery file)."""
-    n = train.pooled.shape[0]
-    manifest = GalleryManifest(
-        backbone=engine.spec.name,
-        weights_sha256=engine.spec.weights_sha256,
-        preprocessing=manifest_preprocessing(cfg, engine.spec),
-        stages=list(cfg.stages),
-        spade=spade_params(cfg),
-        image_count=n,
-        sources=[SourceImage(name=f"{i}.png", sha256="0" * 64) for i in range(n)],
-        created_at=utc_now(),
-    )
-    return Inspector(engine, Gallery(manifest, train.pooled, dict(train.stages)), require_calibration=False)
 
 
 def _save(path: Path, raw: RawScores, scales: list[float] | None, seconds: float) -> None:
@@ -160,8 +127,8 @@ def study_category(
     train_paths = list_images(category / "train" / GOOD)
     tests = list_tests(category)
     start = time.perf_counter()
-    train, _ = extract(engine, train_paths)
-    test, valid = extract(engine, [t.path for t in tests])
+    train, _ = extract_features(engine, train_paths)
+    test, valid = extract_features(engine, [t.path for t in tests])
     print(f"{category.name}: features of {len(train_paths)} + {len(tests)} images, "
           f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     insp = in_memory_inspector(engine, train, cfg)

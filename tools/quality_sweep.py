@@ -25,13 +25,11 @@ import torch
 
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
-from inspector.model.build import list_images, utc_now
-from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector
-from inspector.model.gallery import Gallery
-from inspector.model.manifest import GalleryManifest, SourceImage
+from inspector.model.build import list_images
+from inspector.model.engine import BackboneCache, FeatureEngine, Features
 from inspector.model.preprocess import read_image
-from inspector.model.settings import manifest_preprocessing, spade_params
 from inspector.quality.evaluate import GOOD, TestImage, list_tests, load_mask
+from inspector.quality.features import extract_features, in_memory_inspector
 from inspector.quality.metrics import image_auroc, pixel_auroc, pro_score
 
 RUNTIME = RuntimeConfig()
@@ -50,47 +48,16 @@ class Extracted:
     labels: np.ndarray
 
 
-def extract(engine: FeatureEngine, paths: list[Path]) -> tuple[Features, list[tuple[int, int, int, int]]]:
-    pooled: list[torch.Tensor] = []
-    stages: dict[int, list[torch.Tensor]] = {s: [] for s in engine.config.stages}
-    valid: list[tuple[int, int, int, int]] = []
-    batch = engine.runtime.batch_size
-    for i in range(0, len(paths), batch):
-        f, prep = engine.extract([read_image(p) for p in paths[i : i + batch]], {})
-        pooled.append(f.pooled)
-        for s, t in f.stages.items():
-            stages[s].append(t)
-        valid += prep.valid
-    return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()}), valid
-
-
 def prepare(category: Path, cfg: ModelConfig) -> tuple[FeatureEngine, Extracted]:
     engine = FeatureEngine(cfg, RUNTIME, BACKBONES)
     train = list_images(category / "train" / GOOD)
     tests: list[TestImage] = list_tests(category)
-    tr, _ = extract(engine, train)
-    te, valid = extract(engine, [t.path for t in tests])
-    dummy = fake_inspector(engine, tr, cfg)
+    tr, _ = extract_features(engine, train)
+    te, valid = extract_features(engine, [t.path for t in tests])
+    dummy = in_memory_inspector(engine, tr, cfg)
     masks = np.stack([load_mask(t, read_image(t.path).shape, dummy) for t in tests])
     labels = np.array([int(t.defect_type != GOOD) for t in tests])
     return engine, Extracted(tr, te, valid, masks, labels)
-
-
-def fake_inspector(engine: FeatureEngine, train: Features, cfg: ModelConfig) -> Inspector:
-    n = train.pooled.shape[0]
-    manifest = GalleryManifest(
-        backbone=engine.spec.name,
-        weights_sha256=engine.spec.weights_sha256,
-        preprocessing=manifest_preprocessing(cfg, engine.spec),
-        stages=list(cfg.stages),
-        spade=spade_params(cfg),
-        image_count=n,
-        sources=[SourceImage(name=f"{i}.png", sha256="0" * 64) for i in range(n)],
-        created_at=utc_now(),
-    )
-    gallery = Gallery(manifest, train.pooled, {s: train.stages[s] for s in cfg.stages})
-    engine.config = cfg
-    return Inspector(engine, gallery, require_calibration=False)
 
 
 def content_mask(valid: list[tuple[int, int, int, int]], shape: tuple[int, ...]) -> np.ndarray:
@@ -102,7 +69,7 @@ def content_mask(valid: list[tuple[int, int, int, int]], shape: tuple[int, ...])
 
 
 def evaluate(engine: FeatureEngine, ex: Extracted, cfg: ModelConfig) -> dict[str, float]:
-    insp = fake_inspector(engine, ex.train, cfg)
+    insp = in_memory_inspector(engine, ex.train, cfg)
     idx = torch.arange(min(LOO_SAMPLE, ex.train.pooled.shape[0]))
     size = cfg.crop_px
     loo_feats = Features(ex.train.pooled[idx], {s: ex.train.stages[s][idx] for s in cfg.stages})

@@ -39,6 +39,7 @@ from inspector.core.records import NO_IMAGE, Image
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FOLDER_DEFAULT_FPS = 10.0  # folder pacing in frames/s when fps is unset
 FILE_FALLBACK_FPS = 25.0  # used when a video file reports no frame rate
+MAX_FILE_FPS = 1000.0  # a video file's reported rate above this is taken as unknown
 EVENT_MESSAGE_MAX_CHARS = 500  # keeps every event pickle far below PIPE_BUF, so writes are atomic
 DROP_GET_TIMEOUT_S = 0.1  # a full channel: wait this long to take its oldest frame
 PUT_ATTEMPTS = 3  # enqueue tries before the new frame is dropped as channel_busy
@@ -181,6 +182,25 @@ class _StopReader:
             return True
 
 
+def pacing_fps(cfg: CameraConfig, kind: str, reported_fps: float | None) -> float | None:
+    """The rate a camera's reads are paced at, in frames/s; None when it is not paced at all.
+
+    Live sources (devices, streams) and ``as_fast_as_possible`` files are never paced. A file or folder is
+    paced at ``fps`` when given, else a file at the rate it reports (``FILE_FALLBACK_FPS`` when that is
+    missing or absurd) and a folder at ``FOLDER_DEFAULT_FPS``.
+    """
+    if kind not in ("file", "folder") or cfg.as_fast_as_possible:
+        return None
+    if cfg.fps is not None:
+        return cfg.fps
+    if kind == "file":
+        usable = (
+            reported_fps is not None and math.isfinite(reported_fps) and 0.0 < reported_fps <= MAX_FILE_FPS
+        )
+        return reported_fps if usable else FILE_FALLBACK_FPS
+    return FOLDER_DEFAULT_FPS
+
+
 class _Child:
     """The capture loop running inside one camera's process."""
 
@@ -250,14 +270,8 @@ class _Child:
 
     def source_fps(self, source: _Source) -> float | None:
         """Pacing rate in frames/s for file/folder sources, None for live or unpaced sources."""
-        if self.kind not in ("file", "folder") or self.cfg.as_fast_as_possible:
-            return None
-        if self.cfg.fps is not None:
-            return self.cfg.fps
-        if isinstance(source, _CvSource):
-            rate = float(source.cap.get(cv2.CAP_PROP_FPS))
-            return rate if math.isfinite(rate) and 0.0 < rate <= 1000.0 else FILE_FALLBACK_FPS
-        return FOLDER_DEFAULT_FPS
+        reported = float(source.cap.get(cv2.CAP_PROP_FPS)) if isinstance(source, _CvSource) else None
+        return pacing_fps(self.cfg, self.kind, reported)
 
     def read_loop(self, source: _Source, fps: float | None) -> tuple[str, int, str]:
         """Read until stop ("stop"), end of a finite source ("end") or failure ("fail"); count frames."""

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from inspector.model.engine import BackboneCache, Inspector, ScoreResult, calibr
 from inspector.model.gallery import Gallery
 from inspector.model.settings import gallery_setting_conflicts
 from inspector.model.signing import load_signers, verify_gallery
+
+T = TypeVar("T")
 
 
 class Scorer(Protocol):
@@ -111,11 +113,7 @@ class ProductRegistry:
         Raises:
             ProductError: unknown product.
         """
-        with self._lock:
-            found = self._scorers.get(product)
-        if found is None:
-            raise ProductError(f"unknown product {product!r} (known: {', '.join(self.products)})")
-        return found
+        return self._lookup(self._scorers, product, "product")
 
     def active(self, camera: str) -> str:
         """The product a camera inspects now.
@@ -123,11 +121,15 @@ class ProductRegistry:
         Raises:
             ProductError: unknown camera.
         """
+        return self._lookup(self._active, camera, "camera")
+
+    def _lookup(self, table: Mapping[str, T], key: str, what: str) -> T:
         with self._lock:
-            product = self._active.get(camera)
-        if product is None:
-            raise ProductError(f"unknown camera {camera!r} (known: {', '.join(self._active)})")
-        return product
+            found = table.get(key)
+            known = ", ".join(sorted(table))
+        if found is None:
+            raise ProductError(f"unknown {what} {key!r} (known: {known})")
+        return found
 
     def set_active(self, camera: str, product: str) -> str:
         """Switch a camera to a product (from its next frame on); returns the product it had.

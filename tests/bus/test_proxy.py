@@ -37,6 +37,7 @@ from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from inspector.core.records import Frame, Outcome
 from inspector.demo.data import write_demo_video
 from tests.support import REPO_ROOT, free_port
+from tests.toml_config import tcp, write_daemon_config
 
 ANY_PORT = "tcp://127.0.0.1:*"
 DEADLINE_S = 60.0  # a generous bound: CI and other work share 2 cores
@@ -422,38 +423,18 @@ class GalleryFile(Protocol):
     path: Path
 
 
-def write_daemon_config(
-    folder: Path, camera: str, gallery: Path, bus_port: int, seed: int
-) -> list[str | None]:
+def write_line_config(folder: Path, camera: str, gallery: Path, bus_port: int, seed: int) -> list[str | None]:
     """A video file, and a TOML config of one daemon with one camera playing it once; returns frame labels."""
     video = folder / f"{camera}.avi"
     labels = write_demo_video(video, DAEMON_FRAMES, DAEMON_FPS, DAEMON_DEFECT_EVERY, DAEMON_SIDE_PX, seed)
-    (folder / f"{camera}.toml").write_text(
-        f"""
-[[cameras]]
-name = "{camera}"
-source = "{video}"
-fps = {DAEMON_FPS}
-queue_size = 64
-
-[worker]
-gallery = "{gallery}"
-
-[batching]
-max_batch = 4
-deadline_ms = 60000.0
-
-[bus]
-bind = "tcp://127.0.0.1:{bus_port}"
-heartbeat_interval_s = {HEARTBEAT_INTERVAL_S}
-
-[metrics]
-port = 0
-
-[logging]
-format = "json"
-""",
-        encoding="utf-8",
+    write_daemon_config(
+        folder / f"{camera}.toml",
+        root={},
+        cameras=[{"name": camera, "source": video, "fps": DAEMON_FPS, "queue_size": 64}],
+        worker={"gallery": gallery},
+        batching={"max_batch": 4, "deadline_ms": 60000.0},
+        bus={"bind": tcp(bus_port), "heartbeat_interval_s": HEARTBEAT_INTERVAL_S},
+        metrics={"port": 0},
     )
     return labels
 
@@ -463,7 +444,7 @@ def test_two_real_daemons_behind_one_proxy_deliver_every_verdict_with_gap_free_s
 ) -> None:
     cameras = {"line1-cam": free_port(), "line2-cam": free_port()}
     labels = {
-        camera: write_daemon_config(tmp_path, camera, synthetic_gallery.path, port, seed)
+        camera: write_line_config(tmp_path, camera, synthetic_gallery.path, port, seed)
         for seed, (camera, port) in enumerate(cameras.items(), start=11)
     }
     proxy = start_proxy_process([f"tcp://127.0.0.1:{port}" for port in cameras.values()])

@@ -187,7 +187,7 @@ def test_video_file_frames_arrive_in_order_with_consecutive_seq(
     clip: Path, make_manager: ManagerFactory, fast: bool
 ) -> None:
     events: list[tuple[str, str, float]] = []
-    # Fast mode is given a slow nominal rate, so that being paced would take half a minute longer.
+    # Fast mode is given a slow nominal rate that it must ignore (pacing_fps is tested in test_child.py).
     rate = {"fps": SLOW_NOMINAL_FPS} if fast else {}
     manager = make_manager(
         [camera("line1", clip, as_fast_as_possible=fast, queue_size=64, **rate)],
@@ -204,10 +204,9 @@ def test_video_file_frames_arrive_in_order_with_consecutive_seq(
     assert all(f.image.shape == (CLIP_SIDE_PX, CLIP_SIDE_PX, 3) and f.image.dtype == np.uint8 for f in frames)
     assert before <= frames[0].captured_at <= frames[-1].captured_at <= time.time()
     span_s = frames[-1].monotonic_at - frames[0].monotonic_at
-    if fast:  # not paced: far below the 29 s that pacing at SLOW_NOMINAL_FPS would take, even on busy cores
-        assert span_s < 0.5 * 29 / SLOW_NOMINAL_FPS
-    else:  # paced at the file's rate: never faster (a busy machine can only make it slower)
+    if not fast:  # paced at the file's rate: never faster (a busy machine can only make it slower)
         assert span_s >= 0.8 * 29 / CLIP_FPS
+    # Unpaced reads are shown by pacing_fps (tests/capture/test_child.py), not by a wall-time upper bound here.
     st = manager.stats()["line1"]
     assert (st.captured, st.delivered, sum(st.dropped_by_reason.values()), st.up) == (30, 30, 0, False)
     assert sum(v for c, n, v in events if n == EVENT_CAPTURED) == 30

@@ -20,6 +20,7 @@ from inspector.model.gallery import read_gallery_hash
 from inspector.model.signing import generate_keypair, sign_gallery
 from tests.processes import DaemonProcess, Subscriber
 from tests.support import SyntheticGallery, free_port, run_cli, wait_until
+from tests.toml_config import Table, tcp, video_camera, write_daemon_config
 
 CAMERA = "line"
 CAMERA_FPS = 10.0
@@ -63,49 +64,23 @@ def _keys(folder: Path) -> Keys:
 def _config(
     folder: Path, video: Path, gallery: Path, keys: Keys, signer: Path, ports: dict[str, int]
 ) -> Path:
-    text = f"""[[products]]
-name = "a"
-gallery = "{gallery}"
-
-[[cameras]]
-name = "{CAMERA}"
-source = "{video}"
-loop = true
-fps = {CAMERA_FPS}
-trigger = "external"
-trigger_timeout_ms = 2000
-product = "a"
-
-[triggers]
-bind = "tcp://127.0.0.1:{ports["triggers"]}"
-
-[control]
-enabled = true
-bind = "tcp://127.0.0.1:{ports["control"]}"
-
-[batching]
-max_batch = 4
-max_wait_ms = 10
-deadline_ms = 60000
-
-[bus]
-bind = "tcp://127.0.0.1:{ports["bus"]}"
-heartbeat_interval_s = 0.5
-
-[metrics]
-port = {ports["metrics"]}
-
-[logging]
-format = "json"
-
-[security]
-gallery_signers = ["{signer}"]
-curve_server_secret_key = "{keys.server_secret}"
-curve_allowed_clients = ["{keys.client_public}"]
-"""
-    path = folder / "curve.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    camera = video_camera(CAMERA, video, CAMERA_FPS, trigger="external", trigger_timeout_ms=2000, product="a")
+    security: Table = {
+        "gallery_signers": [str(signer)],
+        "curve_server_secret_key": keys.server_secret,
+        "curve_allowed_clients": [str(keys.client_public)],
+    }
+    return write_daemon_config(
+        folder / "curve.toml",
+        root={},
+        products=[{"name": "a", "gallery": gallery}],
+        cameras=[camera],
+        triggers={"bind": tcp(ports["triggers"])},
+        control={"enabled": True, "bind": tcp(ports["control"])},
+        bus={"bind": tcp(ports["bus"]), "heartbeat_interval_s": 0.5},
+        metrics={"port": ports["metrics"]},
+        security=security,
+    )
 
 
 @dataclass

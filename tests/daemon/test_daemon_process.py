@@ -14,6 +14,7 @@ import pytest
 from inspector.core.names import VERDICTS
 from tests.processes import DaemonProcess, Received, Subscriber
 from tests.support import LabelledVideo, Samples, SyntheticGallery, free_port, metric, scrape, wait_until
+from tests.toml_config import BATCHING, NO_METRICS, Table, video_camera, write_daemon_config
 
 FFMPEG = shutil.which("ffmpeg")
 EXIT_CONFIG = 78
@@ -68,36 +69,22 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 def main_config(
     tmp_path: Path, gallery: Path, video: Path, net_port: int, bus: str, metrics_port: int
 ) -> Path:
-    return write_config(
+    net: Table = {
+        "name": "net",
+        "source": f"http://127.0.0.1:{net_port}/cam.mjpg",
+        "open_timeout_s": 2.0,
+        "read_timeout_s": 1.0,
+        "retry_initial_s": 0.2,
+        "retry_max_s": 1.0,
+        "queue_size": 64,
+    }
+    return write_daemon_config(
         tmp_path / "inspector.toml",
-        f"""shutdown_timeout_s = 30
-[[cameras]]
-name = "file"
-source = "{video}"
-fps = {CAMERA_FPS}
-queue_size = 64
-[[cameras]]
-name = "net"
-source = "http://127.0.0.1:{net_port}/cam.mjpg"
-open_timeout_s = 2.0
-read_timeout_s = 1.0
-retry_initial_s = 0.2
-retry_max_s = 1.0
-queue_size = 64
-[worker]
-gallery = "{gallery}"
-[batching]
-max_batch = 4
-max_wait_ms = 50
-deadline_ms = 30000
-[bus]
-bind = "{bus}"
-heartbeat_interval_s = 0.5
-[metrics]
-port = {metrics_port}
-[logging]
-format = "json"
-""",
+        cameras=[{"name": "file", "source": video, "fps": CAMERA_FPS, "queue_size": 64}, net],
+        worker={"gallery": gallery},
+        batching={**BATCHING, "max_wait_ms": 50, "deadline_ms": 30000},
+        bus={"bind": bus, "heartbeat_interval_s": 0.5},
+        metrics={"port": metrics_port},
     )
 
 
@@ -239,27 +226,13 @@ def test_sigterm_exits_0_after_publishing_every_accepted_frame(
 ) -> None:
     video, _ = labelled_video("burst", 20, seed=3)
     bus = f"tcp://127.0.0.1:{free_port()}"
-    config = write_config(
+    config = write_daemon_config(
         tmp_path / "burst.toml",
-        f"""shutdown_timeout_s = 30
-[[cameras]]
-name = "burst"
-source = "{video}"
-loop = true
-fps = 100
-queue_size = 8
-[worker]
-gallery = "{synthetic_gallery.path}"
-[batching]
-max_batch = 4
-deadline_ms = 30000
-[bus]
-bind = "{bus}"
-[metrics]
-enabled = false
-[logging]
-format = "json"
-""",
+        cameras=[video_camera("burst", video, 100, queue_size=8)],
+        worker={"gallery": synthetic_gallery.path},
+        batching={**BATCHING, "deadline_ms": 30000},
+        bus={"bind": bus},
+        metrics=NO_METRICS,
     )
     sub = Subscriber(bus)
     try:

@@ -33,6 +33,7 @@ from tests.support import (
     scrape,
     wait_until,
 )
+from tests.toml_config import BATCHING, video_camera, write_daemon_config
 
 CAMERA = "line"
 CAMERA_FPS = 4.0
@@ -60,40 +61,18 @@ def evidence_config(
     folder: Path, gallery: Path, video: Path, archive: Path, bus: str, ports: tuple[int, int, int]
 ) -> Path:
     metrics_port, results_port, liveview_port = ports
-    path = folder / "evidence.toml"
-    path.write_text(
-        f"""shutdown_timeout_s = 30
-[[cameras]]
-name = "{CAMERA}"
-source = "{video}"
-loop = true
-fps = {CAMERA_FPS}
-[worker]
-gallery = "{gallery}"
-[batching]
-max_batch = 4
-deadline_ms = 30000
-[bus]
-bind = "{bus}"
-[metrics]
-port = {metrics_port}
-[archive]
-directory = "{archive}"
-max_total_mb = {ARCHIVE_MAX_MB}
-[results]
-enabled = true
-port = {results_port}
-[liveview]
-enabled = true
-port = {liveview_port}
-[drift]
-min_pass_scores = 3
-[logging]
-format = "json"
-""",
-        encoding="utf-8",
+    return write_daemon_config(
+        folder / "evidence.toml",
+        cameras=[video_camera(CAMERA, video, CAMERA_FPS)],
+        worker={"gallery": gallery},
+        batching={**BATCHING, "deadline_ms": 30000},
+        bus={"bind": bus},
+        metrics={"port": metrics_port},
+        archive={"directory": archive, "max_total_mb": ARCHIVE_MAX_MB},
+        results={"enabled": True, "port": results_port},
+        liveview={"enabled": True, "port": liveview_port},
+        drift={"min_pass_scores": 3},
     )
-    return path
 
 
 def start(

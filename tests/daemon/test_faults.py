@@ -23,6 +23,7 @@ from inspector.daemon.supervision import REPLACE_GRACE_S
 from tests.badframes import TOO_LARGE, UNDECODABLE, write_bad_frames
 from tests.processes import DaemonProcess, Subscriber, child_pids
 from tests.support import LabelledVideo, SyntheticGallery, free_port, wait_until
+from tests.toml_config import BATCHING, NO_METRICS, Table, video_camera, write_daemon_config
 
 pytestmark = pytest.mark.faults
 
@@ -44,38 +45,27 @@ def daemons() -> Iterator[list[DaemonProcess]]:
         daemon.close()
 
 
-def base_config(gallery: Path, bus: str, extra: str = "", stall_timeout_s: float = 30.0) -> str:
-    return f"""[worker]
-gallery = "{gallery}"
-stall_timeout_s = {stall_timeout_s}
-[batching]
-max_batch = 4
-max_wait_ms = 50
-deadline_ms = 60000
-[bus]
-bind = "{bus}"
-heartbeat_interval_s = 0.25
-sndhwm = 10000
-[metrics]
-enabled = false
-[logging]
-format = "json"
-{extra}"""
+def fault_config(
+    path: Path,
+    gallery: Path,
+    bus: str,
+    cameras: list[Table],
+    supervision: Table | None = None,
+    stall_timeout_s: float = 30.0,
+) -> Path:
+    return write_daemon_config(
+        path,
+        cameras=cameras,
+        worker={"gallery": gallery, "stall_timeout_s": stall_timeout_s},
+        batching={**BATCHING, "max_wait_ms": 50},
+        bus={"bind": bus, "heartbeat_interval_s": 0.25, "sndhwm": 10000},
+        metrics=NO_METRICS,
+        supervision=supervision or {},  # an empty table: the defaults
+    )
 
 
-ROOT_KEYS = "shutdown_timeout_s = 30\n"  # root keys come before every table
-
-
-def video_camera(name: str, video: Path, fps: float = 10.0) -> str:
-    return f"""[[cameras]]
-name = "{name}"
-source = "{video}"
-loop = true
-fps = {fps}
-queue_size = 64
-retry_initial_s = 0.2
-retry_max_s = 0.5
-"""
+def line_camera(video: Path) -> Table:
+    return video_camera("line", video, 10.0, queue_size=64, retry_initial_s=0.2, retry_max_s=0.5)
 
 
 def assert_no_duplicates(sub: Subscriber) -> None:
@@ -93,10 +83,9 @@ def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_and_sta
     kinds = write_bad_frames(tmp_path / "bad")
     video, _ = labelled_video("line", 20, seed=3)
     bus = f"tcp://127.0.0.1:{free_port()}"
-    folder = f'[[cameras]]\nname = "bad"\nsource = "{tmp_path / "bad"}"\nfps = 5\nqueue_size = 64\n'
-    config = tmp_path / "inspector.toml"
-    config.write_text(
-        ROOT_KEYS + video_camera("line", video) + folder + base_config(synthetic_gallery.path, bus)
+    folder: Table = {"name": "bad", "source": tmp_path / "bad", "fps": 5, "queue_size": 64}
+    config = fault_config(
+        tmp_path / "inspector.toml", synthetic_gallery.path, bus, [line_camera(video), folder]
     )
     sub = Subscriber(bus)
     try:
@@ -177,12 +166,14 @@ def test_a_stuck_worker_stops_the_watchdog_gets_timeout_verdicts_and_is_replaced
 ) -> None:
     video, _ = labelled_video("line", 20, seed=4)
     bus = f"tcp://127.0.0.1:{free_port()}"
-    supervision = f"[supervision]\nrestart_budget = {RESTART_BUDGET}\nrestart_window_s = 600\n"
-    config = tmp_path / "inspector.toml"
-    config.write_text(
-        ROOT_KEYS
-        + video_camera("line", video)
-        + base_config(synthetic_gallery.path, bus, supervision, STALL_TIMEOUT_S)
+    supervision = {"restart_budget": RESTART_BUDGET, "restart_window_s": 600}
+    config = fault_config(
+        tmp_path / "inspector.toml",
+        synthetic_gallery.path,
+        bus,
+        [line_camera(video)],
+        supervision,
+        STALL_TIMEOUT_S,
     )
     notify = NotifyListener(tmp_path / "notify.sock")
     env = {
@@ -236,10 +227,9 @@ def test_a_worker_that_stays_stuck_after_its_replacements_exhausts_the_budget_an
 ) -> None:
     video, _ = labelled_video("line", 20, seed=5)
     bus = f"tcp://127.0.0.1:{free_port()}"
-    supervision = "[supervision]\nrestart_budget = 1\nrestart_window_s = 600\n"
-    config = tmp_path / "inspector.toml"
-    config.write_text(
-        ROOT_KEYS + video_camera("line", video) + base_config(synthetic_gallery.path, bus, supervision, 5.0)
+    supervision = {"restart_budget": 1, "restart_window_s": 600}
+    config = fault_config(
+        tmp_path / "inspector.toml", synthetic_gallery.path, bus, [line_camera(video)], supervision, 5.0
     )
     env = {"FAULT_INJECT_WORKER_STALL": f"1:{INJECTED_STALL_S}:10"}  # every batch after the first sticks
     sub = Subscriber(bus)

@@ -28,6 +28,7 @@ from tests.support import (
     scrape,
     wait_until,
 )
+from tests.toml_config import BATCHING, tcp, video_camera, write_daemon_config
 
 CAMERA = "line"
 CAMERA_FPS = 10.0
@@ -78,41 +79,20 @@ class Line:
 
 
 def line_config(folder: Path, video: Path, galleries: dict[str, Path], ports: dict[str, int]) -> Path:
-    products = "".join(f'[[products]]\nname = "{n}"\ngallery = "{g}"\n' for n, g in galleries.items())
-    text = f"""{products}
-[[cameras]]
-name = "{CAMERA}"
-source = "{video}"
-loop = true
-fps = {CAMERA_FPS}
-trigger = "external"
-trigger_timeout_ms = {TRIGGER_TIMEOUT_MS}
-product = "a"
-
-[triggers]
-bind = "tcp://127.0.0.1:{ports["triggers"]}"
-
-[control]
-enabled = true
-bind = "tcp://127.0.0.1:{ports["control"]}"
-
-[batching]
-max_batch = 4
-max_wait_ms = 10
-deadline_ms = 60000
-
-[bus]
-bind = "tcp://127.0.0.1:{ports["bus"]}"
-
-[metrics]
-port = {ports["metrics"]}
-
-[logging]
-format = "json"
-"""
-    path = folder / "line.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    camera = video_camera(
+        CAMERA, video, CAMERA_FPS, trigger="external", trigger_timeout_ms=TRIGGER_TIMEOUT_MS, product="a"
+    )
+    return write_daemon_config(
+        folder / "line.toml",
+        root={},
+        products=[{"name": n, "gallery": g} for n, g in galleries.items()],
+        cameras=[camera],
+        triggers={"bind": tcp(ports["triggers"])},
+        control={"enabled": True, "bind": tcp(ports["control"])},
+        batching={**BATCHING, "max_wait_ms": 10},
+        bus={"bind": tcp(ports["bus"])},
+        metrics={"port": ports["metrics"]},
+    )
 
 
 @pytest.fixture(scope="module")

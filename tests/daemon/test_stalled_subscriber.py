@@ -14,6 +14,7 @@ import zmq
 from inspector.bus.wire import VERDICT_TOPIC_PREFIX, decode_verdict
 from tests.processes import DaemonProcess
 from tests.support import LabelledVideo, SyntheticGallery, free_port, wait_until
+from tests.toml_config import BATCHING, NO_METRICS, daemon_toml, video_camera
 
 pytestmark = pytest.mark.faults
 
@@ -69,27 +70,14 @@ def read_until_after(sock: zmq.Socket[bytes], last_of_stall: int) -> tuple[list[
 
 
 def config_text(gallery: Path, video: Path, bus: str) -> str:
-    return f"""[[cameras]]
-name = "line"
-source = "{video}"
-loop = true
-fps = 10
-queue_size = 64
-[worker]
-gallery = "{gallery}"
-[batching]
-max_batch = 4
-max_wait_ms = 20
-deadline_ms = 60000
-[bus]
-bind = "{bus}"
-sndhwm = {SNDHWM}
-sndbuf_bytes = {SOCKET_BUFFER_BYTES}
-[metrics]
-enabled = false
-[logging]
-format = "json"
-"""
+    return daemon_toml(
+        root={},
+        cameras=[video_camera("line", video, 10, queue_size=64)],
+        worker={"gallery": gallery},
+        batching={**BATCHING, "max_wait_ms": 20},
+        bus={"bind": bus, "sndhwm": SNDHWM, "sndbuf_bytes": SOCKET_BUFFER_BYTES},
+        metrics=NO_METRICS,
+    )
 
 
 def test_a_stalled_subscriber_gets_a_seq_gap_not_a_backlog_while_an_active_one_misses_nothing(

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from inspector.demo.data import write_demo_video
 from inspector.ops.metrics import InspectorMetrics
 from tests.support import REPO_ROOT, free_port
+from tests.toml_config import Table, tcp, video_camera, write_daemon_config
 
 ALERTS = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -204,43 +205,23 @@ class Prometheus:
 
 def daemon_config(folder: Path, gallery: Path, video: Path, metrics_port: int) -> Path:
     """A TOML config: a looping demo video camera, a camera that never connects, free ports."""
-    text = f"""
-[[cameras]]
-name = "line"
-source = "{video}"
-loop = true
-fps = {VIDEO_FPS}
-
-[[cameras]]
-name = "ghost"
-source = "http://127.0.0.1:9/none.mjpg"
-open_timeout_s = 0.5
-retry_max_s = 1.0
-
-[worker]
-gallery = "{gallery}"
-
-[batching]
-max_batch = 4
-
-[bus]
-bind = "tcp://127.0.0.1:{free_port()}"
-
-[metrics]
-port = {metrics_port}
-
-[archive]
-directory = "{folder / "archive"}"
-
-[drift]
-min_pass_scores = {DRIFT_MIN_PASS_SCORES}
-
-[logging]
-format = "json"
-"""
-    path = folder / "inspector.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    ghost: Table = {
+        "name": "ghost",
+        "source": "http://127.0.0.1:9/none.mjpg",
+        "open_timeout_s": 0.5,
+        "retry_max_s": 1.0,
+    }
+    return write_daemon_config(
+        folder / "inspector.toml",
+        root={},
+        cameras=[video_camera("line", video, VIDEO_FPS), ghost],
+        worker={"gallery": gallery},
+        batching={"max_batch": 4},
+        bus={"bind": tcp(free_port())},
+        metrics={"port": metrics_port},
+        archive={"directory": folder / "archive"},
+        drift={"min_pass_scores": DRIFT_MIN_PASS_SCORES},
+    )
 
 
 @pytest.fixture(scope="module")

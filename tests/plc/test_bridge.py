@@ -18,6 +18,7 @@ from inspector.plc.results import NOT_READY_SILENT
 from tests.plc.opcua_client import call, camera, client, read, subscribe_records, wait_for
 from tests.processes import DaemonProcess
 from tests.support import SyntheticGallery, free_port
+from tests.toml_config import NO_METRICS, Table, tcp, video_camera, write_daemon_config
 
 CAMERA = "line"
 CAMERA_FPS = 10.0
@@ -35,45 +36,17 @@ class Bridged:
 
 
 def bridged_config(folder: Path, video: Path, gallery: Path, ports: dict[str, int]) -> Path:
-    text = f"""[[products]]
-name = "a"
-gallery = "{gallery}"
-
-[[cameras]]
-name = "{CAMERA}"
-source = "{video}"
-loop = true
-fps = {CAMERA_FPS}
-trigger = "external"
-product = "a"
-
-[batching]
-max_batch = 4
-max_wait_ms = 10
-deadline_ms = 60000
-
-[bus]
-bind = "tcp://127.0.0.1:{ports["bus"]}"
-heartbeat_interval_s = {HEARTBEAT_S}
-
-[control]
-enabled = true
-bind = "tcp://127.0.0.1:{ports["control"]}"
-
-[metrics]
-enabled = false
-
-[logging]
-format = "json"
-
-[opcua]
-port = {ports["opcua"]}
-allow_anonymous = true
-silence_budget_s = {SILENCE_BUDGET_S}
-"""
-    path = folder / "bridged.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    opcua: Table = {"port": ports["opcua"], "allow_anonymous": True, "silence_budget_s": SILENCE_BUDGET_S}
+    return write_daemon_config(
+        folder / "bridged.toml",
+        root={},
+        products=[{"name": "a", "gallery": gallery}],
+        cameras=[video_camera(CAMERA, video, CAMERA_FPS, trigger="external", product="a")],
+        bus={"bind": tcp(ports["bus"]), "heartbeat_interval_s": HEARTBEAT_S},
+        control={"enabled": True, "bind": tcp(ports["control"])},
+        metrics=NO_METRICS,
+        opcua=opcua,
+    )
 
 
 @pytest.fixture(scope="module")

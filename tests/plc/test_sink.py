@@ -19,6 +19,7 @@ from inspector.plc.users import hash_password
 from tests.plc.opcua_client import call, camera, client, read, subscribe_records, wait_for
 from tests.processes import DaemonProcess, Subscriber
 from tests.support import SyntheticGallery, build_synthetic_gallery, free_port, wait_until
+from tests.toml_config import NO_METRICS, Table, tcp, video_camera, write_daemon_config
 
 CAMERA = "line"
 CAMERA_FPS = 10.0
@@ -51,42 +52,17 @@ class Plant:
 def plant_config(
     folder: Path, video: Path, galleries: dict[str, Path], ports: dict[str, int], users: Path
 ) -> Path:
-    products = "".join(f'[[products]]\nname = "{n}"\ngallery = "{g}"\n' for n, g in galleries.items())
-    text = f"""{products}
-[[cameras]]
-name = "{CAMERA}"
-source = "{video}"
-loop = true
-fps = {CAMERA_FPS}
-trigger = "external"
-product = "a"
-
-[triggers]
-bind = "tcp://127.0.0.1:{ports["triggers"]}"
-
-[batching]
-max_batch = 4
-max_wait_ms = 10
-deadline_ms = 60000
-
-[bus]
-bind = "tcp://127.0.0.1:{ports["bus"]}"
-
-[metrics]
-enabled = false
-
-[logging]
-format = "json"
-
-[opcua]
-enabled = true
-port = {ports["opcua"]}
-users_file = "{users}"
-results_per_camera = 64
-"""
-    path = folder / "plant.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    opcua: Table = {"enabled": True, "port": ports["opcua"], "users_file": users, "results_per_camera": 64}
+    return write_daemon_config(
+        folder / "plant.toml",
+        root={},
+        products=[{"name": n, "gallery": g} for n, g in galleries.items()],
+        cameras=[video_camera(CAMERA, video, CAMERA_FPS, trigger="external", product="a")],
+        triggers={"bind": tcp(ports["triggers"])},
+        bus={"bind": tcp(ports["bus"])},
+        metrics=NO_METRICS,
+        opcua=opcua,
+    )
 
 
 @pytest.fixture(scope="module")
