@@ -126,9 +126,9 @@ class ProductRegistry:
     def _lookup(self, table: Mapping[str, T], key: str, what: str) -> T:
         with self._lock:
             found = table.get(key)
-            known = ", ".join(sorted(table))
-        if found is None:
-            raise ProductError(f"unknown {what} {key!r} (known: {known})")
+            if found is None:  # the names are listed only for the error, not on every lookup
+                known = ", ".join(sorted(table))
+                raise ProductError(f"unknown {what} {key!r} (known: {known})")
         return found
 
     def set_active(self, camera: str, product: str) -> str:
