@@ -12,10 +12,15 @@ class BatchingConfig(StrictModel):
 
     max_batch: int = Field(8, ge=1, le=256, description="A batch is sent as soon as it has this many frames.")
     max_wait_ms: float = Field(
-        20.0,
+        0.0,
         ge=0.0,
         le=10_000.0,
-        description="...or as soon as its oldest frame was captured this many milliseconds ago.",
+        description=(
+            "...or as soon as its oldest frame was captured this many milliseconds ago. The default 0 is "
+            "work-conserving: a batch leaves as soon as the model worker is free, holding every frame that "
+            "arrived while it was busy (up to max_batch), so a frame never waits beside an idle worker. A "
+            "positive value lingers to gather bigger batches at light load, at that cost in latency."
+        ),
     )
     deadline_ms: float = Field(
         2000.0,

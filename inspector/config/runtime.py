@@ -32,6 +32,11 @@ class RuntimeConfig(StrictModel):
         description="Images per backbone batch in gallery build, calibrate, score and eval (the daemon batches "
         "by batching.max_batch).",
     )  # fmt: skip
+    channels_last: bool = Field(
+        True,
+        description="Run the backbone in the channels-last memory layout (faster convolutions on CPU and "
+        "CUDA; same features within rounding).",
+    )
     distance_chunk_mb: int = Field(
         64, ge=8, le=65_536, description="Upper bound on one distance block's memory in MiB."
     )

@@ -28,6 +28,11 @@ class Scorer(Protocol):
     gallery: Gallery
     config: ModelConfig
 
+    @property
+    def feature_bytes(self) -> int:
+        """Bytes of gallery features held for scoring."""
+        ...
+
     def score(self, images: list[np.ndarray]) -> list[ScoreResult]:
         """Score a batch of uint8 images."""
         ...
@@ -154,11 +159,9 @@ class ProductRegistry:
         """The status record of a product."""
         scorer = self.scorer(product)
         g = scorer.gallery
-        feature_bytes = g.pooled.element_size() * g.pooled.nelement()
-        feature_bytes += sum(t.element_size() * t.nelement() for t in g.stages.values())
         return ProductInfo(
             product, self._galleries[product], g.content_hash, g.manifest.image_count, g.manifest.backbone,
-            feature_bytes, getattr(scorer, "signed_by", None),  # set by product_loader when signers are configured
+            scorer.feature_bytes, getattr(scorer, "signed_by", None),  # set by product_loader when signers are configured
         )  # fmt: skip
 
     def reload(self, products: list[str] | None, loader: Loader) -> list[ReloadResult]:
@@ -207,7 +210,7 @@ def product_loader(config: InspectorConfig, backbones: BackboneCache) -> Loader:
     signers = load_signers(config.security.gallery_signers)
 
     def load(name: str, path: Path) -> Scorer:
-        scorer = Inspector.from_gallery(path, config.runtime, backbones=backbones)
+        scorer = Inspector.from_gallery(path, config.runtime, backbones=backbones, keep_stage_features=False)
         problems = gallery_setting_conflicts(config.model, config.calibration, path, scorer.gallery.manifest)
         if problems:
             raise ConfigError("config", problems)

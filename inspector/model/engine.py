@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -103,7 +104,7 @@ class ScoreResult:
 
 
 class BackboneCache:
-    """Backbones built so far, one per (name, weights file, device): galleries that use the same network share it.
+    """Backbones built so far, one per (name, weights file, device, layout): galleries that use the same network share it.
 
     Not thread-safe; the daemon builds every engine from one thread.
     """
@@ -111,7 +112,7 @@ class BackboneCache:
     def __init__(self, random_weights: bool = False) -> None:
         """Create an empty cache; ``random_weights`` builds untrained networks (benchmarks only)."""
         self._random = random_weights
-        self._built: dict[tuple[str, str, str], tuple[FeatureExtractor, BackboneSpec]] = {}
+        self._built: dict[tuple[str, str, str, str], tuple[FeatureExtractor, BackboneSpec]] = {}
 
     def get(
         self, name: str, runtime: RuntimeConfig, device: torch.device
@@ -122,10 +123,11 @@ class BackboneCache:
             BackboneError: the weights file is missing or wrong.
         """
         weights = runtime.weights_for(name)
-        key = (name, str(weights or ""), str(device))
+        layout = torch.channels_last if runtime.channels_last else torch.contiguous_format
+        key = (name, str(weights or ""), str(device), str(layout))
         if key not in self._built:
             extractor, spec = build_backbone(name, weights, random_weights=self._random)
-            self._built[key] = (extractor.to(device), spec)
+            self._built[key] = (extractor.to(device).to(memory_format=layout), spec)
         return self._built[key]
 
     def __len__(self) -> int:
@@ -171,10 +173,12 @@ class FeatureEngine:
             prepared = prepare_batch(images, self.prep)
             host = prepared.tensor.pin_memory() if self.device.type == "cuda" else prepared.tensor
             x = host.to(self.device, non_blocking=True)  # from pinned memory the copy is asynchronous
+            if self.runtime.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
         with self.timed(timings, "backbone"):
             pooled, pyramid = self.extractor(x)
-            stages = {
-                s: spade.neighbourhood_average(pyramid[s].float(), self.config.neighbourhood_px)
+            stages = {  # contiguous [B, C, H, W] whatever the backbone's layout: the gallery stores it so
+                s: spade.neighbourhood_average(pyramid[s].float(), self.config.neighbourhood_px).contiguous()
                 for s in self.config.stages
             }
         return Features(pooled.float(), stages), prepared
@@ -183,8 +187,22 @@ class FeatureEngine:
 class Inspector:
     """A feature engine bound to a loaded gallery: scores images and gives verdicts."""
 
-    def __init__(self, engine: FeatureEngine, gallery: Gallery, require_calibration: bool = True) -> None:
+    def __init__(
+        self,
+        engine: FeatureEngine,
+        gallery: Gallery,
+        require_calibration: bool = True,
+        keep_stage_features: bool = True,
+    ) -> None:
         """Bind an engine to a gallery already checked against it (use :meth:`from_gallery`).
+
+        Args:
+            engine: the feature engine the gallery was built with.
+            gallery: the loaded gallery.
+            require_calibration: refuse an uncalibrated gallery.
+            keep_stage_features: keep the gallery's [N, C, H, W] stage tensors beside the search banks
+                (leave-one-out calibration and ``gallery add`` read them); False frees them once the banks
+                are built, so a scorer in service holds the gallery once (``gallery.stages`` is then empty).
 
         Raises:
             EngineError: ``require_calibration`` and the gallery is not calibrated.
@@ -207,6 +225,8 @@ class Inspector:
         self.banks = {
             s: kernel.StageBank.from_features(t.to(dev), storage) for s, t in gallery.stages.items()
         }
+        if not keep_stage_features:
+            self.gallery = dataclasses.replace(gallery, stages={})
         self.chunk_bytes = engine.runtime.distance_chunk_mb * MIB
         self.searches = {s: self._search(s) for s in self.config.stages}
 
@@ -217,6 +237,12 @@ class Inspector:
         radius = kernel.stage_radius(self.config.window_cells, stage)
         precision = self.engine.runtime.precision
         return kernel.Search(self.config.pixel_search, radius, block, self.chunk_bytes, precision)
+
+    @property
+    def feature_bytes(self) -> int:
+        """Bytes of gallery features this scorer holds: pooled features, search banks, kept stage tensors."""
+        tensors = [self.pooled, self.pooled_sq, *self.gallery.stages.values()]
+        return sum(t.numel() * t.element_size() for t in tensors) + sum(b.nbytes for b in self.banks.values())
 
     def stage_map(self, stage: int, test: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         """[B, H, W] nearest-feature distances of one stage's [B, C, H, W] test features (kernel.stage_maps)."""
@@ -229,6 +255,7 @@ class Inspector:
         runtime: RuntimeConfig,
         require_calibration: bool = True,
         backbones: BackboneCache | None = None,
+        keep_stage_features: bool = True,
     ) -> Inspector:
         """The one way a gallery file becomes a scorer: load it, build its backbone, check that they agree.
 
@@ -240,6 +267,7 @@ class Inspector:
             runtime: run-time settings of this machine.
             require_calibration: refuse an uncalibrated gallery (False only while calibrating it).
             backbones: shared backbones (galleries using the same network then share one copy).
+            keep_stage_features: see :class:`Inspector` (the daemon passes False).
 
         Raises:
             GalleryError: the file is corrupt or does not match the backbone (names the file and reason).
@@ -264,7 +292,7 @@ class Inspector:
             manifest_preprocessing(config, engine.spec),
         )
         check_feature_shapes(path, gallery.manifest, engine.spec, config)
-        return cls(engine, gallery, require_calibration)
+        return cls(engine, gallery, require_calibration, keep_stage_features)
 
     @property
     def threshold(self) -> float:

@@ -121,6 +121,18 @@ def test_every_added_frame_leaves_exactly_once_whatever_the_timing() -> None:
     assert len(set(left)) == len(left)
 
 
+def test_by_default_a_frame_leaves_at_once_and_frames_that_arrived_meanwhile_leave_together() -> None:
+    clock = FakeClock()
+    batcher = Batcher(BatchingConfig(max_batch=3), clock)
+    batcher.add([frame(1, clock.now)])
+    assert [f.seq for f in batcher.take_batch()] == [1]  # no linger beside an idle worker
+    clock.advance(0.3)  # the worker scored that frame; four more arrived meanwhile
+    batcher.add([frame(s, clock.now - 0.1) for s in (2, 3, 4, 5)])
+    assert [f.seq for f in batcher.take_batch()] == [2, 3, 4]
+    assert [f.seq for f in batcher.take_batch()] == [5]
+    assert batcher.take_batch() == []
+
+
 def test_deadline_must_exceed_max_wait() -> None:
     with pytest.raises(ValueError, match="deadline_ms"):
         BatchingConfig(max_wait_ms=100.0, deadline_ms=50.0)

@@ -101,6 +101,7 @@ class NanScorer:
 
     def __init__(self, real: Scorer) -> None:
         self.gallery, self.config, self._real = real.gallery, real.config, real
+        self.feature_bytes = real.feature_bytes
 
     def score(self, images: list[np.ndarray]) -> list[ScoreResult]:
         return [dataclasses.replace(r, score=float("nan"), verdict="PASS") for r in self._real.score(images)]

@@ -277,6 +277,39 @@ def test_an_image_scores_the_same_alone_and_inside_a_batch_of_8(inspector: Inspe
     )
 
 
+def test_a_scorer_that_frees_the_stage_tensors_scores_exactly_the_same_and_holds_the_gallery_once(
+    inspector: Inspector, gallery: Path, data: Path
+) -> None:
+    lean = Inspector.from_gallery(gallery, RUNTIME, backbones=BACKBONES, keep_stage_features=False)
+    good, defects = _tests(data)
+    for kept, freed in zip(inspector.score(good + defects), lean.score(good + defects), strict=True):
+        assert freed.score == kept.score
+        np.testing.assert_array_equal(freed.anomaly_map, kept.anomaly_map)
+    assert lean.gallery.stages == {} and inspector.gallery.stages
+    stage_bytes = sum(t.numel() * t.element_size() for t in inspector.gallery.stages.values())
+    assert inspector.feature_bytes - lean.feature_bytes == stage_bytes
+    assert lean.feature_bytes >= sum(b.nbytes for b in lean.banks.values()) > 0
+
+
+def test_the_channels_last_backbone_gives_the_features_and_scores_of_the_contiguous_one(
+    gallery: Path, data: Path
+) -> None:
+    fast = Inspector.from_gallery(gallery, runtime_config(channels_last=True), backbones=BACKBONES)
+    plain = Inspector.from_gallery(gallery, runtime_config(channels_last=False), backbones=BACKBONES)
+    assert fast.engine.extractor is not plain.engine.extractor  # one cached backbone per layout
+    good, defects = _tests(data)
+    images = good + defects
+    feats_fast, _ = fast.engine.extract(images, {})
+    feats_plain, _ = plain.engine.extract(images, {})
+    for s, t in feats_plain.stages.items():
+        assert feats_fast.stages[s].is_contiguous()
+        torch.testing.assert_close(
+            feats_fast.stages[s], t, rtol=BATCH_RTOL, atol=BATCH_RTOL * float(t.abs().max())
+        )
+    for a, b in zip(fast.score(images), plain.score(images), strict=True):
+        assert a.score == pytest.approx(b.score, rel=BATCH_RTOL)
+
+
 def test_letterboxed_gallery_leaves_padding_out_of_map_and_mask(data: Path, tmp_path: Path) -> None:
     cfg = CFG.model_copy(update={"keep_aspect": True})
     path = tmp_path / "letterbox.safetensors"
