@@ -10,8 +10,8 @@ import torch
 from inspector.model.spade import _search_matmul
 
 BYTES_PER_FLOAT32 = 4
-CPU_QUERY_BLOCK_ROWS = 512  # query rows per block on CPU (from a sweep of 256-3136 rows, see performance.md)
-CPU_BLOCK_BYTES = 1 << 20  # one distance block on CPU: 1 MiB, so it stays in the L2/L3 cache
+CPU_QUERY_BLOCK_ROWS = 4096  # query rows per block on CPU: a whole stride-4 map at crop 224 (performance.md)
+CPU_BLOCK_BYTES = 24 << 20  # one distance block on CPU: 24 MiB, few and large GEMMs (swept in performance.md)
 STORAGE_DTYPES = (torch.float32, torch.float16)
 WINDOW_TILE_CELLS = 8  # window search: query tiles of 8 x 8 cells, each matched by one GEMM
 
@@ -24,6 +24,9 @@ class StageBank:
         rows: [N, H*W, C] features, channels last, centred by ``centre``, in the storage dtype (float32 or
             float16; float16 is converted to float32 block by block, all arithmetic is float32).
         sq_norms: [N, H*W] float32 squared norms of the centred rows (as stored).
+        augmented: float32 banks only: the [N, H*W, C+1] rows with their squared norm appended, which
+            ``rows`` and ``sq_norms`` are views of (the bank is held once). One plain GEMM of a block of it
+            with the query's [-2q, 1] gives |g|^2 - 2 q.g without a separate broadcast of the norms.
         centre: [C] float32 mean feature of the stage (distances are translation invariant; centring limits
             the cancellation of |q|^2 + |g|^2 - 2 q.g).
         height: stage map height.
@@ -35,6 +38,7 @@ class StageBank:
     centre: torch.Tensor
     height: int
     width: int
+    augmented: torch.Tensor | None = None
 
     @classmethod
     def from_features(cls, features: torch.Tensor, storage: torch.dtype = torch.float32) -> StageBank:
@@ -55,7 +59,11 @@ class StageBank:
         rows = (f32 - centre.view(1, c, 1, 1)).permute(0, 2, 3, 1).reshape(n, h * w, c)
         stored = rows.to(storage).contiguous()
         as_used = stored.float()
-        return cls(stored, (as_used * as_used).sum(2).contiguous(), centre.contiguous(), h, w)
+        sq_norms = (as_used * as_used).sum(2)
+        if storage != torch.float32:
+            return cls(stored, sq_norms.contiguous(), centre.contiguous(), h, w)
+        augmented = torch.cat([stored, sq_norms.unsqueeze(2)], dim=2)
+        return cls(augmented[:, :, :c], augmented[:, :, c], centre.contiguous(), h, w, augmented)
 
     @property
     def nbytes(self) -> int:
@@ -77,16 +85,18 @@ def full_search(
     """For each row of query [L, C], the exact L2 distance to its nearest row among the bank's ``images``.
 
     Query blocks x gallery blocks: each block's |g|^2 - 2 q.g (|q|^2 is constant per row, so the argmin needs
-    no more) is written by one addmm into a reused buffer of at most ``block_bytes`` and reduced at once to
-    its per-row minimum (values only: an argmin per block costs 15x a plain minimum on CPU). The block that
-    holds each row's minimum is searched again for the winner, whose distance is then recomputed by direct
+    no more) is written by one GEMM into a reused buffer of at most ``block_bytes`` and reduced at once to
+    its per-row minimum (values only: an argmin per block costs 15x a plain minimum on CPU). With a float32
+    bank the GEMM is a plain product of the query's [-2q, 1] and the bank's augmented [g, |g|^2] rows; a
+    float16 bank's block is converted and augmented once per gallery block. The block that holds each
+    row's minimum is searched again for the winner, whose distance is then recomputed by direct
     difference, so the result is exact float32.
 
     Args:
         query: [L, C] float32 query features (not centred).
         bank: the stage's gallery bank.
         images: [K] gallery image indices to search.
-        block_bytes: upper bound of one distance block (CPU_BLOCK_BYTES keeps it in cache on CPU).
+        block_bytes: upper bound of one distance block (CPU_BLOCK_BYTES: few, large GEMMs on CPU).
         precision: candidate-search arithmetic on CUDA (tf32, bfloat16); float32 everywhere else.
     """
     if images.numel() == 0:
@@ -100,24 +110,34 @@ def full_search(
     image_list = images.tolist()
     vals = torch.empty((len(image_list) * len(starts), locations), device=q.device)
     buf = torch.empty((qb, gb), device=q.device)
+    q_aug = torch.cat([-2.0 * q, torch.ones((locations, 1), device=q.device)], dim=1)
     blk = 0
     for image in image_list:
-        rows, norms = bank.rows[image], bank.sq_norms[image]
         for gs in starts:
-            g = rows[gs : gs + gb].float()  # float16 banks: converted once per gallery block
-            g_sq = norms[gs : gs + gb].unsqueeze(0)
+            g_aug = _augmented_block(bank, image, gs, gb)
             for qs in range(0, locations, qb):
-                qq = q[qs : qs + qb]
-                out = buf[: qq.shape[0], : g.shape[0]]
+                rows = min(qb, locations - qs)
+                out = buf[:rows, : g_aug.shape[0]]
                 if fast:
-                    out.copy_(g_sq - 2.0 * _search_matmul(qq, g, precision))
+                    g = g_aug[:, :-1]
+                    out.copy_(
+                        g_aug[:, -1].unsqueeze(0) - 2.0 * _search_matmul(q[qs : qs + rows], g, precision)
+                    )
                 else:
-                    torch.addmm(g_sq, qq, g.T, alpha=-2.0, out=out)
-                torch.amin(out, 1, out=vals[blk, qs : qs + qq.shape[0]])
+                    torch.mm(q_aug[qs : qs + rows], g_aug.T, out=out)
+                torch.amin(out, 1, out=vals[blk, qs : qs + rows])
             blk += 1
     winners = _winners(q, bank, image_list, starts, gb, vals.argmin(0))
     exact: torch.Tensor = torch.linalg.vector_norm(q - winners, dim=1)
     return exact
+
+
+def _augmented_block(bank: StageBank, image: int, start: int, rows: int) -> torch.Tensor:
+    """[rows, C+1] float32 gallery rows of one image from ``start``, each with its squared norm appended."""
+    if bank.augmented is not None:
+        return bank.augmented[image, start : start + rows]
+    g = bank.rows[image, start : start + rows].float()  # float16 banks: converted once per gallery block
+    return torch.cat([g, bank.sq_norms[image, start : start + rows].unsqueeze(1)], dim=1)
 
 
 def _winners(

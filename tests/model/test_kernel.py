@@ -10,6 +10,7 @@ from inspector.model import kernel
 from tests.model.test_spade import REL_TOL, ref_stage_map, rel_err
 
 FP16_REL_TOL = 1e-3
+QUERY_BLOCK_ROWS = 256  # query rows per block in the tests, so small maps still span several blocks
 
 
 def ref_window_map(test: np.ndarray, gallery: np.ndarray, neighbours: np.ndarray, radius: int) -> np.ndarray:
@@ -46,12 +47,13 @@ def _maps(
         (5, 2, 3, 4, 4, 4),  # one-row gallery blocks
         (9, 4, 8, 5, 7, 4 * 35 * 13),  # 13-row blocks over 35-row images: a partial last block per image
         (12, 12, 16, 6, 6, 1 << 20),  # one block per image
-        (7, 3, 24, 23, 25, 4 * 512 * 100),  # 575 locations: two query blocks, the second partial
+        (7, 3, 24, 23, 25, 4 * 256 * 100),  # 575 locations: three query blocks of 256, the last partial
     ],
 )
 def test_full_search_equals_float64_brute_force(
-    n: int, kk: int, c: int, h: int, w: int, block_bytes: int
+    n: int, kk: int, c: int, h: int, w: int, block_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(kernel, "CPU_QUERY_BLOCK_ROWS", QUERY_BLOCK_ROWS)
     test, gallery, nb = _case(n * c + h, n, c, h, w, kk)
     got = _maps(test, gallery, nb, kernel.Search("full", 0, block_bytes), torch.float32)
     assert rel_err(got, ref_stage_map(test, gallery, nb)) < REL_TOL
@@ -61,6 +63,14 @@ def test_full_search_with_a_float16_bank_is_within_1e3_of_the_float32_reference(
     test, gallery, nb = _case(4, 8, 24, 7, 9, 5)
     got = _maps(test, gallery, nb, kernel.Search("full", 0, 4 * 63 * 10), torch.float16)
     assert rel_err(got, ref_stage_map(test, gallery, nb)) < FP16_REL_TOL
+
+
+def test_float32_bank_holds_rows_and_norms_once_as_views_of_the_augmented_rows() -> None:
+    bank = kernel.StageBank.from_features(torch.randn(3, 5, 4, 4))
+    assert bank.augmented is not None and bank.augmented.shape == (3, 16, 6)
+    assert bank.rows.data_ptr() == bank.augmented.data_ptr()
+    torch.testing.assert_close(bank.augmented[:, :, 5], (bank.rows**2).sum(2))
+    assert bank.nbytes == bank.augmented.numel() * 4 + bank.centre.numel() * 4
 
 
 def test_float16_bank_stores_half_the_bytes_and_computes_norms_in_float32() -> None:
