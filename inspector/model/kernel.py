@@ -127,7 +127,7 @@ def full_search(
                     torch.mm(q_aug[qs : qs + rows], g_aug.T, out=out)
                 torch.amin(out, 1, out=vals[blk, qs : qs + rows])
             blk += 1
-    winners = _winners(q, bank, image_list, starts, gb, vals.argmin(0))
+    winners = _winners(q_aug, bank, image_list, starts, gb, vals.argmin(0))
     exact: torch.Tensor = torch.linalg.vector_norm(q - winners, dim=1)
     return exact
 
@@ -141,20 +141,28 @@ def _augmented_block(bank: StageBank, image: int, start: int, rows: int) -> torc
 
 
 def _winners(
-    q: torch.Tensor, bank: StageBank, images: list[int], starts: list[int], gb: int, best_blk: torch.Tensor
+    q_aug: torch.Tensor,
+    bank: StageBank,
+    images: list[int],
+    starts: list[int],
+    gb: int,
+    best_blk: torch.Tensor,
 ) -> torch.Tensor:
-    """[L, C] float32 centred gallery row nearest each query row, given the block that holds its minimum."""
-    winners = torch.empty_like(q)
+    """[L, C] float32 centred gallery row nearest each query row, given the block that holds its minimum.
+
+    ``q_aug`` is the query's [-2q, 1]; the rows are sorted by their block once, so each block's rows are one
+    contiguous slice searched by one GEMM.
+    """
     order = torch.argsort(best_blk)
     blocks, counts = torch.unique_consecutive(best_blk[order], return_counts=True)
-    at = 0
+    q_sorted = q_aug[order]
+    found, at = [], 0
     for blk, count in zip(blocks.tolist(), counts.tolist(), strict=True):
-        where = order[at : at + count]
+        g_aug = _augmented_block(bank, images[blk // len(starts)], starts[blk % len(starts)], gb)
+        found.append(g_aug[torch.mm(q_sorted[at : at + count], g_aug.T).argmin(1), :-1])
         at += count
-        image, gs = images[blk // len(starts)], starts[blk % len(starts)]
-        g = bank.rows[image, gs : gs + gb].float()
-        part = torch.addmm(bank.sq_norms[image, gs : gs + gb].unsqueeze(0), q[where], g.T, alpha=-2.0)
-        winners[where] = g[part.argmin(1)]
+    winners = torch.empty((q_aug.shape[0], q_aug.shape[1] - 1), device=q_aug.device)
+    winners[order] = torch.cat(found)
     return winners
 
 
