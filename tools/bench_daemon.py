@@ -331,6 +331,9 @@ def isolated_phase(
                     raise RuntimeError(f"{label}: the phase process ended without a result") from None
     finally:
         child.join(JOIN_TIMEOUT_S)
+        if child.is_alive():  # a phase past its deadline: do not leave its daemon running
+            child.kill()
+            child.join(JOIN_TIMEOUT_S)
 
 
 def report(
