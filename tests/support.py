@@ -35,9 +35,10 @@ from inspector.daemon.products import ProductRegistry, load_products, product_lo
 from inspector.daemon.worker import ModelWorker
 from inspector.demo.daemon import DEMO_MODEL
 from inspector.demo.data import read_video_frames, write_demo_video, write_good_part_images
-from inspector.model.build import build_gallery, calibrate_gallery
+from inspector.model.build import build_gallery
 from inspector.model.engine import BackboneCache
 from inspector.model.gallery import read_gallery_hash
+from inspector.model.thresholds import calibrate_gallery
 
 FRAME_SIDE_PX = 160
 GALLERY_IMAGES = 30

@@ -204,6 +204,12 @@ def gallery_problems(config: InspectorConfig) -> list[str]:
             readable[path] = read_manifest(path)
         except GalleryError as exc:
             problems.append(f"{gallery_field(config, name)}: {exc}")
+            continue
+        if readable[path].calibration is None:
+            problems.append(
+                f"{gallery_field(config, name)}: gallery {path} (product {name}) is not calibrated and cannot "
+                f"serve: run `inspector gallery calibrate --gallery {path}`"
+            )
     if problems:
         return problems
     return daemon_config_conflicts(config, lambda path: readable[path])
@@ -346,6 +352,9 @@ def _run_daemon(
     from inspector.bus.publisher import PublisherError
     from inspector.capture.shared import CaptureError
     from inspector.daemon.lifecycle import Daemon
+    from inspector.model.backbone import BackboneError
+    from inspector.model.engine import EngineError
+    from inspector.model.header import GalleryError
     from inspector.ops.endpoint import MetricsError
     from inspector.ops.signals import capture_signals
     from inspector.outputs.http import OutputError
@@ -359,6 +368,11 @@ def _run_daemon(
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
+    except (GalleryError, EngineError, BackboneError) as exc:
+        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights or
+        # an unusable device: fixed by an engineer, not by a restart (systemd does not restart on 78)
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_CONFIG
     if daemon.pipeline_running:
         # A hung model call cannot be interrupted; everything it held is already counted and logged.
         early.stop()

@@ -23,6 +23,7 @@ from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.security import SecurityConfig
+from inspector.config.sources import ENV_NESTED_DELIMITER, ENV_PREFIX
 from inspector.config.supervision import SupervisionConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
@@ -30,8 +31,6 @@ from inspector.config.worker import WorkerConfig
 MAX_CAMERAS = 64
 MAX_PRODUCTS = 32  # every product's gallery is loaded at start-up: a bounded number
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
-ENV_PREFIX = "INSPECTOR_"
-ENV_NESTED_DELIMITER = "__"
 
 
 class InspectorConfig(BaseSettings):

@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad command line, or an endpoint that cannot be used
 EXIT_UNREADABLE = 3  # score: at least one image could not be read
+EXIT_TARGET_MISSED = 4  # eval: a gallery rejected more good parts than its false-reject target allows
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: a bad configuration; systemd must not restart on it
 EXIT_INTERRUPTED = 130  # a second Ctrl-C forced the exit (128 + SIGINT)
 

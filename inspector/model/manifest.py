@@ -105,6 +105,9 @@ class SourceImage(_Strict):
 
     name: str = Field(min_length=1)
     sha256: str = Field(pattern=_SHA256_PATTERN)
+    # absent in galleries built before sizes were recorded (then not in the manifest, nor in its hash)
+    width_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
+    height_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
 
 
 class Calibration(_Strict):
@@ -169,6 +172,25 @@ class Calibration(_Strict):
             return threshold_at_rate(values, rate)
         fraction = self.tail_fraction or TAIL_FRACTION_DEFAULT
         return threshold_for(np.array(values, dtype=np.float64), rate, self.tail, fraction)  # type: ignore[arg-type]
+
+    def degeneracies(self) -> list[str]:
+        """Why these thresholds cannot serve (empty when they can): a zero or non-finite stage scale, or a
+        threshold at or below the smallest normal value it was set from (every normal part would fail)."""
+        problems = []
+        if self.stage_scales is not None and not all(math.isfinite(v) and v > 0 for v in self.stage_scales):
+            problems.append(
+                f"stage scales {self.stage_scales} are not all positive: the normal images lie at distance 0 "
+                "from the gallery (are they gallery images?)"
+            )
+        for name, threshold, values in (
+            ("image threshold", self.image_threshold, self.normal_scores),
+            ("pixel threshold", self.pixel_threshold, self.normal_map_max),
+        ):
+            if not math.isfinite(threshold) or threshold <= min(values):
+                problems.append(
+                    f"{name} {threshold:.6g} is at or below the smallest normal score {min(values):.6g}"
+                )
+        return problems
 
     def inconsistencies(self) -> list[str]:
         """What disagrees with the recorded normal scores (empty when the calibration is consistent)."""

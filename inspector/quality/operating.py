@@ -33,6 +33,11 @@ class OperatingPoint:
         return self.false_rejects / max(1, self.n_good)
 
     @property
+    def meets_target(self) -> bool:
+        """No more false rejects than a true rate at the target gives for this many good images (95%)."""
+        return self.false_rejects <= self.target_counts[1]
+
+    @property
     def inside_target(self) -> bool:
         """The realised false rejects are within what the target rate gives for this many good images."""
         return self.target_counts[0] <= self.false_rejects <= self.target_counts[1]
@@ -77,6 +82,21 @@ def operating_point(
         target_counts=calib.target_interval(int(good.size), target),
         test_threshold=oracle,
         test_threshold_escapes=int(np.count_nonzero(bad <= oracle)),
+    )
+
+
+def verdict_line(name: str, op: OperatingPoint) -> str:
+    """The sentence a person reads first: does the gallery meet its false-reject target on these images?
+
+    ``<name>: gallery MEETS the 1% false-reject target: 0 of 20 good parts rejected (...), 2 of 63 defects
+    passed``; MISSES when more good parts were rejected than the target allows for this many (95%).
+    """
+    word = "MEETS" if op.meets_target else "MISSES"
+    lo, hi = op.interval
+    return (
+        f"{name}: gallery {word} the {op.target:.2%} false-reject target: {op.false_rejects} of {op.n_good} "
+        f"good parts rejected ({op.false_reject_rate:.1%}, 95% CI {lo:.1%}-{hi:.1%}; the target allows at most "
+        f"{op.target_counts[1]} of {op.n_good}), {op.escapes} of {op.n_defect} defects passed"
     )
 
 

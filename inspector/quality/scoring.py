@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from inspector.config.runtime import RuntimeConfig
-from inspector.core.names import EXIT_OK, EXIT_UNREADABLE
+from inspector.core.names import EXIT_OK, EXIT_UNREADABLE, IMAGE_SUFFIXES
 from inspector.model.engine import Inspector, ScoreResult, iter_batches
 from inspector.model.maps import MAP_FULL_SCALE_X_THRESHOLD, overlay_heatmap
 from inspector.model.preprocess import ImageReadError, read_image
@@ -106,6 +106,19 @@ def unique_stem(path: Path, taken: set[str]) -> str:
     return stem
 
 
+def expand_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; a folder becomes the images directly in it, sorted by name (a folder without images
+    stays itself, so that it is reported as unreadable in its place)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            out += images or [path]
+        else:
+            out.append(path)
+    return out
+
+
 def score_paths(
     gallery: Path,
     paths: Sequence[Path],
@@ -116,6 +129,7 @@ def score_paths(
 ) -> int:
     """The ``inspector score`` command. Returns 0, or 3 when any file could not be read."""
     inspector = Inspector.from_gallery(gallery, runtime)
+    paths = expand_paths(paths)
     cal = inspector.gallery.manifest.calibration
     assert cal is not None
     unreadable = 0

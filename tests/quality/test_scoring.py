@@ -14,10 +14,11 @@ import pytest
 from inspector.config.model import ModelConfig
 from inspector.core.names import EXIT_OK, EXIT_UNREADABLE
 from inspector.demo.data import write_dataset
-from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.build import build_gallery, list_images
 from inspector.model.engine import Inspector, ScoreResult
 from inspector.model.gallery import load_gallery
 from inspector.model.preprocess import read_image
+from inspector.model.thresholds import calibrate_gallery
 from inspector.quality.scoring import FileScore, format_line, score_files, score_paths, write_overlays
 from tests.support import calibration_config as _calibration
 from tests.support import read_png, runtime_config
