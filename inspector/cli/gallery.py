@@ -210,11 +210,16 @@ def summarised(calibration: dict[str, Any], full: bool) -> dict[str, Any]:
 
 
 def cmd_gallery_info(args: argparse.Namespace) -> int:
-    """Validate a gallery and print its manifest (score lists summarised unless --scores)."""
+    """Validate a gallery and print its manifest (score lists summarised unless --scores) and what of a
+    frame of its images' size is inspected."""
     from inspector.model.gallery import load_gallery
+    from inspector.model.geometry import typical_geometry
 
     gallery = load_gallery(args.gallery)
     manifest = gallery.manifest.model_dump(mode="json")
+    manifest["inspected"] = (
+        typical_geometry(gallery.manifest) or "not recorded (built before image sizes were)"
+    )
     if not args.sources:
         manifest["sources"] = f"{len(manifest['sources'])} files (--sources lists them)"
     if manifest.get("calibration"):

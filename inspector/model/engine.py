@@ -20,6 +20,7 @@ from inspector.core.records import CropBox
 from inspector.model import kernel, spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.model.gallery import Gallery, check_expected, load_gallery
+from inspector.model.geometry import frame_area_px
 from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
 from inspector.model.maps import defect_mask
@@ -81,7 +82,8 @@ class ScoreResult:
         pixel_threshold: calibrated pixel threshold (the mask is the map above it).
         anomaly_map: float32 [crop, crop] map in model-input (crop) coordinates.
         mask: uint8 0/255 [crop, crop], anomaly_map above the pixel threshold.
-        defect_area_px: mask pixels set.
+        defect_area_px: mask pixels set (the crop's pixels, as the bus's mask).
+        defect_area_frame_px: the frame pixels those mask pixels cover.
         crop: the BGR crop the network saw.
         timings_ms: the batch's time per stage in milliseconds.
         crop_box: where the crop (and so the map and mask) lies in the scored image.
@@ -101,6 +103,7 @@ class ScoreResult:
     timings_ms: dict[str, float]
     crop_box: CropBox | None = None
     neighbours: tuple[str, ...] = ()
+    defect_area_frame_px: int = 0
 
 
 class BackboneCache:
@@ -384,6 +387,7 @@ class Inspector:
         for i, s in enumerate(scores):
             amap = raw.maps[i]
             mask = defect_mask(amap, cal.pixel_threshold)
+            area = int(np.count_nonzero(mask))
             results.append(
                 ScoreResult(
                     score=float(s),
@@ -394,11 +398,12 @@ class Inspector:
                     map_max=float(raw.map_max[i]),
                     anomaly_map=amap,
                     mask=mask,
-                    defect_area_px=int(np.count_nonzero(mask)),
+                    defect_area_px=area,
                     crop=prepared.crops[i],
                     timings_ms=dict(timings),
                     crop_box=prepared.boxes[i],
                     neighbours=tuple(names[j] for j in nearest[i]),
+                    defect_area_frame_px=frame_area_px(area, prepared.boxes[i]),
                 )
             )
         return results

@@ -159,6 +159,7 @@ def test_gallery_add_keeps_a_hold_out_calibration_and_redoes_it_with_the_folder(
             shutil.copyfile(p, folder / p.name)
     calibrate = ["gallery", "calibrate", "--gallery", str(copy), "--normal-dir", str(holdout)]
     assert main([*calibrate, "--target-frr", "0.2", "--config", str(config)]) == EXIT_OK
+    assert "WARNING: hold-out folder too small for the target: 6 normal images" in capsys.readouterr().out
     held = load_gallery(copy).manifest.calibration
     assert held is not None and held.method == "holdout"
     capsys.readouterr()
@@ -207,3 +208,18 @@ def test_eval_of_an_existing_gallery_says_whether_it_meets_its_target_and_exits_
         first.startswith("part: gallery MISSES the 1.00% false-reject target: ")
         and "good parts rejected" in first
     )
+
+
+def test_scoring_an_image_of_another_size_warns_naming_both_sizes_and_still_scores_it(
+    gallery: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = read_image(list_images(data / "test" / "good")[0])
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), cv2.resize(image, (SIZE_PX * 2, SIZE_PX)))
+    assert main(["score", "--gallery", str(gallery), str(wide), "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"warning: {wide}: frame size {SIZE_PX * 2}x{SIZE_PX} px does not match the gallery's images "
+        f"({SIZE_PX}x{SIZE_PX} px, +/-10%): another camera, resolution or product?"
+    )
+    assert '"kind": "verdict"' in captured.out

@@ -131,11 +131,15 @@ def test_overlay_dir_gets_an_overlay_and_a_mask_png_per_image(
     assert sorted(f.name for f in out_dir.iterdir()) == sorted(
         f"{p.stem}_{kind}.png" for p in paths for kind in ("overlay", "mask")
     )
+    offset = (SIZE_PX - CROP_PX) // 2
     for p, d in zip(paths, docs, strict=True):
+        # both in frame pixels: the whole frame, what was inspected framed, the mask where the part is
+        assert d["inspected_px"] == [offset, offset, offset + CROP_PX, offset + CROP_PX]
         mask = read_png(out_dir / f"{p.stem}_mask.png")
-        assert mask.shape == (CROP_PX, CROP_PX) and set(np.unique(mask).tolist()) <= {0, 255}
-        assert int(np.count_nonzero(mask)) == d["defect_area_px"]
-        assert read_png(out_dir / f"{p.stem}_overlay.png").shape == (CROP_PX, CROP_PX, 3)
+        assert mask.shape == (SIZE_PX, SIZE_PX) and set(np.unique(mask).tolist()) <= {0, 255}
+        assert d["defect_area_frame_px"] == d["defect_area_px"]  # the crop is not scaled: 1 px each
+        assert int(np.count_nonzero(mask)) == d["defect_area_frame_px"]
+        assert read_png(out_dir / f"{p.stem}_overlay.png").shape == (SIZE_PX, SIZE_PX, 3)
 
 
 def test_unreadable_images_are_reported_per_file_and_the_rest_scored_with_exit_3(
@@ -196,9 +200,12 @@ def test_gallery_info_prints_the_manifest(
     full = loaded.manifest.model_dump(mode="json")
     summary = {"n": N_TRAIN, "min": min(cal.normal_scores), "max": max(cal.normal_scores)}
     assert summary.items() <= info["calibration"]["normal_scores"].items()
-    assert {k: v for k, v in info.items() if k not in ("calibration", "sources", "gallery_sha256")} == {
-        k: v for k, v in full.items() if k not in ("calibration", "sources")
-    }
+    assert info["inspected"].startswith(
+        "x 8-120, y 8-120 of 128x128 (77% of the frame; never inspected: 8 px"
+    )
+    assert {
+        k: v for k, v in info.items() if k not in ("calibration", "sources", "gallery_sha256", "inspected")
+    } == {k: v for k, v in full.items() if k not in ("calibration", "sources")}
     assert info["gallery_sha256"] == loaded.sha256 and info["sources"].startswith(f"{N_TRAIN} files")
     assert main(["gallery", "info", str(gallery), "--scores"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["calibration"] == full["calibration"]
