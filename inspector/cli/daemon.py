@@ -215,6 +215,21 @@ def gallery_problems(config: InspectorConfig) -> list[str]:
     return daemon_config_conflicts(config, lambda path: readable[path])
 
 
+def parts_problems(config: InspectorConfig) -> list[str]:
+    """What ``[parts]`` says: a URL SQLAlchemy cannot read, an unreadable password file, no spool folder."""
+    from inspector.records.store import PartsConfigError, connection_url, database_url, spool_folder
+
+    url = database_url(config.parts, os.environ)
+    if url is None:
+        return []
+    try:
+        spool_folder(config.parts, os.environ, url)
+        connection_url(config.parts, url)  # reads the URL and the password file; connects to nothing
+    except PartsConfigError as exc:
+        return [str(exc)]
+    return []
+
+
 def security_problems(config: InspectorConfig) -> list[str]:
     """What ``[security]`` says: key files that cannot be used, galleries without an allowed signature."""
     from inspector.bus.curve import load_curve_server
@@ -244,7 +259,7 @@ def security_problems(config: InspectorConfig) -> list[str]:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
     config = load_run_config(args.file)
-    problems = gallery_problems(config)
+    problems = parts_problems(config) + gallery_problems(config)
     problems = problems or security_problems(config)
     if problems:
         raise ConfigError(str(args.file), problems)
@@ -343,7 +358,7 @@ def _run_daemon(
     notifier: SdNotifier,
 ) -> int:
     """Check the galleries, then run the daemon on the bound publisher (the heavy imports happen here)."""
-    problems = gallery_problems(config)
+    problems = parts_problems(config) + gallery_problems(config)
     if problems:
         raise ConfigError(str(args.config), problems)
 

@@ -19,6 +19,7 @@ from inspector.config.logs import LoggingConfig
 from inspector.config.metrics import MetricsConfig
 from inspector.config.model import ModelConfig
 from inspector.config.opcua import OpcUaConfig
+from inspector.config.parts import PartsConfig
 from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
@@ -60,6 +61,7 @@ class InspectorConfig(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    parts: PartsConfig = Field(default_factory=PartsConfig)
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 # Exit codes of every command (sysexits-style where one fits).
@@ -51,3 +52,10 @@ The metrics create every one at 0 per camera, so the first drop is visible to ``
 QUEUES: tuple[str, ...] = ("capture", "batcher")
 """Queues a frame waits in (``inspector_queue_depth{queue, camera}``): its camera's capture channel, then the
 batcher in front of the model worker."""
+
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # set by systemd from StateDirectory= (colon-separated when several)
+
+
+def state_directory(env: Mapping[str, str]) -> str:
+    """The first folder systemd's ``StateDirectory=`` gives (empty outside systemd)."""
+    return env.get(STATE_DIRECTORY_ENV, "").split(":")[0]

@@ -60,6 +60,7 @@ class DaemonStatus:
         self._pipeline: Pipeline | None = None
         self._pipeline_alive: Callable[[], bool] = lambda: False
         self._undelivered: dict[str, int] = {}
+        self._conditions: list[Callable[[], list[str]]] = []
         self._rates: dict[str, deque[tuple[float, int]]] = {
             c.name: deque(maxlen=FPS_SAMPLES) for c in config.cameras
         }
@@ -67,6 +68,14 @@ class DaemonStatus:
     def attach(self, capture: CaptureManager, pipeline: Pipeline, pipeline_alive: Callable[[], bool]) -> None:
         """Start reporting on the running capture and pipeline."""
         self._capture, self._pipeline, self._pipeline_alive = capture, pipeline, pipeline_alive
+
+    def add_condition(self, reasons: Callable[[], list[str]]) -> None:
+        """Also report degraded while ``reasons()`` names anything (an output that cannot do its work)."""
+        self._conditions.append(reasons)
+
+    def degraded_reasons(self) -> list[str]:
+        """What the added conditions name now (the parts database unreachable, ...)."""
+        return [reason for condition in self._conditions for reason in condition()]
 
     def record_undelivered(self, counts: dict[str, int]) -> None:
         """Frames captured but never handed to the pipeline at a failed shutdown (counted as dropped)."""
@@ -83,14 +92,15 @@ class DaemonStatus:
         return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
 
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down after a failure, or the worker stalled) or stopping.
+        """starting, ready, degraded (a camera down after a failure, the worker stalled, or an output that
+        cannot do its work) or stopping.
 
         A camera still opening its source for the first time (``starting``) or paused is not down.
         """
         if self.phase != "ready":
             return self.phase
         cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
-        return "ready" if cameras_ok and self.healthy() else "degraded"
+        return "ready" if cameras_ok and self.healthy() and not self.degraded_reasons() else "degraded"
 
     def sample_rates(self) -> None:
         """Record each camera's frame count now (call about once a second) for :meth:`fps`."""
@@ -125,6 +135,7 @@ class DaemonStatus:
         """The daemon as a whole, for the control socket: state, boot id, uptime, verdicts published."""
         return {
             "state": self.state(),
+            "degraded": self.degraded_reasons(),
             "boot_id": self.boot_id,
             "uptime_s": round(self._monotonic() - self._started_at, 3),
             "frames_published": self._verdicts_published(),

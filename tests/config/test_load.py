@@ -35,6 +35,7 @@ OPTIONAL = {
     "runtime": {"weights", "batch_size"},
     "worker": {"gallery"},
     "archive": {"directory"},
+    "parts": {"url", "password_file", "spool_dir"},
     "security": {"curve_server_secret_key"},
     "opcua": {"users_file", "certificate", "private_key"},
 }  # commented out: examples of values, or offline-only
