@@ -322,15 +322,20 @@ async function readUntil(o) {
     }
 }
 
-// Failed logins while a logged-in session keeps reading: each attempt's refusal, and how many reads that
-// session completed while the attempt was pending (a check on the server's loop would stall them all).
+// Failed logins while a logged-in session keeps reading: each attempt is an ActivateSession alone (a
+// session of the PLC's user changing its identity, so no handshake is counted), its status, and how many
+// reads the other session completed while it was pending. A password check on the server's loop stalls
+// them all; one off the loop, that costs the same for an unknown user, lets many through.
 async function logins(o) {
     const link = await open(o);
     try {
         const ns = await namespaceIndex(link.session);
         const nodeId = await resolve(link.session, ns, `Inspector/Cameras/${o.camera}/State`);
         const attempts = [];
+        const others = []; // logged in before the first failure: a success forgives the address its failures
+        for (let i = 0; i < o.attempts.length; i++) others.push(await open({ ...o, work: path.join(o.work, `attempt-${i}`) }));
         for (const attempt of o.attempts) {
+            const other = others[attempts.length];
             let pending = true;
             let reads = 0;
             const reader = (async () => {
@@ -339,17 +344,17 @@ async function logins(o) {
                     if (pending) reads += 1;
                 }
             })();
-            let status = "Good";
+            let status;
             try {
-                const other = await open({ ...o, user: attempt.user, password: attempt.password,
-                    work: path.join(o.work, `attempt-${attempts.length}`) });
-                await close(other);
+                const identity = { type: ua.UserTokenType.UserName, userName: attempt.user, password: attempt.password };
+                status = (await other.client.changeSessionIdentity(other.session, identity)).name;
             } catch (error) {
                 status = statusName(error);
             }
             pending = false;
             await reader;
             attempts.push({ user: attempt.user, status, readsWhilePending: reads });
+            await close(other).catch(() => undefined);
         }
         return { attempts };
     } finally {
