@@ -36,7 +36,7 @@ OPTIONAL = {
     "worker": {"gallery"},
     "archive": {"directory"},
     "security": {"curve_server_secret_key"},
-    "opcua": {"users_file", "certificate", "private_key"},
+    "opcua": {"users_file", "certificate", "private_key", "application_uri", "pki_dir"},
 }  # commented out: examples of values, or offline-only
 
 
