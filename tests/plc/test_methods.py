@@ -9,7 +9,7 @@ from asyncua import ua
 
 from inspector.plc.methods import Param, check_arguments, checked
 
-OWNER = ua.NodeId(ua.Int32(5), ua.UInt16(2))
+OWNER = ua.NodeId(ua.Int32(5), ua.Int16(2))
 PARAMS = (Param("PartId", ua.VariantType.String), Param("ResultId", ua.VariantType.UInt64))
 
 

@@ -73,7 +73,7 @@ def test_a_revocation_list_counts_only_when_the_issuer_signed_it(tmp_path: Path)
     trust(tmp_path / "ca.der", pki)
     revoked, kept = make_client(tmp_path, "revoked", ca), make_client(tmp_path, "kept", ca)
     forged = (ca[0], forger[1])  # the CA's name, another key
-    write_crl(pki / "trusted" / "crl" / "forged.crl", forged, [kept.cert])  # type: ignore[arg-type]
+    write_crl(pki / "trusted" / "crl" / "forged.crl", forged, [kept.cert])
     write_crl(pki / "trusted" / "crl" / "ca.crl", ca, [revoked.cert])
     refusal = TrustList(pki).check(der(revoked.der))
     assert refusal is not None and refusal.code == StatusCodes.BadCertificateRevoked
