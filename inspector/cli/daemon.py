@@ -256,11 +256,18 @@ def security_problems(config: InspectorConfig) -> list[str]:
     return problems
 
 
+def opcua_problems(config: InspectorConfig) -> list[str]:
+    """What the OPC UA server's certificate says against ``[opcua]`` (its URI, validity period and key)."""
+    from inspector.plc.certificates import certificate_problems
+
+    return certificate_problems(config.opcua)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
     config = load_run_config(args.file)
     problems = parts_problems(config) + gallery_problems(config)
-    problems = problems or security_problems(config)
+    problems = problems or security_problems(config) + opcua_problems(config)
     if problems:
         raise ConfigError(str(args.file), problems)
     cameras = ", ".join(
@@ -359,6 +366,7 @@ def _run_daemon(
 ) -> int:
     """Check the galleries, then run the daemon on the bound publisher (the heavy imports happen here)."""
     problems = parts_problems(config) + gallery_problems(config)
+    problems += opcua_problems(config) if config.opcua.enabled else []
     if problems:
         raise ConfigError(str(args.config), problems)
 

@@ -195,7 +195,12 @@ class Daemon:
             return None
         cameras = [c.name for c in cfg.cameras]
         self._plc = PlcSink(
-            cfg.opcua, cameras, self.line.commands.handle, self.status.heartbeat, cfg.bus.heartbeat_interval_s
+            cfg.opcua,
+            cameras,
+            self.line.commands.handle,
+            self.status.heartbeat,
+            cfg.bus.heartbeat_interval_s,
+            self._registry,
         )
         self.output_ports["opcua"] = port = self._plc.start()
         self._log.info("output_listening", section="opcua", address=cfg.opcua.bind_address, port=port)

@@ -37,7 +37,7 @@ OPTIONAL = {
     "archive": {"directory"},
     "parts": {"url", "password_file", "spool_dir"},
     "security": {"curve_server_secret_key"},
-    "opcua": {"users_file", "certificate", "private_key"},
+    "opcua": {"users_file", "certificate", "private_key", "application_uri", "pki_dir"},
 }  # commented out: examples of values, or offline-only
 
 
