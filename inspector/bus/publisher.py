@@ -244,6 +244,7 @@ def verdict_header(
         verdict=outcome.verdict,
         score=outcome.score,
         threshold=outcome.threshold,
+        review_threshold=outcome.review_threshold,
         defect_area_px=outcome.defect_area_px,
         product=frame.product,
         gallery=outcome.gallery,

@@ -27,9 +27,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspector.core.errors import validation_lines
-from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, CameraState, Verdict
+from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, SCORED_VERDICTS, CameraState, Verdict
 
-SCHEMA_VERSION = 3  # 2: product, camera state; 3: verdict age_ms, camera state starting
+SCHEMA_VERSION = 4  # 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -122,6 +122,11 @@ class VerdictHeader(_WireModel):
     )
     threshold: FiniteFloat | None = Field(
         default=None, description="Image threshold; FAIL when score > threshold."
+    )
+    review_threshold: FiniteFloat | None = Field(
+        default=None,
+        description="Review threshold of a gallery with a review band (null without one): REVIEW when "
+        "review_threshold < score <= threshold.",
     )
     defect_area_px: int | None = Field(
         default=None, ge=0, description="Mask pixels above the pixel threshold."
@@ -390,7 +395,7 @@ def _verdict_rules() -> list[dict[str, Any]]:
     number = {"type": "number"}
     return [
         {
-            "if": {"properties": {"verdict": {"enum": ["PASS", "FAIL"]}}},
+            "if": {"properties": {"verdict": {"enum": list(SCORED_VERDICTS)}}},
             "then": {"properties": {"score": number, "threshold": number, "error": {"type": "null"}}},
         },
         {

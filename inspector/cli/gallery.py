@@ -33,6 +33,7 @@ def command_config(args: argparse.Namespace) -> InspectorConfig:
         ("leave_out", getattr(args, "leave_out", None)),
         ("tail", getattr(args, "tail", None)),
         ("target_false_reject_rate", getattr(args, "target_frr", None)),
+        ("target_review_rate", getattr(args, "target_review_rate", None)),
     ):
         if value is not None:
             setattr(cfg.calibration, key, value)
@@ -128,6 +129,11 @@ def print_calibration(verb: str, cal: Calibration) -> None:
             f"is at most {cal.false_reject_upper_bound:.2%} (one-sided 95% Clopper-Pearson bound these images "
             f"support); verifying {cal.target_false_reject_rate:g} needs {cal.images_needed} normal images "
             "with no failure"
+        )
+    if cal.review_threshold is not None:
+        print(
+            f"  review threshold {cal.review_threshold:.4f} at target review rate {cal.target_review_rate:g}: "
+            "a score above it and not above the image threshold is REVIEW (a person judges the part)"
         )
     warning = calibration_warning(cal)
     if warning:
@@ -244,6 +250,11 @@ def add_calibration_options(p: argparse.ArgumentParser, leave_out_help: str) -> 
     p.add_argument(
         "--leave-out", choices=["leave_one_out", "leave_m_out", "k_fold"], default=None, help=leave_out_help
     )
+    p.add_argument(
+        "--target-review-rate", type=float, default=None,
+        help="share of normal parts sent to REVIEW by a second threshold below the image threshold "
+        "(default from config: none)",
+    )  # fmt: skip
     p.add_argument(
         "--tail", choices=["empirical", "gaussian", "pareto"], default=None,
         help="how the threshold is read from the normal scores (default from config)",

@@ -29,9 +29,12 @@ CameraState = Literal["starting", "up", "down", "paused", "ended"]
 not delivering (reconnecting after a failure); paused: stopped by the control socket (not a fault); ended: a
 file or folder source finished."""
 
-Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
-VERDICTS: tuple[Verdict, ...] = ("PASS", "FAIL", "TIMEOUT", "ERROR")
-"""Every verdict word. Only PASS means a good part."""
+Verdict = Literal["PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR"]
+VERDICTS: tuple[Verdict, ...] = ("PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR")
+"""Every verdict word. Only PASS means a good part; REVIEW (a gallery with a review band: the score between the
+review and the image threshold) sends the part to a person, FAIL rejects it."""
+SCORED_VERDICTS: tuple[Verdict, ...] = ("PASS", "REVIEW", "FAIL")
+"""The verdicts that carry a score and a threshold."""
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 """A camera name: it becomes the bus topic ``verdict.<name>`` and a metrics label."""

@@ -173,6 +173,7 @@ class ModelWorker:
             verdict=result.verdict,
             score=result.score,
             threshold=result.threshold,
+            review_threshold=result.review_threshold,
             defect_area_px=result.defect_area_px,
             gallery=gallery,
             anomaly_map=result.anomaly_map,

@@ -78,7 +78,8 @@ class ScoreResult:
     Attributes:
         score: image score in the gallery's calibrated mode.
         threshold: calibrated image threshold.
-        verdict: "PASS" or "FAIL" (score above threshold).
+        verdict: "FAIL" (score above threshold), "REVIEW" (above the review threshold, when the gallery has a
+            review band) or "PASS".
         pixel_threshold: calibrated pixel threshold (the mask is the map above it).
         anomaly_map: float32 [crop, crop] map in model-input (crop) coordinates.
         mask: uint8 0/255 [crop, crop], anomaly_map above the pixel threshold.
@@ -92,7 +93,7 @@ class ScoreResult:
 
     score: float
     threshold: float
-    verdict: Literal["PASS", "FAIL"]
+    verdict: Literal["PASS", "REVIEW", "FAIL"]
     pixel_threshold: float
     knn_score: float
     map_max: float
@@ -104,6 +105,7 @@ class ScoreResult:
     crop_box: CropBox | None = None
     neighbours: tuple[str, ...] = ()
     defect_area_frame_px: int = 0
+    review_threshold: float | None = None
 
 
 class BackboneCache:
@@ -393,7 +395,8 @@ class Inspector:
                     score=float(s),
                     threshold=cal.image_threshold,
                     pixel_threshold=cal.pixel_threshold,
-                    verdict="FAIL" if float(s) > cal.image_threshold else "PASS",
+                    verdict=cal.verdict_of(float(s)),
+                    review_threshold=cal.review_threshold,
                     knn_score=float(raw.knn[i]),
                     map_max=float(raw.map_max[i]),
                     anomaly_map=amap,

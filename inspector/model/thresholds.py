@@ -249,8 +249,14 @@ def thresholds_from_scores(
     rate = cfg.target_false_reject_rate
     image = calib.threshold_for(values, rate, cfg.tail, cfg.tail_fraction)
     above = int(np.count_nonzero(values > image))
+    review: dict[str, float] = {}
+    if cfg.target_review_rate is not None:
+        total = rate + cfg.target_review_rate
+        review = {"target_review_rate": cfg.target_review_rate,
+                  "review_threshold": calib.threshold_for(values, total, cfg.tail, cfg.tail_fraction)}  # fmt: skip
     return provisional.model_copy(
         update={
+            **review,
             "image_threshold": image,
             "image_score_median": median(scores),
             "normal_scores": scores,

@@ -37,6 +37,7 @@ RECORD_TYPE = "InspectionResultDataType"
 COUNTERS: tuple[tuple[str, str | None], ...] = (
     ("Count", None),
     ("PassCount", "PASS"),
+    ("ReviewCount", "REVIEW"),
     ("FailCount", "FAIL"),
     ("TimeoutCount", "TIMEOUT"),
     ("ErrorCount", "ERROR"),

@@ -26,6 +26,7 @@ from inspector import __version__
 from inspector.bus.wire import Heartbeat, VerdictHeader
 from inspector.config.load import ConfigError
 from inspector.config.opcua import OpcUaConfig
+from inspector.core.names import SCORED_VERDICTS
 from inspector.plc.certificates import certificate_problems
 from inspector.plc.methods import Handler
 from inspector.plc.nodes import result_values
@@ -49,7 +50,7 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 ASYNCUA_LOG_LEVEL = logging.WARNING
 S, B, I64 = ua.VariantType.String, ua.VariantType.Boolean, ua.VariantType.Int64
-SCORED = ("PASS", "FAIL")
+SCORED = SCORED_VERDICTS
 
 Ops = Callable[[dict[str, Any]], dict[str, Any]]
 """One line-control request and its answer (the control socket, or the daemon's commands directly)."""

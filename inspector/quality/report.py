@@ -25,6 +25,7 @@ from inspector.quality.operating import (
     calibration_lines,
     operating_lines,
     operating_point,
+    review_point,
     verdict_line,
 )
 
@@ -221,17 +222,22 @@ def category_operating_point(ev: CategoryEval) -> OperatingPoint | None:
 
 
 def category_verdict(ev: CategoryEval) -> tuple[bool, str]:
-    """Whether the category's gallery meets its false-reject target, and the sentence that says so."""
+    """Whether the category's gallery meets its false-reject target, and the sentence(s) that say so (the
+    review band's on a second line when the gallery has one)."""
     op = category_operating_point(ev)
     if op is None:
         return True, f"{ev.name}: gallery not calibrated, no target to check"
-    return op.meets_target, verdict_line(ev.name, op)
+    review = review_point(ev.labels, ev.scores, ev.calibration) if ev.calibration else None
+    return op.meets_target, verdict_line(ev.name, op) + (f"\n{review.line(ev.name)}" if review else "")
 
 
 def operating_metrics(ev: CategoryEval) -> dict[str, float]:
     """The operating point against the calibration's target (empty without a calibration record)."""
     op = category_operating_point(ev)
-    return {} if op is None else op.metrics() | {"meets_target": float(op.meets_target)}
+    if op is None or ev.calibration is None:
+        return {}
+    review = review_point(ev.labels, ev.scores, ev.calibration)
+    return op.metrics() | {"meets_target": float(op.meets_target)} | (review.metrics() if review else {})
 
 
 def _category_markdown(ev: CategoryEval, metrics: dict[str, float]) -> list[str]:
@@ -279,7 +285,7 @@ def _report_markdown(
 ) -> str:
     """Whole report.md text."""
     lines = ["# Evaluation report", ""]
-    lines += [f"**{category_verdict(ev)[1]}**" + "  " for ev in evals] + [""]
+    lines += [f"**{line}**  " for ev in evals for line in category_verdict(ev)[1].splitlines()] + [""]
     for ev in evals:
         lines += _category_markdown(ev, metrics[ev.name])
     lines += ["## Settings", "", "| Setting | Value |", "|---|---|"]

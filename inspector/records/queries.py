@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Select, and_, select
 
+from inspector.core.names import VERDICTS
 from inspector.records.schema import parts
 
-VERDICT_WORDS = ("PASS", "FAIL", "TIMEOUT", "ERROR")
 MAX_LIMIT = 10_000
 SUMMARY_FETCH_ROWS = 10_000  # rows fetched at a time while counting (bounded memory for a month of parts)
 Bucket = Literal["shift", "hour", "day"]
@@ -122,9 +122,9 @@ class SummaryRow:
         """JSON: counts per verdict word, total, and the FAIL, TIMEOUT and ERROR rates."""
         total = self.total
         doc: dict[str, Any] = {"bucket": self.bucket, "product": self.product, "camera": self.camera}
-        doc |= {word.lower(): self.counts.get(word, 0) for word in VERDICT_WORDS}
+        doc |= {word.lower(): self.counts.get(word, 0) for word in VERDICTS}
         doc["total"] = total
-        for word in VERDICT_WORDS[1:]:
+        for word in VERDICTS[1:]:
             doc[f"{word.lower()}_rate"] = round(self.counts.get(word, 0) / total, 6) if total else 0.0
         return doc
 

@@ -193,11 +193,14 @@ def test_error_and_timeout_verdicts_require_a_reason() -> None:
     assert decode_verdict(encode_verdict(header, b""))[1].error == "worker died"
 
 
-def test_pass_fail_verdicts_require_score_and_threshold_and_no_error() -> None:
+@pytest.mark.parametrize("verdict", ["PASS", "REVIEW", "FAIL"])
+def test_scored_verdicts_require_score_and_threshold_and_no_error(verdict: str) -> None:
     with pytest.raises(ValueError, match="score and threshold are required"):
-        make_header(verdict="PASS", score=None)
+        make_header(verdict=verdict, score=None)
     with pytest.raises(ValueError, match="error must be null"):
-        make_header(verdict="PASS", error="x")
+        make_header(verdict=verdict, error="x")
+    header = make_header(verdict=verdict, review_threshold=0.5)
+    assert decode_verdict(encode_verdict(header, b""))[1].review_threshold == 0.5
 
 
 def test_non_finite_scores_and_negative_latency_are_rejected() -> None:
@@ -256,7 +259,7 @@ def test_verdict_schema_lists_wire_field_names_and_verdict_values(tmp_path: Path
     expected = set(make_header().model_dump(by_alias=True))
     assert set(schema["properties"]) == expected
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]["verdict"]["enum"]) == {"PASS", "FAIL", "TIMEOUT", "ERROR"}
+    assert set(schema["properties"]["verdict"]["enum"]) == {"PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR"}
 
 
 def test_anomaly_map_to_u8_puts_the_first_value_above_the_pixel_threshold_at_128() -> None:

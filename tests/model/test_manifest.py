@@ -228,3 +228,17 @@ def test_staged_replace_renames_over_the_file_only_when_the_block_succeeds(tmp_p
         staging.write_bytes(b"new")
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_review_threshold_is_recomputed_from_the_recorded_scores_and_an_edited_one_refused() -> None:
+    base = _calibration()
+    band = base.model_copy(update={"target_review_rate": 0.2})
+    assert band.inconsistencies() == [
+        "review_threshold None is not the 0.21 rate threshold of the recorded normal scores (1.0)"
+    ]
+    good = band.model_copy(update={"review_threshold": threshold_at_rate(base.normal_scores, 0.21)})
+    assert good.inconsistencies() == [] and good.review_threshold == 1.0
+    assert [good.verdict_of(s) for s in (1.3, 1.25, 1.1, 1.0)] == ["FAIL", "REVIEW", "REVIEW", "PASS"]
+    edited = good.model_copy(update={"review_threshold": 0.9})
+    assert edited.inconsistencies()[0].startswith("review_threshold 0.9 is not the 0.21 rate threshold")
+    assert base.model_dump(mode="json").keys().isdisjoint({"review_threshold", "target_review_rate"})

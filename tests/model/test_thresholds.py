@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from inspector.config.calibration import CalibrationConfig
+from inspector.config.runtime import RuntimeConfig
+from inspector.demo.data import read_video_frames
+from inspector.model.engine import Inspector
 from inspector.model.thresholds import (
     SPACING_BLOCK_ROWS,
     Overlap,
     _NearDuplicates,
+    calibrate_gallery,
     gallery_spacing,
     overlap_error,
 )
+from tests.support import LabelledVideo, SyntheticGallery
 
 
 def _brute_spacing(pooled: np.ndarray) -> float:
@@ -48,3 +55,23 @@ def test_the_overlap_refusal_names_every_file_up_to_a_bound() -> None:
     assert message.startswith("g.gallery: 12 normal image(s) are already in the gallery")
     assert "n/9.png = gallery image 9.png (same SHA-256)" in message and "n/10.png" not in message
     assert "and 2 more" in message and "--allow-overlap" in message
+
+
+def test_a_review_band_sends_the_target_share_of_normal_parts_to_review_and_scores_map_to_three_verdicts(
+    synthetic_gallery: SyntheticGallery, tmp_path: Path, labelled_video: LabelledVideo
+) -> None:
+    gallery = Path(shutil.copyfile(synthetic_gallery.path, tmp_path / "g.safetensors"))
+    rate, review = 0.01, 0.2
+    cal = calibrate_gallery(gallery, RuntimeConfig(), CalibrationConfig(target_review_rate=review))
+    assert cal.review_threshold is not None and cal.target_review_rate == review
+    assert cal.review_threshold < cal.image_threshold and cal.inconsistencies() == []
+    scores = np.array(cal.normal_scores)
+    in_band = int(np.count_nonzero((scores > cal.review_threshold) & (scores <= cal.image_threshold)))
+    assert in_band == int(np.floor((rate + review) * scores.size)) - int(np.floor(rate * scores.size))
+    video, _ = labelled_video("band", 8, seed=9)
+    inspector = Inspector.from_gallery(gallery, RuntimeConfig())
+    for r in inspector.score(read_video_frames(video)):
+        assert r.verdict == cal.verdict_of(r.score) and r.review_threshold == cal.review_threshold
+    assert [cal.verdict_of(v) for v in (cal.image_threshold + 1e-6, cal.image_threshold, cal.review_threshold)] == [
+        "FAIL", "REVIEW", "PASS",
+    ]  # fmt: skip
