@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,10 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
     from inspector.model.build import add_to_gallery
     from inspector.model.gallery import read_manifest
 
+    if args.from_review is not None:
+        from inspector.cli.review import cmd_gallery_reteach
+
+        return cmd_gallery_reteach(args)
     cfg = command_config(args)
     images = image_folder(args.images)
     normal = image_folder(args.normal_dir) if args.normal_dir else None
@@ -298,7 +303,22 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     a.add_argument(
         "--gallery", type=Path, required=True, help="gallery file to grow (replaced only on success)"
     )
-    a.add_argument("--images", type=Path, required=True, help="folder of new known-good images")
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of new known-good images")
+    source.add_argument(
+        "--from-review", type=Path,
+        help="a folder `inspector review export` wrote for this product: its train/good parts are added, and "
+        "the command refuses if a confirmed defect in test/ would then pass",
+    )  # fmt: skip
+    a.add_argument(
+        "--force", action="store_true", help="with --from-review: replace even if defects would pass"
+    )
+    a.add_argument(
+        "--key", type=Path, default=None, help="with --from-review: sign the new version with this key"
+    )
+    a.add_argument(
+        "--user", default=os.environ.get("USER", "engineer"), help="who re-teaches (the audit trail)"
+    )
     a.add_argument(
         "--normal-dir", type=Path, default=None,
         help="hold-out images to redo a hold-out calibration with (without it, its thresholds are kept)",

@@ -12,6 +12,7 @@ from inspector.cli.keys import add_key_commands
 from inspector.cli.offline import add_offline_commands
 from inspector.cli.opcua import add_opcua_commands
 from inspector.cli.parts import add_parts_commands
+from inspector.cli.review import add_review_commands
 from inspector.config.load import ConfigError
 from inspector.core.errors import InspectorError
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_daemon_commands(sub)
     add_opcua_commands(sub)
     add_parts_commands(sub)
+    add_review_commands(sub)
     add_key_commands(sub)
     return parser
 

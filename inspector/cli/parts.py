@@ -31,7 +31,8 @@ class PartsCommandError(InspectorError):
     """The parts database is off for this config, or a time cannot be read."""
 
 
-def _engine(config: InspectorConfig) -> Engine:
+def open_database(config: InspectorConfig) -> Engine:
+    """The parts database of a config (an error saying so when it is off)."""
     from inspector.records.store import database_url, open_engine
 
     url = database_url(config.parts, os.environ)
@@ -43,7 +44,8 @@ def _engine(config: InspectorConfig) -> Engine:
     return open_engine(config.parts, url)
 
 
-def _time(text: str | None, config: InspectorConfig, what: str) -> datetime | None:
+def parse_option_time(text: str | None, config: InspectorConfig, what: str) -> datetime | None:
+    """A command-line time (ISO 8601; naive: the plant's time zone), or None when not given."""
     from zoneinfo import ZoneInfo
 
     from inspector.records.queries import parse_time
@@ -63,9 +65,9 @@ def cmd_parts_query(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     found = PartsFilter(
         part_id=args.part_id, camera=args.camera, product=args.product, verdict=args.verdict,
-        since=_time(args.since, config, "--since"), until=_time(args.until, config, "--until"), limit=args.limit,
+        since=parse_option_time(args.since, config, "--since"), until=parse_option_time(args.until, config, "--until"), limit=args.limit,
     )  # fmt: skip
-    engine = _engine(config)
+    engine = open_database(config)
     try:
         with engine.connect() as conn:
             records = find_records(conn, found)
@@ -103,9 +105,9 @@ def cmd_parts_summary(args: argparse.Namespace) -> int:
     from inspector.records.queries import summarise
 
     config = load_config(args.config)
-    until = _time(args.until, config, "--until") or datetime.now(UTC)
-    since = _time(args.since, config, "--since") or until - timedelta(hours=SUMMARY_DEFAULT_HOURS)
-    engine = _engine(config)
+    until = parse_option_time(args.until, config, "--until") or datetime.now(UTC)
+    since = parse_option_time(args.since, config, "--since") or until - timedelta(hours=SUMMARY_DEFAULT_HOURS)
+    engine = open_database(config)
     try:
         with engine.connect() as conn:
             rows = summarise(

@@ -183,6 +183,7 @@ class Daemon:
             self.config, self.boot_id, self.metrics, self.status.heartbeat, references, self._env, self._wall
         )
         self._outputs = Outputs(context)
+        products.listen(self._outputs.audit)
         self.status.add_condition(self._outputs.degraded_reasons)
         self.output_ports = self._outputs.start()
         for section, port in self.output_ports.items():

@@ -268,3 +268,71 @@ def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:
         if getattr(calibration, key) is not None:
             recorded[key] = getattr(calibration, key)
     return CalibrationConfig.model_validate(recorded)
+
+
+@dataclass(frozen=True)
+class Reteach:
+    """A re-teach from judged parts: each image's verdict before and after, and the gallery it produced."""
+
+    goods: dict[Path, tuple[str, str]]  # parts judged good (false rejects): (verdict before, after)
+    defects: dict[Path, tuple[str, str]]  # parts judged defective: (verdict before, after)
+    grown: GrowResult | None  # None when refused
+
+    @property
+    def fixed(self) -> list[Path]:
+        """Judged-good parts that did not pass before and pass now."""
+        return [p for p, (b, a) in self.goods.items() if b != "PASS" and a == "PASS"]
+
+    @property
+    def newly_passed(self) -> list[Path]:
+        """Confirmed defects that were caught (FAIL or REVIEW) before and would pass now."""
+        return [p for p, (b, a) in self.defects.items() if b != "PASS" and a == "PASS"]
+
+
+class ReteachRefused(BuildError):
+    """The new gallery would pass confirmed defects (the message names them); nothing was written."""
+
+
+def _verdicts(
+    path: Path, images: Sequence[Path], runtime: RuntimeConfig, backbones: BackboneCache
+) -> list[str]:
+    inspector = Inspector.from_gallery(path, runtime, backbones=backbones)
+    verdicts: list[str] = []
+    for batch in iter_batches(list(images), runtime.batch_size):
+        verdicts += [r.verdict for r in inspector.score([read_image(p) for p in batch])]
+    return verdicts
+
+
+def reteach(
+    path: Path,
+    goods: Sequence[Path],
+    defects: Sequence[Path],
+    runtime: RuntimeConfig,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Reteach:
+    """Add the parts judged good (false rejects) to the gallery, re-calibrated as it was, and replace the file
+    only when no confirmed defect that was caught would now pass (unless ``force``).
+
+    Raises:
+        ReteachRefused: confirmed defects would pass (naming them); the file is left as it was.
+        BuildError: no judged-good image is new to the gallery.
+    """
+    backbones = BackboneCache()
+    before = _verdicts(path, [*goods, *defects], runtime, backbones)
+    with staged_replace(path, "reteaching", copy_existing=True) as staging:
+        grown = add_to_gallery(staging, goods, runtime, progress=progress, backbones=backbones)
+        after = _verdicts(staging, [*goods, *defects], runtime, backbones)
+        n = len(goods)
+        result = Reteach(
+            dict(zip(goods, zip(before[:n], after[:n], strict=True), strict=True)),
+            dict(zip(defects, zip(before[n:], after[n:], strict=True), strict=True)),
+            grown,
+        )
+        if result.newly_passed and not force:
+            names = ", ".join(str(p) for p in result.newly_passed)
+            raise ReteachRefused(
+                f"{path}: the re-taught gallery would pass {len(result.newly_passed)} confirmed defect(s) it "
+                f"catches today: {names}; nothing was written (--force replaces it anyway)"
+            )
+    return result

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -24,9 +24,12 @@ from inspector.outputs.parts import PartsRoutes, PartsSink, record_of
 from inspector.outputs.queued import QueuedSink
 from inspector.outputs.results import ResultsApp
 from inspector.outputs.ring import ResultsRing
+from inspector.records.audit import AuditEntry
 from inspector.records.spool import Spool
 from inspector.records.store import database_url, display_url, open_engine, spool_folder
 from inspector.records.writer import PartsWriter
+
+DAEMON_USER = "daemon"  # the audit trail's user for what the daemon did on a command (product change, reload)
 
 
 class OutputSink(Protocol):
@@ -132,6 +135,12 @@ class Outputs:
         self.sinks.append(PartsSink(writer, archive_on))
         self._log.info("parts_database", url=display_url(url), spool=str(spool.folder))
         return writer, PartsRoutes(open_engine(cfg, url, create_folder=False), cfg)
+
+    def audit(self, action: str, subject: str, detail: dict[str, Any]) -> None:
+        """Append an entry to the audit trail (through the parts writer: spooled like any record when the
+        database cannot take it); nothing when the parts database is off."""
+        if self.parts_writer is not None:
+            self.parts_writer.submit(AuditEntry(action, DAEMON_USER, subject, detail=detail))
 
     def degraded_reasons(self) -> list[str]:
         """Why an output is not doing its work now (the parts database unreachable, ...); empty when fine."""

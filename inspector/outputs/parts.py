@@ -18,6 +18,7 @@ from inspector.core.names import VERDICTS
 from inspector.core.records import Outcome
 from inspector.outputs.archive import ALWAYS_ARCHIVED, record_name
 from inspector.outputs.http import EXECUTOR_KEY
+from inspector.records.audit import AuditEntry
 from inspector.records.queries import MAX_LIMIT, PartsFilter, find_records, parse_time
 from inspector.records.schema import PartRecord
 from inspector.records.writer import PartsWriter
@@ -30,12 +31,15 @@ def _when(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-def record_of(item: tuple[bytes, bool]) -> PartRecord:
-    """The record of a published header (JSON bytes), ``archived`` when the archive keeps every such verdict.
+def record_of(item: tuple[bytes, bool] | AuditEntry) -> PartRecord | AuditEntry:
+    """The record of a published header (JSON bytes), ``archived`` when the archive keeps every such verdict
+    (an audit entry passes through).
 
     Raises:
         ValueError, KeyError, TypeError: not a verdict header.
     """
+    if isinstance(item, AuditEntry):
+        return item
     published, archived = item
     h: dict[str, Any] = json.loads(published)
     archive_record = None

@@ -87,6 +87,19 @@ parts = Table(
     Index("ix_parts_verdict_captured_at", "verdict", "captured_at"),
 )
 
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("action", String(NAME_CHARS), nullable=False),
+    Column("user_name", String(NAME_CHARS), nullable=False),
+    Column("subject", Text(), nullable=False),
+    Column("detail", Text(), nullable=False),
+    Column("prev_hash", String(HASH_CHARS), nullable=False),
+    Column("hash", String(HASH_CHARS), nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

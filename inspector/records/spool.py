@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.records.audit import AuditEntry
 from inspector.records.schema import PartRecord
+
+Entry = PartRecord | AuditEntry  # what the writer stores: a part's record, or an audit trail entry
 
 SPOOL_PREFIX = "spool-"
 SPOOL_SUFFIX = ".jsonl"
@@ -21,7 +24,7 @@ class SpoolFile:
     """The records of one spool file, and the lines that could not be read (a torn last line after a crash)."""
 
     path: Path
-    records: list[PartRecord]
+    records: list[Entry]
     unreadable: int
 
 
@@ -50,7 +53,7 @@ class Spool:
         """True while any spooled record waits for the database."""
         return bool(self.files())
 
-    def append(self, records: Sequence[PartRecord]) -> None:
+    def append(self, records: Sequence[Entry]) -> None:
         """Append records and fsync them (and, for a new file, its folder).
 
         Raises:
@@ -82,13 +85,16 @@ class Spool:
 
     def read(self, path: Path) -> SpoolFile:
         """The records of one file, in order; lines that do not parse are counted, not returned."""
-        records: list[PartRecord] = []
+        records: list[Entry] = []
         unreadable = 0
         for line in path.read_bytes().splitlines():
             if not line.strip():
                 continue
             try:
-                records.append(PartRecord.from_json(json.loads(line)))
+                doc = json.loads(line)
+                records.append(
+                    AuditEntry.from_json(doc) if doc.get("type") == "audit" else PartRecord.from_json(doc)
+                )
             except (ValueError, TypeError, KeyError, UnicodeDecodeError):
                 unreadable += 1
         return SpoolFile(path, records, unreadable)

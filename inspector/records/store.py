@@ -18,7 +18,9 @@ from inspector.config.parts import PARTS_DB_FILE, PARTS_SPOOL_SUBDIR, PartsConfi
 from inspector.core.errors import InspectorError
 from inspector.core.keyfiles import KeyFileError, read_key_file
 from inspector.core.names import state_directory
-from inspector.records.schema import PartRecord, parts, schema_version
+from inspector.records.audit import AuditEntry
+from inspector.records.audit import append as append_audit
+from inspector.records.schema import PartRecord, audit, parts, schema_version
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
 MIGRATION_LOCK_KEY = 0x1A5_9EC7  # PostgreSQL advisory lock: line PCs sharing a database migrate one at a time
@@ -46,7 +48,15 @@ def _v1(conn: Connection) -> None:
     parts.create(conn, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "parts table with its unique key and indexes", _v1),)
+def _v2(conn: Connection) -> None:
+    """The audit trail: an append-only, hash-chained table."""
+    audit.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "parts table with its unique key and indexes", _v1),
+    Migration(2, "audit trail (hash chain)", _v2),
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
@@ -165,6 +175,12 @@ def migrate(engine: Engine, clock: Callable[[], datetime] = lambda: datetime.now
                 )
             )
     return LATEST_VERSION
+
+
+def insert_entries(conn: Connection, entries: Sequence[PartRecord | AuditEntry]) -> None:
+    """Insert part records and append audit entries, in the caller's transaction."""
+    insert_records(conn, [e for e in entries if isinstance(e, PartRecord)])
+    append_audit(conn, [e for e in entries if isinstance(e, AuditEntry)])
 
 
 def insert_records(conn: Connection, records: Sequence[PartRecord]) -> None:

@@ -16,9 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inspector.config.parts import PartsConfig
 from inspector.records.retention import Retention
-from inspector.records.schema import PartRecord
-from inspector.records.spool import Spool
-from inspector.records.store import SchemaError, display_url, insert_records, migrate, open_engine
+from inspector.records.spool import Entry, Spool
+from inspector.records.store import SchemaError, display_url, insert_entries, migrate, open_engine
 
 IDLE_WAIT_S = 0.5  # longest wait for a record while nothing arrives (retries and retention run between)
 COLLECT_SHARE = 0.5  # of flush_interval spent gathering a batch; the rest is for writing it
@@ -67,7 +66,7 @@ class PartsWriter:
         events: WriterEvents,
         engine_factory: Callable[[PartsConfig, str], Engine] = open_engine,
         clock: Callable[[], float] = time.monotonic,
-        convert: Callable[[Any], PartRecord] | None = None,
+        convert: Callable[[Any], Entry] | None = None,
     ) -> None:
         """Prepare the writer (nothing is connected until :meth:`start`).
 
@@ -87,7 +86,7 @@ class PartsWriter:
         self._events = events
         self._engine_factory = engine_factory
         self._clock = clock
-        self._convert: Callable[[Any], PartRecord] = convert or (lambda item: item)
+        self._convert: Callable[[Any], Entry] = convert or (lambda item: item)
         self._queue: queue.Queue[tuple[float, Any]] = queue.Queue(maxsize=config.queue_size)
         self._engine: Engine | None = None
         self._healthy = False
@@ -157,7 +156,7 @@ class PartsWriter:
             if self._healthy and self._engine is not None and self._queue.empty():
                 self._retention.maybe_run(self._engine, self._queue.empty)
 
-    def _collect(self) -> list[PartRecord]:
+    def _collect(self) -> list[Entry]:
         """The next batch: records that arrived within part of the flush interval of the first, at most
         ``batch_size``; empty when none arrived for ``IDLE_WAIT_S``."""
         try:
@@ -172,7 +171,7 @@ class PartsWriter:
                 items.append((self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())[1])
             except queue.Empty:
                 break
-        batch = []
+        batch: list[Entry] = []
         for item in items:
             try:
                 batch.append(self._convert(item))
@@ -181,21 +180,21 @@ class PartsWriter:
                 self._log.error("parts_record_invalid", error=repr(exc)[:ERROR_TEXT_CHARS])
         return batch
 
-    def _write(self, batch: list[PartRecord]) -> None:
+    def _write(self, batch: list[Entry]) -> None:
         if not self._healthy or self.spool.pending or self._engine is None:
             self._spool(batch)
             return
         started = self._clock()
         try:
             with self._engine.begin() as conn:
-                insert_records(conn, batch)
+                insert_entries(conn, batch)
         except SQLAlchemyError as exc:
             self._fail(exc)
             self._spool(batch)
             return
         self._events.written(len(batch), self._clock() - started)
 
-    def _spool(self, batch: list[PartRecord]) -> None:
+    def _spool(self, batch: list[Entry]) -> None:
         try:
             self.spool.append(batch)
         except OSError as exc:
@@ -244,6 +243,6 @@ class PartsWriter:
         size = self.config.batch_size
         for start in range(0, len(spooled.records), size):
             with self._engine.begin() as conn:
-                insert_records(conn, spooled.records[start : start + size])
+                insert_entries(conn, spooled.records[start : start + size])
         self.spool.remove(spooled.path)
         self._events.replayed(len(spooled.records))

@@ -42,7 +42,7 @@ def test_a_database_of_a_newer_schema_is_refused_naming_both_versions(parts_db: 
         migrate(engine)
         with engine.begin() as conn:
             conn.execute(insert(schema_version).values(version=99, applied_at=T0, description="future"))
-        with pytest.raises(SchemaError, match="schema version 99, this build knows up to 1"):
+        with pytest.raises(SchemaError, match=f"schema version 99, this build knows up to {LATEST_VERSION}"):
             migrate(engine)
     finally:
         engine.dispose()
