@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from inspector.records import spool as spool_module
+from inspector.records.audit import AuditEntry
 from inspector.records.spool import Spool
-from tests.records.records import record
+from tests.records.records import T0, record
 
 
 def test_records_come_back_in_order_across_files_with_every_field(
@@ -36,7 +37,7 @@ def test_a_torn_last_line_is_counted_and_the_rest_read(tmp_path: Path) -> None:
     with path.open("ab") as handle:
         handle.write(b'{"boot_id": "0123", "cam')  # the daemon died while writing
     result = spool.read(path)
-    assert [r.seq for r in result.records] == [1, 2] and result.unreadable == 1
+    assert [getattr(r, "seq", None) for r in result.records] == [1, 2] and result.unreadable == 1
 
 
 def test_a_spool_that_cannot_be_written_raises_for_the_caller_to_count(tmp_path: Path) -> None:
@@ -44,3 +45,10 @@ def test_a_spool_that_cannot_be_written_raises_for_the_caller_to_count(tmp_path:
     blocker.write_text("not a folder")
     with pytest.raises(OSError):
         Spool(blocker / "spool").append([record(1)])
+
+
+def test_audit_entries_and_records_share_the_spool_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    entry = AuditEntry("product_change", "daemon", "cam1", T0, {"from": "a", "to": "b"})
+    spool.append([record(1), entry, record(2)])
+    assert spool.read(spool.files()[0]).records == [record(1), entry, record(2)]
