@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,6 @@ from inspector.config.load import load_config
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
-FRAME_FILE = "frame.png"
-GOOD_FOLDER = ("train", "good")
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -37,17 +33,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE
 
 
-def _target(record: dict[str, Any]) -> tuple[str, ...]:
-    """Where a judged record's frame goes: ``<product>/train/good`` or ``<product>/test/<defect type>``."""
-    product = record["product"] or "unknown_product"
-    if record["judgment"]["judgment"] == "good":
-        return (product, *GOOD_FOLDER)
-    return (product, "test", record["judgment"]["defect_type"] or "defect")
-
-
 def cmd_review_export(args: argparse.Namespace) -> int:
     """Write the judged parts as an MVTec-layout folder (image-level labels), all at once or not at all."""
     from inspector.outputs.assembly import archive_root
+    from inspector.outputs.export import write_export
     from inspector.records.audit import AuditEntry, append
     from inspector.records.judgments import judged
 
@@ -64,7 +53,7 @@ def cmd_review_export(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             records = judged(conn, since)
-        written, missing = _write_export(records, root, args.out)
+        written, missing = write_export(records, root, args.out)
         with engine.begin() as conn:
             detail = {"out": str(args.out), "images": written, "missing": len(missing)}
             append(conn, [AuditEntry("review_export", args.user, str(args.out), detail=detail)])
@@ -76,31 +65,6 @@ def cmd_review_export(args: argparse.Namespace) -> int:
         f"exported {written} judged parts to {args.out} (image-level labels: train/good, test/<defect type>)"
     )
     return EXIT_OK
-
-
-def _write_export(records: list[dict[str, Any]], root: Path, out: Path) -> tuple[int, list[dict[str, Any]]]:
-    """Copy each record's frame into a staging folder beside ``out``, then rename it to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    missing: list[dict[str, Any]] = []
-    written = 0
-    try:
-        for record in records:
-            frame = root / str(record["archive_record"] or "") / FRAME_FILE
-            if not record["archive_record"] or not frame.is_file():
-                missing.append(record)
-                continue
-            folder = staging.joinpath(*_target(record))
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(
-                frame, folder / f"{record['camera']}_{record['seq']:08d}_{record['boot_id'][:8]}.png"
-            )
-            written += 1
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return written, missing
 
 
 def cmd_gallery_reteach(args: argparse.Namespace) -> int:
