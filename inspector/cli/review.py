@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from inspector.cli.gallery import command_config, identity_line, signature_note
+from inspector.cli.gallery import command_config, identity_line, print_calibration, signature_note
 from inspector.cli.parts import PartsCommandError, open_database, parse_option_time
 from inspector.cli.progress import progress_bar
 from inspector.config.load import load_config
@@ -124,6 +124,47 @@ def _sign_and_audit(args: argparse.Namespace, before_hash: str, detail: dict[str
     finally:
         engine.dispose()
     print(f"audit: gallery_replaced by {args.user} recorded in {url.split('://')[0]} parts database")
+
+
+def labelled_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(good, defective) images of a labelled folder: ``good/`` and one subfolder per defect type, directly or
+    under ``test/`` (an MVTec category)."""
+    from inspector.model.build import list_images
+
+    root = folder / "test" if (folder / "test").is_dir() else folder
+    if not (root / "good").is_dir():
+        raise PartsCommandError(f"{folder}: no good/ (or test/good/) folder of labelled good images")
+    defects = [p for d in sorted(root.iterdir()) if d.is_dir() and d.name != "good" for p in list_images(d)]
+    return list_images(root / "good"), defects
+
+
+def cmd_gallery_tune(args: argparse.Namespace) -> int:
+    """Set the thresholds from labelled good and defective parts; say what the labelled defects do."""
+    from inspector.model.calibration import clopper_pearson
+    from inspector.model.gallery import read_gallery_hash
+    from inspector.model.tune import tune_gallery
+
+    cfg = command_config(args)
+    goods, defects = labelled_folder(args.labelled)
+    before_hash = read_gallery_hash(args.gallery)
+    with progress_bar(len(goods), "tune") as bar:
+        tuned = tune_gallery(args.gallery, goods, defects, cfg.runtime, cfg.calibration, bar.update)
+    cal = tuned.calibration
+    print(
+        identity_line(args.gallery, "tuned", f"{len(goods)} labelled good, {len(defects)} defective images")
+    )
+    print_calibration("tuned", cal)
+    lo, hi = tuned.escape_bounds()
+    print(f"  labelled defects not FAILed: {len(tuned.escaped)} of {tuned.n_defects} (95% CI {lo:.1%}-{hi:.1%}); "
+          f"passed: {len(tuned.passed)}")  # fmt: skip
+    caught = tuned.n_defects - len(tuned.passed)
+    clo, chi = clopper_pearson(caught, tuned.n_defects)
+    print(f"  caught by FAIL or REVIEW: {caught} of {tuned.n_defects} (95% CI {clo:.1%}-{chi:.1%})")
+    for image in tuned.passed:
+        print(f"  passes: {image}")
+    _sign_and_audit(args, before_hash, {"tuned_on": str(args.labelled), "image_threshold": cal.image_threshold,
+                                        "review_threshold": cal.review_threshold})  # fmt: skip
+    return EXIT_OK
 
 
 def add_review_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
