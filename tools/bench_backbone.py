@@ -61,7 +61,7 @@ def measure(
     """ms per image of one variant at one batch size."""
     gen = torch.Generator().manual_seed(SEED)
     x = torch.randn(batch, 3, crop_px, crop_px, generator=gen)
-    model: torch.nn.Module = engine.extractor
+    model: torch.nn.Module = engine.torch_extractor
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -73,7 +73,7 @@ def measure(
             ms = _time_ms(lambda: fn(x), repeats, budget_s)
     finally:
         torch.set_num_threads(previous)
-        engine.extractor.to(memory_format=torch.contiguous_format)
+        engine.torch_extractor.to(memory_format=torch.contiguous_format)
     return ms / batch
 
 

@@ -83,7 +83,7 @@ def resident_mb() -> tuple[float, float]:
 def model_and_gallery_mb(gallery: Path, runtime: RuntimeConfig) -> tuple[float, float]:
     """(gallery file, backbone parameters and buffers) in MiB."""
     inspector = Inspector.from_gallery(gallery, runtime)
-    module = inspector.engine.extractor
+    module = inspector.engine.torch_extractor
     tensors = [*module.parameters(), *module.buffers()]
     return gallery.stat().st_size / MIB, sum(t.numel() * t.element_size() for t in tensors) / MIB
 

@@ -108,7 +108,7 @@ def backbone_gflop(engine: FeatureEngine, crop_px: int) -> float:
     x = torch.zeros(1, 3, crop_px, crop_px, device=engine.device)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        engine.extractor(x)
+        engine.torch_extractor(x)
     return counter.get_total_flops() / GFLOP
 
 

@@ -8,21 +8,29 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
+import structlog
 import torch
 
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
 from inspector.core.records import CropBox
-from inspector.model import kernel, spade
+from inspector.model import kernel, nearest, spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.model.gallery import Gallery, check_expected, load_gallery
 from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
 from inspector.model.maps import defect_mask
+from inspector.model.openvino_backbone import (
+    OpenVinoError,
+    OpenVinoExtractor,
+    build_openvino,
+    default_cache_dir,
+    probe_image,
+)
 from inspector.model.preprocess import Prepared, prepare_batch
 from inspector.model.settings import (
     check_feature_shapes,
@@ -32,6 +40,7 @@ from inspector.model.settings import (
 )
 
 MIB = 1 << 20
+PROBE_IMAGE_PX = 256  # the OpenVINO check's probe image, before preprocessing
 
 
 class EngineError(InspectorError):
@@ -45,6 +54,25 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class Extractor(Protocol):
+    """What runs the backbone: the torch extractor or its OpenVINO conversion."""
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(pooled [B, D], [stride-4, -8, -16 maps]) of a normalised [B, 3, H, W] batch."""
+        ...
+
+
+def wants_openvino(setting: str, device: torch.device) -> bool:
+    """Whether ``runtime.backbone_runtime`` asks for OpenVINO on ``device`` ("openvino" on CUDA is refused).
+
+    Raises:
+        EngineError: openvino asked for on a CUDA device.
+    """
+    if setting == "openvino" and device.type != "cpu":
+        raise EngineError(f"runtime.backbone_runtime: openvino runs on CPU only, the device is {device}")
+    return setting == "openvino" or (setting == "auto" and device.type == "cpu")
 
 
 @dataclass
@@ -113,6 +141,7 @@ class BackboneCache:
         """Create an empty cache; ``random_weights`` builds untrained networks (benchmarks only)."""
         self._random = random_weights
         self._built: dict[tuple[str, str, str, str], tuple[FeatureExtractor, BackboneSpec]] = {}
+        self._openvino: dict[tuple[str, str, tuple[int, ...]], OpenVinoExtractor | str] = {}
 
     def get(
         self, name: str, runtime: RuntimeConfig, device: torch.device
@@ -129,6 +158,40 @@ class BackboneCache:
             extractor, spec = build_backbone(name, weights, random_weights=self._random)
             self._built[key] = (extractor.to(device).to(memory_format=layout), spec)
         return self._built[key]
+
+    def openvino(
+        self,
+        name: str,
+        runtime: RuntimeConfig,
+        module: FeatureExtractor,
+        spec: BackboneSpec,
+        probe: torch.Tensor,
+    ) -> tuple[OpenVinoExtractor | None, str]:
+        """The OpenVINO conversion of the CPU extractor ``module`` for inputs shaped like ``probe``, built once.
+
+        Returns:
+            The extractor, or None and the reason it was refused (logged once; the caller runs torch).
+        """
+        key = (name, str(runtime.weights_for(name) or ""), tuple(probe.shape))
+        if key not in self._openvino:
+            log = structlog.get_logger("inspector.model")
+            cache_dir = None if self._random else (runtime.openvino_cache_dir or default_cache_dir())
+            try:
+                built = build_openvino(
+                    module, probe, (name, spec.weights_sha256), cache_dir, torch.get_num_threads()
+                )
+            except OpenVinoError as exc:
+                self._openvino[key] = str(exc)
+                log.warning("openvino_backbone_refused", backbone=name, reason=str(exc), fallback="torch")
+            else:
+                self._openvino[key] = built
+                c = built.conversion
+                log.info(
+                    "openvino_backbone", backbone=name, seconds=round(c.seconds, 3), cached=c.cached,
+                    probe_rel_diff=float(f"{c.probe_rel_diff:.3g}"), threads=c.threads,
+                )  # fmt: skip
+        found = self._openvino[key]
+        return (None, found) if isinstance(found, str) else (found, "")
 
     def __len__(self) -> int:
         """Backbones built."""
@@ -154,8 +217,21 @@ class FeatureEngine:
         self.runtime = runtime
         self.device = resolve_device(runtime.device)
         cache = backbones if backbones is not None else BackboneCache()
-        self.extractor, self.spec = cache.get(config.backbone, runtime, self.device)
+        self.torch_extractor, self.spec = cache.get(config.backbone, runtime, self.device)
         self.prep = preprocess_spec(config, self.spec)
+        self.extractor: Extractor = self.torch_extractor
+        self.backbone_runtime, self.backbone_note = "torch", ""
+        if wants_openvino(runtime.backbone_runtime, self.device):
+            probe = prepare_batch([probe_image(PROBE_IMAGE_PX, PROBE_IMAGE_PX)], self.prep).tensor
+            converted, self.backbone_note = cache.openvino(
+                config.backbone, runtime, self.torch_extractor, self.spec, probe
+            )
+            if converted is not None:  # else refused (logged with the reason): torch runs the backbone
+                self.extractor, self.backbone_runtime = converted, "openvino"
+        try:
+            self.fused, self.kernel_note = kernel.select_fused(runtime.pixel_kernel, self.device)
+        except nearest.NearestError as exc:
+            raise EngineError(str(exc)) from None
 
     @contextmanager
     def timed(self, timings: dict[str, float], name: str) -> Iterator[None]:
@@ -173,7 +249,7 @@ class FeatureEngine:
             prepared = prepare_batch(images, self.prep)
             host = prepared.tensor.pin_memory() if self.device.type == "cuda" else prepared.tensor
             x = host.to(self.device, non_blocking=True)  # from pinned memory the copy is asynchronous
-            if self.runtime.channels_last:
+            if self.runtime.channels_last and self.backbone_runtime == "torch":
                 x = x.contiguous(memory_format=torch.channels_last)
         with self.timed(timings, "backbone"):
             pooled, pyramid = self.extractor(x)
@@ -236,7 +312,9 @@ class Inspector:
         block = min(kernel.CPU_BLOCK_BYTES, self.chunk_bytes) if cpu else self.chunk_bytes
         radius = kernel.stage_radius(self.config.window_cells, stage)
         precision = self.engine.runtime.precision
-        return kernel.Search(self.config.pixel_search, radius, block, self.chunk_bytes, precision)
+        return kernel.Search(
+            self.config.pixel_search, radius, block, self.chunk_bytes, precision, self.engine.fused
+        )
 
     @property
     def feature_bytes(self) -> int:
