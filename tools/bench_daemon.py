@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import importlib
 import multiprocessing
+import os
 import queue
 import sys
 import tempfile
@@ -64,7 +65,18 @@ FIRST_CAMERA_SEED = 100
 PERCENTILES = (50.0, 99.0)
 MIB = float(1 << 20)
 MEMORY_ALLOWANCE_MB = 500.0  # resident memory allowed beyond the gallery and model bytes (issue 12)
-LIBRARIES = ("timm", "cv2")  # imported by the daemon when it builds a backbone / opens a camera
+LIBRARIES = ("timm", "cv2", "openvino")  # imported by the daemon when it builds a backbone / opens a camera
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU unknown"
 
 
 def resident_mb() -> tuple[float, float]:
@@ -138,6 +150,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gallery-images", type=int, default=30)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
+        "--backbone-runtime",
+        dest="backbone_runtime",
+        choices=["auto", "torch", "openvino"],
+        default="auto",
+        help="runtime.backbone_runtime of the engine and the daemon (default auto, the daemon's)",
+    )
+    p.add_argument(
+        "--kernel",
+        dest="pixel_kernel",
+        choices=["auto", "torch", "fused"],
+        default="auto",
+        help="runtime.pixel_kernel of the engine and the daemon (default auto, the daemon's)",
+    )
+    p.add_argument(
         "--model",
         choices=["demo", "defaults"],
         default="demo",
@@ -151,7 +177,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def engine_ms_per_frame(gallery: Path, runtime: RuntimeConfig, frames: list[np.ndarray], batch: int) -> float:
+def engine_ms_per_frame(
+    gallery: Path, runtime: RuntimeConfig, frames: list[np.ndarray], batch: int
+) -> tuple[float, str]:
     """Median Inspector.score time per frame on batches of ``batch`` frames, after a timed warm-up.
 
     PyTorch on CPU is several times slower on its first calls (kernel selection, allocator), so batches
@@ -168,7 +196,10 @@ def engine_ms_per_frame(gallery: Path, runtime: RuntimeConfig, frames: list[np.n
         if time.monotonic() - started >= ENGINE_WARMUP_S:
             per_frame.append((time.perf_counter() - t0) * MS_PER_S / batch)
         index += 1
-    return float(np.median(per_frame))
+    engine = inspector.engine
+    fused = engine.fused.best_isa if engine.fused is not None else f"no ({engine.kernel_note})"
+    used = f"backbone {engine.backbone_runtime}{f' ({engine.backbone_note})' if engine.backbone_note else ''}, fused kernel {fused}"
+    return float(np.median(per_frame)), used
 
 
 def phase_config(
@@ -343,6 +374,7 @@ def report(
     engine: tuple[float, float],
     phases: list[PhaseResult],
     sizes_mb: tuple[float, float],
+    used: str = "",
 ) -> None:
     """Print the results: the engine's time per frame (before and after the daemon runs), then each phase."""
     device = "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -353,6 +385,7 @@ def report(
         f"crop {model.crop_px}, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms:g}, "
         f"device {device}, torch threads {torch.get_num_threads()}"
     )
+    print(f"{used}; {cpu_model()}; {os.cpu_count()} CPUs")
     print(
         f"engine alone (Inspector.score, batch {args.max_batch}): {engine_ms:.1f} ms/frame "
         f"= {MS_PER_S / engine_ms:.1f} frames/s (before daemon runs {engine[0]:.1f}, after {engine[1]:.1f})"
@@ -389,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("warning", "console")
     base = DEMO_MODEL if args.model == "demo" else ModelConfig()
     model = base.model_copy(update={"resize_px": args.resize_px, "crop_px": args.crop_px})
-    runtime = RuntimeConfig(device=args.device)
+    runtime = RuntimeConfig(
+        device=args.device, backbone_runtime=args.backbone_runtime, pixel_kernel=args.pixel_kernel
+    )
     with tempfile.TemporaryDirectory(prefix="bench_daemon_") as tmp:
         work = Path(tmp)
         settings = DaemonDemoSettings(
@@ -403,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 videos[-1], VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i
             )
         frames = read_video_frames(videos[0])
-        engine_before = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        engine_before, used = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
         phases = [
             isolated_phase(
                 "paced",
@@ -418,9 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.saturate_fps * args.cameras,
             ),
         ]
-        engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        engine_after, _ = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
         sizes = model_and_gallery_mb(gallery, runtime)
-        report(args, model, runtime, (engine_before, engine_after), phases, sizes)
+        report(args, model, runtime, (engine_before, engine_after), phases, sizes, used)
     return 0
 
 
