@@ -177,29 +177,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@dataclass(frozen=True)
+class EngineRun:
+    """The engine alone: median wall and CPU time per frame, and what ran the backbone and the search."""
+
+    ms: float
+    cpu_ms: float
+    used: str
+
+
 def engine_ms_per_frame(
     gallery: Path, runtime: RuntimeConfig, frames: list[np.ndarray], batch: int
-) -> tuple[float, str]:
+) -> EngineRun:
     """Median Inspector.score time per frame on batches of ``batch`` frames, after a timed warm-up.
 
     PyTorch on CPU is several times slower on its first calls (kernel selection, allocator), so batches
-    are scored for ENGINE_WARMUP_S before ENGINE_MEASURE_S of measurement.
+    are scored for ENGINE_WARMUP_S before ENGINE_MEASURE_S of measurement. The CPU time (every thread of this
+    process) shows what the machine's other work took away and whether idle threads spin.
     """
     inspector = Inspector.from_gallery(gallery, runtime)
     batches = [frames[i : i + batch] for i in range(0, len(frames) - batch + 1, batch)]
     per_frame: list[float] = []
+    cpu_per_frame: list[float] = []
     started = time.monotonic()
     index = 0
     while time.monotonic() - started < ENGINE_WARMUP_S + ENGINE_MEASURE_S:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         inspector.score(batches[index % len(batches)])
         if time.monotonic() - started >= ENGINE_WARMUP_S:
             per_frame.append((time.perf_counter() - t0) * MS_PER_S / batch)
+            cpu_per_frame.append((time.process_time() - c0) * MS_PER_S / batch)
         index += 1
     engine = inspector.engine
     fused = engine.fused.best_isa if engine.fused is not None else f"no ({engine.kernel_note})"
     used = f"backbone {engine.backbone_runtime}{f' ({engine.backbone_note})' if engine.backbone_note else ''}, fused kernel {fused}"
-    return float(np.median(per_frame)), used
+    return EngineRun(float(np.median(per_frame)), float(np.median(cpu_per_frame)), used)
 
 
 def phase_config(
@@ -371,24 +383,30 @@ def report(
     args: argparse.Namespace,
     model: ModelConfig,
     runtime: RuntimeConfig,
-    engine: tuple[float, float],
+    engine: tuple[EngineRun, EngineRun],
     phases: list[PhaseResult],
     sizes_mb: tuple[float, float],
-    used: str = "",
 ) -> None:
     """Print the results: the engine's time per frame (before and after the daemon runs), then each phase."""
     device = "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
-    engine_ms = sum(engine) / len(engine)
+    engine_ms = sum(e.ms for e in engine) / len(engine)
+    cpu_ms = sum(e.cpu_ms for e in engine) / len(engine)
+    cpus = os.cpu_count() or 1
     print(
         f"bench_daemon: {args.cameras} file cameras ({args.paced_cameras} paced), {args.size_px}px frames, {args.model} model settings, "
         f"resize {model.resize_px} "
         f"crop {model.crop_px}, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms:g}, "
         f"device {device}, torch threads {torch.get_num_threads()}"
     )
-    print(f"{used}; {cpu_model()}; {os.cpu_count()} CPUs")
+    print(f"{engine[0].used}; {cpu_model()}; {cpus} CPUs")
     print(
         f"engine alone (Inspector.score, batch {args.max_batch}): {engine_ms:.1f} ms/frame "
-        f"= {MS_PER_S / engine_ms:.1f} frames/s (before daemon runs {engine[0]:.1f}, after {engine[1]:.1f})"
+        f"= {MS_PER_S / engine_ms:.1f} frames/s (before daemon runs {engine[0].ms:.1f}, after {engine[1].ms:.1f})"
+    )
+    print(
+        f"engine CPU time {cpu_ms:.1f} ms/frame: {cpu_ms / engine_ms:.2f} of {cpus} CPUs busy while scoring "
+        f"(CPU-time bound with all {cpus} CPUs its own: {MS_PER_S * cpus / cpu_ms:.1f} frames/s, reached only "
+        f"if scoring kept every CPU busy; a busy machine also inflates CPU time through shared caches)"
     )
     for ph in phases:
         per_frame = MS_PER_S / ph.throughput_fps if ph.throughput_fps else float("inf")
@@ -438,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 videos[-1], VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i
             )
         frames = read_video_frames(videos[0])
-        engine_before, used = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        engine_before = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
         phases = [
             isolated_phase(
                 "paced",
@@ -453,9 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.saturate_fps * args.cameras,
             ),
         ]
-        engine_after, _ = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
         sizes = model_and_gallery_mb(gallery, runtime)
-        report(args, model, runtime, (engine_before, engine_after), phases, sizes, used)
+        report(args, model, runtime, (engine_before, engine_after), phases, sizes)
     return 0
 
 

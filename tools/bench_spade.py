@@ -364,7 +364,10 @@ def format_side_by_side(rows: Sequence[Row], gflops: float, st: Settings) -> lis
             + f" {pix[0] / pix[-1]:>6.2f} {bb[0] / bb[-1]:>6.2f} {before.total_ms / after.total_ms:>7.2f}"
             + f" {MS_PER_S / after.total_ms:>9.1f}"
         )
-    lines += ["", "x = before / after (first / last kernel, runtime, both); after fps = 1000 / frame after ms"]
+    lines += [
+        "",
+        "x = before / after (first / last kernel, runtime, both); after fps = 1000 / frame after ms",
+    ]
     return lines
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import structlog
@@ -25,9 +25,9 @@ from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
 from inspector.model.maps import defect_mask
 from inspector.model.openvino_backbone import (
-    OpenVinoError,
+    Extractor,
     OpenVinoExtractor,
-    build_openvino,
+    build_logged,
     default_cache_dir,
     probe_image,
 )
@@ -54,14 +54,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class Extractor(Protocol):
-    """What runs the backbone: the torch extractor or its OpenVINO conversion."""
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(pooled [B, D], [stride-4, -8, -16 maps]) of a normalised [B, 3, H, W] batch."""
-        ...
 
 
 def wants_openvino(setting: str, device: torch.device) -> bool:
@@ -174,22 +166,9 @@ class BackboneCache:
         """
         key = (name, str(runtime.weights_for(name) or ""), tuple(probe.shape))
         if key not in self._openvino:
-            log = structlog.get_logger("inspector.model")
             cache_dir = None if self._random else (runtime.openvino_cache_dir or default_cache_dir())
-            try:
-                built = build_openvino(
-                    module, probe, (name, spec.weights_sha256), cache_dir, torch.get_num_threads()
-                )
-            except OpenVinoError as exc:
-                self._openvino[key] = str(exc)
-                log.warning("openvino_backbone_refused", backbone=name, reason=str(exc), fallback="torch")
-            else:
-                self._openvino[key] = built
-                c = built.conversion
-                log.info(
-                    "openvino_backbone", backbone=name, seconds=round(c.seconds, 3), cached=c.cached,
-                    probe_rel_diff=float(f"{c.probe_rel_diff:.3g}"), threads=c.threads,
-                )  # fmt: skip
+            weights = (name, spec.weights_sha256)
+            self._openvino[key] = build_logged(module, probe, weights, cache_dir, torch.get_num_threads())
         found = self._openvino[key]
         return (None, found) if isinstance(found, str) else (found, "")
 
@@ -208,6 +187,10 @@ class FeatureEngine:
         backbones: BackboneCache | None = None,
     ) -> None:
         """Build (or take from ``backbones``) the backbone the settings name, on the runtime's device.
+
+        ``extractor`` is what runs the backbone (``backbone_runtime``: torch, or openvino with
+        ``backbone_note`` empty; a refused OpenVINO conversion leaves its reason there), ``torch_extractor``
+        the torch module; ``fused`` the fused pixel kernel, or None with ``kernel_note`` saying why.
 
         Raises:
             BackboneError: the weights file is missing or wrong.
@@ -232,6 +215,9 @@ class FeatureEngine:
             self.fused, self.kernel_note = kernel.select_fused(runtime.pixel_kernel, self.device)
         except nearest.NearestError as exc:
             raise EngineError(str(exc)) from None
+        if self.fused is None and runtime.pixel_kernel == "auto" and self.device.type == "cpu":
+            log = structlog.get_logger("inspector.model")
+            log.warning("pixel_kernel_fallback", reason=self.kernel_note, kernel="torch")
 
     @contextmanager
     def timed(self, timings: dict[str, float], name: str) -> Iterator[None]:

@@ -10,9 +10,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import structlog
 import torch
 
 from inspector.core.errors import InspectorError
@@ -23,6 +24,14 @@ PROBE_SEED = 0
 PRECISION = "f32"  # INFERENCE_PRECISION_HINT: OpenVINO's CPU default is bf16 where the CPU has bf16 units
 CACHE_DIR_NAME = "openvino"  # under $STATE_DIRECTORY (systemd) or the user's cache directory
 CACHE_KEY_CHARS = 16
+
+
+class Extractor(Protocol):
+    """What runs the backbone: the torch extractor or its OpenVINO conversion."""
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(pooled [B, D], [stride-4, -8, -16 maps]) of a normalised [B, 3, H, W] batch."""
+        ...
 
 
 class OpenVinoError(InspectorError):
@@ -205,3 +214,25 @@ def probe_image(height: int, width: int) -> np.ndarray:
     base = np.stack([xx / max(1, width - 1), yy / max(1, height - 1), (xx + yy) / max(1, height + width)], 2)
     noisy = base * 200.0 + rng.normal(0.0, 20.0, size=base.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def build_logged(
+    module: FeatureExtractor,
+    probe: torch.Tensor,
+    weights_key: tuple[str, str],
+    cache_dir: Path | None,
+    threads: int,
+) -> OpenVinoExtractor | str:
+    """:func:`build_openvino`, logged: the extractor, or the reason it was refused (torch then runs it)."""
+    log = structlog.get_logger("inspector.model")
+    try:
+        built = build_openvino(module, probe, weights_key, cache_dir, threads)
+    except OpenVinoError as exc:
+        log.warning("openvino_backbone_refused", backbone=weights_key[0], reason=str(exc), fallback="torch")
+        return str(exc)
+    c = built.conversion
+    log.info(
+        "openvino_backbone", backbone=weights_key[0], seconds=round(c.seconds, 3), cached=c.cached,
+        probe_rel_diff=float(f"{c.probe_rel_diff:.3g}"), threads=c.threads, precision=PRECISION,
+    )  # fmt: skip
+    return built
