@@ -120,6 +120,7 @@ class PhaseResult:
     parts_p99_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # queue / encode / the rest
     peak_rss_mb: float = 0.0  # VmHWM of the process that ran only this phase's daemon
     libraries_rss_mb: float = 0.0  # its resident memory before the daemon started (libraries imported)
+    cpu_ms_per_frame: float = 0.0  # CPU time of the daemon's process (all its threads) per published verdict
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -288,9 +289,11 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     breakdown: dict[str, list[float]] = {"queue": [], "encode": [], "rest": []}
     verdicts: dict[str, int] = {}
     first: Totals | None = None
+    cpu_start = 0.0
     while time.monotonic() < end:
         if first is None and time.monotonic() >= start:
             first = _totals(daemon)
+            cpu_start = time.process_time()
         if not sub.poll(POLL_MS):
             continue
         parts = sub.recv_multipart()
@@ -305,6 +308,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
         breakdown["rest"].append(overheads[-1] - breakdown["queue"][-1] - breakdown["encode"][-1])
         verdicts[header.verdict] = verdicts.get(header.verdict, 0) + 1
     last = _totals(daemon)
+    cpu_s = time.process_time() - cpu_start
     rss_mb = resident_mb()[0]
     daemon.request_stop("benchmark phase done")
     runner.join(JOIN_TIMEOUT_S)
@@ -334,6 +338,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
         o50,
         o99,
         parts_p99,
+        cpu_ms_per_frame=cpu_s * MS_PER_S / len(latencies) if latencies else 0.0,
     )
 
 
@@ -419,6 +424,7 @@ def report(
             f" | minus compute p50 {ph.overhead_p50_ms:.1f} ms, p99 {ph.overhead_p99_ms:.1f} ms"
             f" (p99 of its parts: {', '.join(f'{k} {v:.1f}' for k, v in ph.parts_p99_ms.items())} ms)"
             f" | resident {ph.rss_mb:.0f} MiB (peak {ph.peak_rss_mb:.0f})"
+            f" | daemon CPU {ph.cpu_ms_per_frame:.1f} ms/verdict ({ph.cpu_ms_per_frame / cpu_ms:.2f}x the engine's)"
         )
     gallery_mb, model_mb = sizes_mb
     budget = gallery_mb + model_mb + MEMORY_ALLOWANCE_MB

@@ -151,6 +151,7 @@ def test_bench_backbone_prints_a_floor_ratio_and_a_factor_for_every_variant() ->
         assert ms > 0.0 and floor > 0.0
         assert ratio == pytest.approx(ms / floor, rel=0.05, abs=0.01)
     assert {float(r[-1]) for r in rows if "contiguous" == r[2] and len(r) == 7} == {1.0}
+    assert {int(r[1]) for r in rows if r[2] == "openvino"} == {1, 2}  # OpenVINO's runtime at each batch
 
 
 def test_bench_gpu_smoke_run_on_cpu_prints_rates_latencies_and_floor_ratios() -> None:
