@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import numpy as np
-import structlog
 import torch
 
 from inspector.config.model import ModelConfig
@@ -27,7 +26,7 @@ from inspector.model.maps import defect_mask
 from inspector.model.openvino_backbone import (
     Extractor,
     OpenVinoExtractor,
-    build_logged,
+    build_or_reason,
     default_cache_dir,
     probe_image,
 )
@@ -168,7 +167,7 @@ class BackboneCache:
         if key not in self._openvino:
             cache_dir = None if self._random else (runtime.openvino_cache_dir or default_cache_dir())
             weights = (name, spec.weights_sha256)
-            self._openvino[key] = build_logged(module, probe, weights, cache_dir, torch.get_num_threads())
+            self._openvino[key] = build_or_reason(module, probe, weights, cache_dir, torch.get_num_threads())
         found = self._openvino[key]
         return (None, found) if isinstance(found, str) else (found, "")
 
@@ -215,9 +214,29 @@ class FeatureEngine:
             self.fused, self.kernel_note = kernel.select_fused(runtime.pixel_kernel, self.device)
         except nearest.NearestError as exc:
             raise EngineError(str(exc)) from None
-        if self.fused is None and runtime.pixel_kernel == "auto" and self.device.type == "cpu":
-            log = structlog.get_logger("inspector.model")
-            log.warning("pixel_kernel_fallback", reason=self.kernel_note, kernel="torch")
+
+    @property
+    def runtime_summary(self) -> dict[str, str | float | bool]:
+        """What runs the backbone and the pixel search; ``fallback`` when "auto" could not take a fast path.
+
+        For the start-up log: the reason a path was refused, the OpenVINO conversion's time and check.
+        """
+        cpu_auto = self.device.type == "cpu"
+        out: dict[str, str | float | bool] = {
+            "backbone_runtime": self.backbone_runtime,
+            "pixel_kernel": f"fused ({self.fused.best_isa})" if self.fused is not None else "torch",
+            "fallback": bool(self.backbone_note)
+            or (self.fused is None and self.runtime.pixel_kernel == "auto" and cpu_auto),
+        }
+        if self.backbone_note:
+            out["backbone_note"] = self.backbone_note
+        if self.fused is None:
+            out["kernel_note"] = self.kernel_note
+        if isinstance(self.extractor, OpenVinoExtractor):
+            c = self.extractor.conversion
+            out |= {"openvino_s": round(c.seconds, 3), "openvino_cached": c.cached}
+            out |= {"probe_rel_diff": float(f"{c.probe_rel_diff:.3g}"), "openvino_threads": c.threads}
+        return out
 
     @contextmanager
     def timed(self, timings: dict[str, float], name: str) -> Iterator[None]:
@@ -301,6 +320,11 @@ class Inspector:
         return kernel.Search(
             self.config.pixel_search, radius, block, self.chunk_bytes, precision, self.engine.fused
         )
+
+    @property
+    def runtime_summary(self) -> dict[str, str | float | bool]:
+        """The engine's :attr:`FeatureEngine.runtime_summary`."""
+        return self.engine.runtime_summary
 
     @property
     def feature_bytes(self) -> int:

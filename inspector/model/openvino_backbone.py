@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import structlog
 import torch
 
 from inspector.core.errors import InspectorError
@@ -216,23 +215,15 @@ def probe_image(height: int, width: int) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def build_logged(
+def build_or_reason(
     module: FeatureExtractor,
     probe: torch.Tensor,
     weights_key: tuple[str, str],
     cache_dir: Path | None,
     threads: int,
 ) -> OpenVinoExtractor | str:
-    """:func:`build_openvino`, logged: the extractor, or the reason it was refused (torch then runs it)."""
-    log = structlog.get_logger("inspector.model")
+    """:func:`build_openvino`, or the reason it was refused (torch then runs the backbone; the caller logs it)."""
     try:
-        built = build_openvino(module, probe, weights_key, cache_dir, threads)
+        return build_openvino(module, probe, weights_key, cache_dir, threads)
     except OpenVinoError as exc:
-        log.warning("openvino_backbone_refused", backbone=weights_key[0], reason=str(exc), fallback="torch")
         return str(exc)
-    c = built.conversion
-    log.info(
-        "openvino_backbone", backbone=weights_key[0], seconds=round(c.seconds, 3), cached=c.cached,
-        probe_rel_diff=float(f"{c.probe_rel_diff:.3g}"), threads=c.threads, precision=PRECISION,
-    )  # fmt: skip
-    return built

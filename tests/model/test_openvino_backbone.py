@@ -55,6 +55,10 @@ def test_openvino_features_equal_torchs_within_1e4_and_precision_is_float32(
     assert (ov.backbone_runtime, pt.backbone_runtime) == ("openvino", "torch")
     assert isinstance(ov.extractor, openvino_backbone.OpenVinoExtractor)
     assert ov.extractor.conversion.probe_rel_diff <= openvino_backbone.PROBE_REL_TOL
+    summary = ov.runtime_summary
+    assert summary["fallback"] is False and summary["probe_rel_diff"] == pytest.approx(
+        ov.extractor.conversion.probe_rel_diff, rel=1e-2
+    )
     images = _images(data)
     got, _ = ov.extract(images, {})
     want, _ = pt.extract(images, {})
@@ -89,6 +93,9 @@ def test_a_backbone_that_differs_from_torch_is_refused_with_the_reason_and_torch
     assert engine.backbone_runtime == "torch"
     assert engine.extractor is engine.torch_extractor
     assert "differ from torch's" in engine.backbone_note and "probe image" in engine.backbone_note
+    summary = engine.runtime_summary
+    assert summary["fallback"] is True and summary["backbone_runtime"] == "torch"
+    assert summary["backbone_note"] == engine.backbone_note  # the daemon logs it as a warning at start-up
 
 
 def test_the_converted_model_is_kept_in_the_cache_directory_and_a_corrupt_one_converted_again(
