@@ -161,7 +161,7 @@ class BackboneCache:
         """The OpenVINO conversion of the CPU extractor ``module`` for inputs shaped like ``probe``, built once.
 
         Returns:
-            The extractor, or None and the reason it was refused (logged once; the caller runs torch).
+            The extractor, or None and the reason it was refused (the caller runs torch; the daemon logs it).
         """
         key = (name, str(runtime.weights_for(name) or ""), tuple(probe.shape))
         if key not in self._openvino:
@@ -208,7 +208,7 @@ class FeatureEngine:
             converted, self.backbone_note = cache.openvino(
                 config.backbone, runtime, self.torch_extractor, self.spec, probe
             )
-            if converted is not None:  # else refused (logged with the reason): torch runs the backbone
+            if converted is not None:  # else refused (the reason in backbone_note): torch runs the backbone
                 self.extractor, self.backbone_runtime = converted, "openvino"
         try:
             self.fused, self.kernel_note = kernel.select_fused(runtime.pixel_kernel, self.device)
