@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 VENV=.venv
-STAMP=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# the stamp changes with the dependencies and with the C++ kernel the install builds
+STAMP=$VENV/.installed-$(cat pyproject.toml inspector/model/_nearest.cpp | sha256sum | cut -c1-16)
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"

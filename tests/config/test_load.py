@@ -32,7 +32,7 @@ def problems_of(path: Path) -> list[str]:
 
 GALLERY_SECTIONS = {"model", "calibration"}  # recorded by galleries: shown commented out in a daemon config
 OPTIONAL = {
-    "runtime": {"weights", "batch_size"},
+    "runtime": {"weights", "batch_size", "openvino_cache_dir"},
     "worker": {"gallery"},
     "archive": {"directory"},
     "parts": {"url", "password_file", "spool_dir"},

@@ -107,6 +107,10 @@ def test_two_cameras_deliver_verdicts_survive_a_camera_outage_and_metrics_agree(
         daemons.append(daemon := DaemonProcess(config))
         ready = daemon.wait_event("daemon_ready")
         assert ready["bus"] == bus and ready["metrics_port"] == metrics_port
+        runtime = daemon.event("model_runtime")  # the defaults take the fast CPU paths, float32 checked
+        assert runtime is not None and runtime["level"] == "info" and runtime["fallback"] is False, runtime
+        assert runtime["backbone_runtime"] == "openvino" and runtime["probe_rel_diff"] <= 1e-4
+        assert runtime["pixel_kernel"].startswith("fused")
         got = sub.got
         wait_until(lambda: len(got.of("net")) >= 5 and len(got.of("file")) >= 3, "verdicts from both cameras")
 
