@@ -11,9 +11,10 @@ import torch
 from inspector.config.model import ModelConfig
 from inspector.demo.data import write_dataset
 from inspector.model import openvino_backbone
-from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.build import build_gallery, list_images
 from inspector.model.engine import BackboneCache, EngineError, FeatureEngine, Inspector, wants_openvino
 from inspector.model.preprocess import read_image
+from inspector.model.thresholds import calibrate_gallery
 from tests.support import calibration_config, runtime_config
 
 pytest.importorskip("openvino")
