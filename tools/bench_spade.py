@@ -164,7 +164,13 @@ def synthetic_gallery(engine: FeatureEngine, feats: Features, n: int, float16: b
 class ReferenceInspector(Inspector):
     """The matching path before the blocked kernel (spade.stage_maps on the dense gallery), for comparison."""
 
-    def stage_map(self, stage: int, test: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    def stage_map(
+        self,
+        stage: int,
+        test: torch.Tensor,
+        neighbours: torch.Tensor,
+        exclude: list[list[int]] | None = None,
+    ) -> torch.Tensor:
         """The dense, chunked search of spade.stage_maps (chunks of runtime.distance_chunk_mb)."""
         dense = self.gallery.stages[stage].to(test.device)
         return reference_stage_maps(test, dense, neighbours, self.chunk_bytes, self.engine.runtime.precision)

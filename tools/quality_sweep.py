@@ -26,7 +26,9 @@ import torch
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.model.build import list_images
+from inspector.model.coreset import memory_bank
 from inspector.model.engine import BackboneCache, FeatureEngine, Features
+from inspector.model.manifest import MemoryBank
 from inspector.model.preprocess import read_image
 from inspector.quality.evaluate import GOOD, TestImage, list_tests, load_mask
 from inspector.quality.features import extract_features, in_memory_inspector
@@ -68,8 +70,21 @@ def content_mask(valid: list[tuple[int, int, int, int]], shape: tuple[int, ...])
     return out
 
 
+BANKS: dict[tuple[tuple[int, ...], float], tuple[dict[int, torch.Tensor], MemoryBank, float]] = {}
+
+
 def evaluate(engine: FeatureEngine, ex: Extracted, cfg: ModelConfig) -> dict[str, float]:
-    insp = in_memory_inspector(engine, ex.train, cfg)
+    coreset_s = 0.0
+    bank = None
+    if cfg.pixel_search == "memory_bank":  # one coreset per stage set and fraction, whatever the fusion
+        key = (cfg.stages, cfg.coreset_fraction)
+        if key not in BANKS:
+            start = time.perf_counter()
+            banks, record = memory_bank({s: ex.train.stages[s] for s in cfg.stages}, cfg.coreset_fraction)
+            BANKS[key] = (banks, record, time.perf_counter() - start)
+        bank = BANKS[key][:2]
+        coreset_s = BANKS[key][2]
+    insp = in_memory_inspector(engine, ex.train, cfg, bank)
     idx = torch.arange(min(LOO_SAMPLE, ex.train.pooled.shape[0]))
     size = cfg.crop_px
     loo_feats = Features(ex.train.pooled[idx], {s: ex.train.stages[s][idx] for s in cfg.stages})
@@ -94,6 +109,7 @@ def evaluate(engine: FeatureEngine, ex: Extracted, cfg: ModelConfig) -> dict[str
         "pixel_content": pixel_auroc(ex.masks[content][None, None], raw.maps[content][None, None]),
         "pro": pro_score(ex.masks, raw.maps),
         "match_ms": ms,
+        "coreset_s": coreset_s,
     }
 
 
@@ -110,18 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--resize", type=int, default=256, help="resize_px")
     ap.add_argument("--crop", type=int, default=224, help="crop_px")
-    ap.add_argument("--pixel-search", default="full", choices=("full", "window"))
+    ap.add_argument("--pixel-search", default="full", help="pixel searches: full,window,memory_bank")
     ap.add_argument("--window-cells", type=int, default=2)
+    ap.add_argument("--coreset-fractions", default="0.01", help="pixel search memory_bank: coreset fractions")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     header = (
-        "| preprocessing | neighbourhood | stages | fusion | K | sigma | image AUROC knn | max | top1% | knn+max "
-        "| pixel AUROC | pixel AUROC on content | PRO | match ms/img |"
+        "| preprocessing | search | neighbourhood | stages | fusion | K | sigma | image AUROC knn | max | top1% | knn+max "
+        "| pixel AUROC | pixel AUROC on content | PRO | match ms/img | coreset | coreset s |"
     )
     rows = [
-        f"{args.data.name}: {args.backbone}, resize {args.resize}, crop {args.crop}, pixel search {args.pixel_search}",
+        f"{args.data.name}: {args.backbone}, resize {args.resize}, crop {args.crop}",
         header,
-        "|" + "---|" * 14,
+        "|" + "---|" * 17,
     ]
     print(rows[0], flush=True)
     print(rows[1], flush=True)
@@ -133,26 +150,36 @@ def main(argv: list[str] | None = None) -> int:
             keep_aspect=variant == "aspect",
             neighbourhood_px=int(neigh),
             image_k=args.image_k,
-            pixel_search=args.pixel_search,
             window_cells=args.window_cells,
         )
         engine, ex = prepare(args.data, base)
+        searches = [
+            (search, fraction)
+            for search in args.pixel_search.split(",")
+            for fraction in (args.coreset_fractions.split(",") if search == "memory_bank" else ["-"])
+        ]
         grid = itertools.product(
-            args.stages.split(","), args.fusions.split(","), args.ks.split(","), args.sigmas.split(",")
+            searches,
+            args.stages.split(","),
+            args.fusions.split(","),
+            args.ks.split(","),
+            args.sigmas.split(","),
         )
-        for st, fusion, k, sig in grid:
+        for (search, fraction), st, fusion, k, sig in grid:
             update = {
+                "pixel_search": search,
                 "stages": tuple(int(c) for c in st),
                 "pixel_k": int(k),
                 "blur_sigma_px": float(sig),
                 "stage_fusion": fusion,
+                **({"coreset_fraction": float(fraction)} if fraction != "-" else {}),
             }
             cfg = base.model_copy(update=update)
             m = evaluate(engine, ex, cfg)
             row = (
-                f"| {variant} | {neigh} | {','.join(st)} | {fusion} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
+                f"| {variant} | {search} | {neigh} | {','.join(st)} | {fusion} | {k} | {sig} | {m['img_knn']:.4f} | {m['img_max']:.4f} "
                 f"| {m['img_top']:.4f} | {m['img_combo']:.4f} | {m['pixel']:.4f} | {m['pixel_content']:.4f} | {m['pro']:.4f} "
-                f"| {m['match_ms']:.0f} |"
+                f"| {m['match_ms']:.0f} | {fraction} | {m['coreset_s']:.0f} |"
             )
             rows.append(row)
             print(row, flush=True)

@@ -18,10 +18,11 @@ BackboneName = Literal[
 ]
 ImageScoreMode = Literal["knn_pooled", "map_max", "map_top_mean", "knn_plus_map"]
 StageFusion = Literal["mean", "scaled_mean", "scaled_geomean"]
-PixelSearch = Literal["full", "window"]
+PixelSearch = Literal["full", "window", "memory_bank"]
 VALID_STAGES = (0, 1, 2)
 DEFAULT_RESIZE_PX = 224
 UNSET_CROP_PX = 0  # replaced by resize_px after validation: no crop
+DEFAULT_CORESET_FRACTION = 0.01
 MOVED_TO_RUNTIME = {
     "device": "runtime.device",
     "precision": "runtime.precision",
@@ -82,7 +83,22 @@ class ModelConfig(StrictModel):
         "full",
         description="full: each location is matched against every location of the K nearest gallery images "
         "(SPADE); window: only against locations within window_cells of the same place (aligned, fixtured "
-        "parts only; see docs/performance.md).",
+        "parts only; see docs/performance.md); memory_bank: against a coreset of every location of every "
+        "gallery image (PatchCore-style; coreset_fraction of them, chosen at gallery build).",
+    )
+    coreset_fraction: float = Field(
+        DEFAULT_CORESET_FRACTION,
+        gt=0.0,
+        le=1.0,
+        description="pixel_search = memory_bank: share of each stage's gallery locations kept by greedy "
+        "(k-centre) coreset subsampling at gallery build (1 = every location).",
+    )
+    min_defect_area_px: int = Field(
+        0,
+        ge=0,
+        le=100_000_000,
+        description="A part also fails when a defect region (a connected region of the mask) covers at least "
+        "this many frame pixels, whatever its image score; 0: only the image score decides.",
     )
     window_cells: int = Field(
         2,

@@ -11,6 +11,7 @@ from inspector.core.names import Verdict
 
 Image = npt.NDArray[np.uint8]
 NO_IMAGE: Image = np.zeros((0, 0, 3), np.uint8)
+MAX_DEFECT_REGIONS = 16  # defect regions an outcome lists (largest first); its defect_count counts them all
 """The image of a frame that has a place in the sequence but no picture (see ``Frame.fault``)."""
 
 
@@ -55,6 +56,27 @@ class CropBox:
         )
 
 
+@dataclass(frozen=True)
+class DefectRegion:
+    """One connected region of a defect mask, in frame pixels.
+
+    Attributes:
+        area_px: frame pixels the region covers.
+        peak: the anomaly map's highest value inside it.
+        x0: bounding box, ``[x0, x1) x [y0, y1)`` in frame pixels.
+        y0: see ``x0``.
+        x1: see ``x0``.
+        y1: see ``x0``.
+    """
+
+    area_px: int
+    peak: float
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
 @dataclass(frozen=True, eq=False)
 class Outcome:
     """What became of one frame: its verdict and the evidence for it, before any wire format.
@@ -75,6 +97,9 @@ class Outcome:
         error: the reason, for TIMEOUT and ERROR only.
         crop_box: where ``crop`` (and so the map and mask) lies in the frame (PASS/FAIL only).
         neighbours: source names of the gallery images the map was computed against, nearest first.
+        defects: the mask's connected regions, largest first (at most ``MAX_DEFECT_REGIONS`` of them).
+        defect_count: how many regions the mask has (PASS/REVIEW/FAIL only; ``defects`` may list fewer).
+        region: the gallery's inspection region, uint8 0/255 in crop coordinates (None: the whole crop).
         published: the verdict header exactly as the bus sent it (JSON), set by the bus sink; the outputs
             after the bus (archive, results, live view) store and serve this text.
     """
@@ -95,6 +120,9 @@ class Outcome:
     crop_box: CropBox | None = None
     neighbours: tuple[str, ...] = ()
     published: str | None = None
+    defects: tuple[DefectRegion, ...] = ()
+    defect_count: int | None = None
+    region: Image | None = None
 
     def __post_init__(self) -> None:
         """Refuse a record whose fields contradict its verdict."""

@@ -13,11 +13,13 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
 from inspector.core.names import IMAGE_SUFFIXES
+from inspector.model.coreset import memory_bank
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, iter_batches
 from inspector.model.gallery import load_gallery, save_gallery, staged_replace
 from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage
 from inspector.model.preprocess import read_image
+from inspector.model.regions import read_region_mask
 from inspector.model.settings import manifest_preprocessing, spade_params
 from inspector.model.thresholds import (
     HELD_OUT_METHODS,
@@ -83,6 +85,21 @@ def extract_all(
     return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()})
 
 
+def lazy_step(step: Callable[[str, int], Progress | None], name: str, total: int) -> Progress:
+    """A per-batch callback that opens its step (``step(name, total)``) only when first called, so a step
+    named before an earlier one runs does not end that one's progress bar."""
+    opened: list[Progress | None] = []
+
+    def update(done: int) -> None:
+        if not opened:
+            opened.append(step(name, total))
+        callback = opened[0]
+        if callback is not None:
+            callback(done)
+
+    return update
+
+
 def source_image(path: Path, sha256: str, size: tuple[int, int]) -> SourceImage:
     """The manifest record of one gallery image: name, hash and size in pixels."""
     return SourceImage(name=path.name, sha256=sha256, width_px=size[0], height_px=size[1])
@@ -96,6 +113,8 @@ def build_gallery(
     float16: bool = False,
     progress: Progress | None = None,
     backbones: BackboneCache | None = None,
+    region_mask: Path | None = None,
+    coreset_progress: Progress | None = None,
 ) -> GalleryManifest:
     """Extract features of known-good images and write an (uncalibrated) gallery file.
 
@@ -110,16 +129,30 @@ def build_gallery(
         float16: store features as float16.
         progress: called with the number of images done after each batch.
         backbones: shared backbones (to reuse one already built).
+        region_mask: the inspection region, a PNG of the images' size (white inspect, black ignore).
+        coreset_progress: ``pixel_search = memory_bank``: called with the images done by the coreset, once
+            per stage.
 
     Raises:
         BuildError: fewer than two images.
         ImageReadError: an image cannot be read (the message names it).
+        RegionError: the region mask cannot be used (the message names it).
     """
     if len(images) < MIN_CALIBRATION_IMAGES:
         raise BuildError(f"need at least {MIN_CALIBRATION_IMAGES} good images, got {len(images)}")
     engine = FeatureEngine(config, runtime, backbones)
+    region = None
+    if region_mask is not None:  # checked against the first image before the long extraction
+        first = read_image(images[0])
+        read_region_mask(region_mask, engine.prep, [(first.shape[1], first.shape[0])])
     sizes: list[tuple[int, int]] = []
     feats = extract_all(engine, images, progress, sizes)
+    if region_mask is not None:
+        region = read_region_mask(region_mask, engine.prep, sizes)
+    banks: dict[int, torch.Tensor] = {}
+    record = None
+    if config.pixel_search == "memory_bank":
+        banks, record = memory_bank(feats.stages, config.coreset_fraction, progress=coreset_progress)
     manifest = GalleryManifest(
         format_version=GALLERY_FORMAT_VERSION,
         backbone=engine.spec.name,
@@ -134,8 +167,12 @@ def build_gallery(
         storage_dtype="float16" if float16 else "float32",
         content_sha256="",
         calibration=None,
+        memory_bank=record,
+        region=None if region is None else region.record,
     )
-    return save_gallery(out, feats.pooled, feats.stages, manifest, float16=float16)
+    return save_gallery(
+        out, feats.pooled, feats.stages, manifest, float16, banks, None if region is None else region.mask
+    )
 
 
 def build_and_calibrate(
@@ -147,6 +184,7 @@ def build_and_calibrate(
     float16: bool = False,
     progress: Callable[[str, int], Progress | None] | None = None,
     backbones: BackboneCache | None = None,
+    region_mask: Path | None = None,
 ) -> tuple[GalleryManifest, Calibration]:
     """Build a gallery and calibrate it leave-out; ``out`` is replaced only by the calibrated, verified file.
 
@@ -155,6 +193,7 @@ def build_and_calibrate(
 
     Args:
         progress: called with a step name and its image count, returns that step's per-batch callback.
+        region_mask: the inspection region (see :func:`build_gallery`).
 
     Returns:
         The manifest as built and the calibration it was given.
@@ -165,9 +204,11 @@ def build_and_calibrate(
         return progress(name, total) if progress else None
 
     with staged_replace(out, "building") as staging:
+        coreset = len(images) * len(config.stages) if config.pixel_search == "memory_bank" else 0
         manifest = build_gallery(
-            images, staging, config, runtime, float16, step("features", len(images)), backbones
-        )
+            images, staging, config, runtime, float16, step("features", len(images)), backbones, region_mask,
+            lazy_step(step, "coreset", coreset) if coreset and progress else None,
+        )  # fmt: skip
         steps = calibration_steps(len(images), config.stage_fusion)
         cal = calibrate_gallery(staging, runtime, calibration, None, step("calibration", steps), backbones)
     return manifest, cal
@@ -240,7 +281,12 @@ def add_to_gallery(
         raise BuildError(f"{path}: no new image to add ({len(duplicates)} already in the gallery)")
     sizes: list[tuple[int, int]] = []
     new = extract_all(inspector.engine, list(added), progress, sizes)
+    _check_region_sizes(old.manifest, list(added), sizes)
     stages = {s: torch.cat([old.stages[s], new.stages[s]]) for s in old.stages}
+    banks: dict[int, torch.Tensor] = {}
+    bank_record = old.manifest.memory_bank
+    if bank_record is not None:  # the coreset is chosen again over every image, as a build would
+        banks, bank_record = memory_bank(stages, bank_record.coreset_fraction, bank_record.seed)
     sources = [
         *old.manifest.sources,
         *(source_image(p, d, size) for (p, d), size in zip(added.items(), sizes, strict=True)),
@@ -253,15 +299,29 @@ def add_to_gallery(
         and calibration is None
     )
     manifest = old.manifest.model_copy(
-        update={"image_count": len(sources), "sources": sources, "calibration": old_cal if keep else None}
-    )
+        update={"image_count": len(sources), "sources": sources, "calibration": old_cal if keep else None,
+                "memory_bank": bank_record}
+    )  # fmt: skip
     target = calibration or _recorded_targets(old_cal)
     with staged_replace(path, "growing") as staging:
         save_gallery(staging, torch.cat([old.pooled, new.pooled]), stages, manifest,
-                     float16=old.manifest.storage_dtype == "float16")  # fmt: skip
+                     old.manifest.storage_dtype == "float16", banks, old.region)  # fmt: skip
         if not keep:
             calibrate_gallery(staging, runtime, target, normal_images, progress=progress, backbones=backbones)
     return GrowResult(load_gallery(path).manifest, list(added), duplicates, recalibrated=not keep)
+
+
+def _check_region_sizes(manifest: GalleryManifest, images: list[Path], sizes: list[tuple[int, int]]) -> None:
+    """Refuse new images of another size than a gallery's region mask (it is drawn in their pixels)."""
+    region = manifest.region
+    if region is None:
+        return
+    for image, (width, height) in zip(images, sizes, strict=True):
+        if (width, height) != (region.width_px, region.height_px):
+            raise BuildError(
+                f"{image}: {width}x{height} px, but the gallery's region mask {region.name} is "
+                f"{region.width_px}x{region.height_px} px"
+            )
 
 
 def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:

@@ -16,14 +16,15 @@ import torch
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
-from inspector.core.records import CropBox
+from inspector.core.records import CropBox, DefectRegion
 from inspector.model import kernel, nearest, spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
-from inspector.model.gallery import Gallery, check_expected, load_gallery
+from inspector.model.bank import MemoryBank, bank_maps
+from inspector.model.gallery import Gallery, check_expected, load_gallery, stage_name
 from inspector.model.geometry import frame_area_px
 from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
-from inspector.model.maps import defect_mask
+from inspector.model.maps import MASK_ON, defect_mask
 from inspector.model.openvino_backbone import (
     Extractor,
     OpenVinoExtractor,
@@ -32,6 +33,7 @@ from inspector.model.openvino_backbone import (
     probe_image,
 )
 from inspector.model.preprocess import Prepared, prepare_batch
+from inspector.model.regions import defect_regions
 from inspector.model.settings import (
     check_feature_shapes,
     manifest_preprocessing,
@@ -41,6 +43,7 @@ from inspector.model.settings import (
 
 MIB = 1 << 20
 PROBE_IMAGE_PX = 256  # the OpenVINO check's probe image, before preprocessing
+REGION_ON = 0.5  # a stored region value above this is inspected
 
 
 class EngineError(InspectorError):
@@ -97,8 +100,9 @@ class ScoreResult:
     Attributes:
         score: image score in the gallery's calibrated mode.
         threshold: calibrated image threshold.
-        verdict: "FAIL" (score above threshold), "REVIEW" (above the review threshold, when the gallery has a
-            review band) or "PASS".
+        verdict: "FAIL" (score above threshold, or a defect region of at least the gallery's
+            min_defect_area_px), "REVIEW" (above the review threshold, when the gallery has a review band) or
+            "PASS".
         pixel_threshold: calibrated pixel threshold (the mask is the map above it).
         anomaly_map: float32 [crop, crop] map in model-input (crop) coordinates.
         mask: uint8 0/255 [crop, crop], anomaly_map above the pixel threshold.
@@ -108,6 +112,10 @@ class ScoreResult:
         timings_ms: the batch's time per stage in milliseconds.
         crop_box: where the crop (and so the map and mask) lies in the scored image.
         neighbours: source names of the K nearest gallery images the map was computed against, nearest first.
+        defects: the mask's connected regions in frame pixels, largest first (at most MAX_DEFECT_REGIONS).
+        defect_count: how many connected regions the mask has.
+        region: the gallery's inspection region, uint8 0/255 [crop, crop] (None: the whole crop), one array
+            shared by every result.
     """
 
     score: float
@@ -125,6 +133,9 @@ class ScoreResult:
     neighbours: tuple[str, ...] = ()
     defect_area_frame_px: int = 0
     review_threshold: float | None = None
+    defects: tuple[DefectRegion, ...] = ()
+    defect_count: int = 0
+    region: np.ndarray | None = None
 
 
 class BackboneCache:
@@ -308,11 +319,17 @@ class Inspector:
         self.pooled = gallery.pooled.to(dev)
         self.pooled_sq = (self.pooled * self.pooled).sum(1)
         storage = torch.float16 if gallery.manifest.storage_dtype == "float16" else torch.float32
-        self.banks = {
-            s: kernel.StageBank.from_features(t.to(dev), storage) for s, t in gallery.stages.items()
-        }
+        self.memory = memory_banks(gallery, self.config, dev)
+        self.banks = (
+            {}
+            if self.memory
+            else {s: kernel.StageBank.from_features(t.to(dev), storage) for s, t in gallery.stages.items()}
+        )
+        self.region = None if gallery.region is None else gallery.region.to(dev) > REGION_ON
+        self.region_mask = None if self.region is None else self.region.cpu().numpy()  # bool [crop, crop]
+        self.region_u8 = None if self.region_mask is None else self.region_mask.astype(np.uint8) * MASK_ON
         if not keep_stage_features:
-            self.gallery = dataclasses.replace(gallery, stages={})
+            self.gallery = dataclasses.replace(gallery, stages={}, banks={})
         self.chunk_bytes = engine.runtime.distance_chunk_mb * MIB
         self.searches = {s: self._search(s) for s in self.config.stages}
 
@@ -334,11 +351,22 @@ class Inspector:
     @property
     def feature_bytes(self) -> int:
         """Bytes of gallery features this scorer holds: pooled features, search banks, kept stage tensors."""
-        tensors = [self.pooled, self.pooled_sq, *self.gallery.stages.values()]
-        return sum(t.numel() * t.element_size() for t in tensors) + sum(b.nbytes for b in self.banks.values())
+        tensors = [self.pooled, self.pooled_sq, *self.gallery.stages.values(), *self.gallery.banks.values()]
+        banks = [b.nbytes for b in self.banks.values()] + [m.nbytes for m in self.memory.values()]
+        return sum(t.numel() * t.element_size() for t in tensors) + sum(banks)
 
-    def stage_map(self, stage: int, test: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        """[B, H, W] nearest-feature distances of one stage's [B, C, H, W] test features (kernel.stage_maps)."""
+    def stage_map(
+        self,
+        stage: int,
+        test: torch.Tensor,
+        neighbours: torch.Tensor,
+        exclude: list[list[int]] | None = None,
+    ) -> torch.Tensor:
+        """[B, H, W] nearest-feature distances of one stage's [B, C, H, W] test features: among the locations of
+        the K ``neighbours`` images (kernel.stage_maps), or in the memory bank without the rows of the images
+        ``exclude`` names per test image (bank.bank_maps)."""
+        if self.memory:
+            return bank_maps(test, self.memory[stage], exclude, self.engine.fused, self.chunk_bytes)
         return kernel.stage_maps(test, self.banks[stage], neighbours, self.searches[stage])
 
     @classmethod
@@ -422,8 +450,9 @@ class Inspector:
             knn, nn_idx = spade.knn_scores(
                 feats.pooled, self.pooled, cfg.image_k, cfg.pixel_k, exclude, run.precision, self.pooled_sq
             )
+        left_out = None if exclude is None else exclude.reshape(exclude.shape[0], -1).tolist()
         with eng.timed(t, "pixel_match"):
-            per_stage = [self.stage_map(s, feats.stages[s], nn_idx) for s in cfg.stages]
+            per_stage = [self.stage_map(s, feats.stages[s], nn_idx, left_out) for s in cfg.stages]
         with eng.timed(t, "upsample_blur"):
             fusion = cfg.stage_fusion
             if fusion != "mean" and scales is None:
@@ -434,6 +463,7 @@ class Inspector:
                 cfg.blur_sigma_px,
                 scales if fusion != "mean" else None,
                 geometric=fusion == "scaled_geomean",
+                region=self.region,
             )
             maps = _zero_outside(maps, valid)
             mmax, mtop = spade.map_image_scores(maps)
@@ -473,17 +503,23 @@ class Inspector:
         assert cal is not None  # enforced in __init__ for scoring instances
         names = [source.name for source in self.gallery.manifest.sources]
         nearest = raw.neighbours if raw.neighbours is not None else np.zeros((len(images), 0), np.int64)
+        region = self.region_mask
         results = []
         for i, s in enumerate(scores):
             amap = raw.maps[i]
             mask = defect_mask(amap, cal.pixel_threshold)
+            if region is not None:
+                mask[~region] = 0  # outside the inspection region nothing is a defect
             area = int(np.count_nonzero(mask))
+            box = prepared.boxes[i]
+            defects, count = defect_regions(mask, amap, box, (images[i].shape[1], images[i].shape[0]))
+            largest = defects[0].area_px if defects else 0
             results.append(
                 ScoreResult(
                     score=float(s),
                     threshold=cal.image_threshold,
                     pixel_threshold=cal.pixel_threshold,
-                    verdict=cal.verdict_of(float(s)),
+                    verdict=cal.verdict_of(float(s), largest, self.config.min_defect_area_px),
                     review_threshold=cal.review_threshold,
                     knn_score=float(raw.knn[i]),
                     map_max=float(raw.map_max[i]),
@@ -492,9 +528,12 @@ class Inspector:
                     defect_area_px=area,
                     crop=prepared.crops[i],
                     timings_ms=dict(timings),
-                    crop_box=prepared.boxes[i],
+                    crop_box=box,
                     neighbours=tuple(names[j] for j in nearest[i]),
-                    defect_area_frame_px=frame_area_px(area, prepared.boxes[i]),
+                    defect_area_frame_px=frame_area_px(area, box),
+                    defects=defects,
+                    defect_count=count,
+                    region=self.region_u8,
                 )
             )
         return results
@@ -512,6 +551,26 @@ def calibrated_score_median(calibration: Calibration | None, image_score: str) -
         return calibration.image_score_median
     stored = {"knn_pooled": calibration.score_median, "map_max": calibration.map_max_median}
     return stored.get(image_score)
+
+
+def memory_banks(gallery: Gallery, config: ModelConfig, device: torch.device) -> dict[int, MemoryBank]:
+    """The search layout of a ``memory_bank`` gallery's banks on ``device`` (empty for the other searches).
+
+    Raises:
+        EngineError: the gallery was built without a memory bank.
+    """
+    if config.pixel_search != "memory_bank":
+        return {}
+    record = gallery.manifest.memory_bank
+    if record is None or set(gallery.banks) != set(config.stages):
+        raise EngineError(
+            f"gallery {gallery.content_hash[:12]}: pixel_search memory_bank, but the gallery holds no memory "
+            "bank (rebuild it with inspector gallery build)"
+        )
+    return {
+        s: MemoryBank.from_rows(gallery.banks[s].to(device), record.rows_per_image[stage_name(s)])
+        for s in config.stages
+    }
 
 
 def _zero_outside(maps: torch.Tensor, valid: list[tuple[int, int, int, int]]) -> torch.Tensor:

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from inspector.core.errors import validation_lines
 from inspector.model.digest import canonical_json, gallery_sha256
+from inspector.model.extras import REGION_NAME, bank_name, extra_shapes, named_extras, stored_channels
 from inspector.model.header import GalleryError, read_header
 from inspector.model.manifest import (
     GALLERY_FORMAT_VERSION,
@@ -55,6 +56,8 @@ class Gallery:
     pooled: torch.Tensor
     stages: dict[int, torch.Tensor]
     sha256: str = ""
+    banks: dict[int, torch.Tensor] = field(default_factory=dict)  # memory bank rows [M, C] per stage
+    region: torch.Tensor | None = None  # [crop, crop] 1 = inspected, 0 = ignored
 
     @property
     def content_hash(self) -> str:
@@ -91,19 +94,27 @@ def _stored_tensors(
     stages: dict[int, torch.Tensor],
     manifest: GalleryManifest,
     dtype: torch.dtype,
+    extras: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """Validate shapes and values of the tensors to save and convert them to the storage dtype."""
     if set(stages) != set(manifest.stages):
         raise GalleryError(path, f"stages given {sorted(stages)} != manifest stages {manifest.stages}")
     named = {POOLED_NAME: pooled, **{stage_name(s): t for s, t in stages.items()}}
+    want_extras = extra_shapes(manifest, {s: t.shape[1] for s, t in stages.items() if t.dim() == 4})
+    if set(extras) != set(want_extras):
+        raise GalleryError(path, f"tensors given {sorted(extras)}, the manifest needs {sorted(want_extras)}")
     out: dict[str, torch.Tensor] = {}
-    for name, tensor in named.items():
-        want_dims = 2 if name == POOLED_NAME else 4
+    for name, tensor in {**named, **extras}.items():
+        want_dims = len(want_extras[name]) if name in extras else 2 if name == POOLED_NAME else 4
         if tensor.dim() != want_dims:
             raise GalleryError(path, f"{name} must be {want_dims}-D, got shape {list(tensor.shape)}")
         if not tensor.is_floating_point() or tensor.numel() == 0:
             raise GalleryError(path, f"{name} must be a non-empty floating-point tensor, got {tensor.dtype}")
-        if tensor.shape[0] != manifest.image_count:
+        if name in extras and list(tensor.shape) != want_extras[name]:
+            raise GalleryError(
+                path, f"{name} has shape {list(tensor.shape)}, the manifest says {want_extras[name]}"
+            )
+        if name not in extras and tensor.shape[0] != manifest.image_count:
             raise GalleryError(
                 path, f"{name} has {tensor.shape[0]} images, image_count {manifest.image_count}"
             )
@@ -189,6 +200,8 @@ def save_gallery(
     stages: dict[int, torch.Tensor],
     manifest: GalleryManifest,
     float16: bool = False,
+    banks: dict[int, torch.Tensor] | None = None,
+    region: torch.Tensor | None = None,
 ) -> GalleryManifest:
     """Save a gallery atomically.
 
@@ -198,6 +211,8 @@ def save_gallery(
         stages: stage index -> [N, C, H, W] feature maps, exactly the manifest's ``stages``.
         manifest: the manifest; ``storage_dtype``, ``stage_shapes`` and ``content_sha256`` are overwritten.
         float16: store as float16 (half the size) instead of float32.
+        banks: each stage's memory bank rows [M, C] (exactly when the manifest has a ``memory_bank``).
+        region: the [crop, crop] inspection region, 1 inspected, 0 ignored (exactly when it has a ``region``).
 
     Returns:
         The manifest as written.
@@ -207,8 +222,9 @@ def save_gallery(
     """
     path = Path(path)
     dtype_name: Literal["float32", "float16"] = "float16" if float16 else "float32"
-    tensors = _stored_tensors(path, pooled, stages, manifest, STORAGE_DTYPES[dtype_name])
-    shapes = {name: list(t.shape[1:]) for name, t in tensors.items()}
+    extras = named_extras(banks or {}, region)
+    tensors = _stored_tensors(path, pooled, stages, manifest, STORAGE_DTYPES[dtype_name], extras)
+    shapes = {name: list(t.shape[1:]) for name, t in tensors.items() if name not in extras}
     final = _revalidate(
         path, manifest, storage_dtype=dtype_name, stage_shapes=shapes, content_sha256=content_sha256(tensors)
     )
@@ -348,6 +364,7 @@ def _verify_written(path: Path) -> None:
 
 def _check_names(path: Path, manifest: GalleryManifest, names: Iterable[str]) -> None:
     expected = {POOLED_NAME, *(stage_name(s) for s in manifest.stages)}
+    expected |= set(extra_shapes(manifest, stored_channels(manifest)))
     missing, extra = sorted(expected - set(names)), sorted(set(names) - expected)
     if missing or extra:
         raise GalleryError(path, f"wrong tensors: missing {missing}, extra {extra}")
@@ -361,8 +378,9 @@ def _check_shapes(path: Path, manifest: GalleryManifest, shapes: dict[str, list[
         raise GalleryError(
             path, f"wrong shapes: {len(manifest.sources)} sources, image_count {manifest.image_count}"
         )
+    extras = extra_shapes(manifest, stored_channels(manifest))
     for name in sorted(shapes):
-        want = [manifest.image_count, *manifest.stage_shapes[name]]
+        want = extras[name] if name in extras else [manifest.image_count, *manifest.stage_shapes[name]]
         if shapes[name] != want:
             raise GalleryError(path, f"wrong shapes: {name} is {shapes[name]}, manifest says {want}")
 
@@ -435,7 +453,8 @@ def load_gallery(
     check_expected(path, manifest, expect_backbone, expect_weights_sha256, expect_preprocessing)
     as_f32 = {name: t.to(torch.float32).contiguous() for name, t in tensors.items()}
     stages = {s: as_f32[stage_name(s)] for s in sorted(manifest.stages)}
-    return Gallery(manifest=manifest, pooled=as_f32[POOLED_NAME], stages=stages, sha256=sha256)
+    banks = {s: as_f32[bank_name(s)] for s in sorted(manifest.stages) if bank_name(s) in as_f32}
+    return Gallery(manifest, as_f32[POOLED_NAME], stages, sha256, banks, as_f32.get(REGION_NAME))
 
 
 def update_calibration(path: Path, calibration: Calibration) -> GalleryManifest:

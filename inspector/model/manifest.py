@@ -98,6 +98,9 @@ class SpadeParams(_Strict):
     stage_fusion: str = Field(default="mean", min_length=1)
     pixel_search: str = Field(default="full", min_length=1)
     window_cells: int = Field(default=2, ge=1)
+    # absent in galleries built before these existed (then not in the manifest, nor in its hash)
+    coreset_fraction: float | None = Field(default=None, gt=0.0, le=1.0, exclude_if=lambda v: v is None)
+    min_defect_area_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
 
 
 class SourceImage(_Strict):
@@ -108,6 +111,40 @@ class SourceImage(_Strict):
     # absent in galleries built before sizes were recorded (then not in the manifest, nor in its hash)
     width_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
     height_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
+
+
+class MemoryBank(_Strict):
+    """The memory bank of a ``pixel_search = memory_bank`` gallery: which gallery locations its coreset kept.
+
+    The bank of stage s is the tensor ``bank<s>``: the kept rows, grouped by gallery image in source order
+    (``rows_per_image[stage<s>][i]`` rows of image i), so that leave-out calibration can leave an image's own
+    rows out.
+    """
+
+    coreset_fraction: float = Field(gt=0.0, le=1.0, description="Share of each stage's locations kept.")
+    seed: int = Field(ge=0, description="Seed of the greedy coreset's random starts.")
+    rows_per_image: dict[str, list[int]] = Field(
+        description="Per stage tensor name (stage0, ...): rows kept of each gallery image, in source order."
+    )
+
+    @field_validator("rows_per_image")
+    @classmethod
+    def _counts_valid(cls, value: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, counts in value.items():
+            if any(c < 0 for c in counts) or sum(counts) < 1:
+                raise ValueError(f"{name}: row counts must be non-negative with at least one row")
+        return value
+
+
+class RegionMask(_Strict):
+    """The inspection region a gallery was built with: the PNG's name, hash and size (frame pixels), and the
+    share of the model's crop it leaves inspected. The crop-sized mask itself is the tensor ``region``."""
+
+    name: str = Field(min_length=1)
+    sha256: str = Field(pattern=_SHA256_PATTERN)
+    width_px: int = Field(ge=1)
+    height_px: int = Field(ge=1)
+    inspected_fraction: float = Field(gt=0.0, le=1.0, description="Share of the crop's pixels inspected.")
 
 
 class Calibration(_Strict):
@@ -185,9 +222,15 @@ class Calibration(_Strict):
             return None
         return self.target_false_reject_rate + self.target_review_rate
 
-    def verdict_of(self, score: float) -> Literal["PASS", "REVIEW", "FAIL"]:
-        """FAIL above the image threshold; REVIEW above the review threshold (when there is a band); else PASS."""
+    def verdict_of(
+        self, score: float, largest_defect_area_px: int = 0, min_defect_area_px: int = 0
+    ) -> Literal["PASS", "REVIEW", "FAIL"]:
+        """FAIL above the image threshold, or when ``min_defect_area_px`` > 0 and the largest defect region
+        covers at least that many frame pixels; else REVIEW above the review threshold (when there is a
+        band); else PASS."""
         if score > self.image_threshold:
+            return "FAIL"
+        if 0 < min_defect_area_px <= largest_defect_area_px:
             return "FAIL"
         if self.review_threshold is not None and score > self.review_threshold:
             return "REVIEW"
@@ -288,6 +331,9 @@ class GalleryManifest(_Strict):
     storage_dtype: Literal["float32", "float16"] = "float32"
     content_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     calibration: Calibration | None = None
+    # absent in galleries without them (then not in the manifest, nor in its hash)
+    memory_bank: MemoryBank | None = Field(default=None, exclude_if=lambda v: v is None)
+    region: RegionMask | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @field_validator("stages")
     @classmethod
@@ -295,6 +341,20 @@ class GalleryManifest(_Strict):
         if len(set(value)) != len(value) or any(s not in VALID_STAGES for s in value):
             raise ValueError(f"must be distinct values from {VALID_STAGES}, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _bank_matches(self) -> GalleryManifest:
+        if self.memory_bank is None:
+            return self
+        want = sorted(f"stage{s}" for s in self.stages)
+        if sorted(self.memory_bank.rows_per_image) != want:
+            raise ValueError(f"memory_bank.rows_per_image must name the stages {want}")
+        for name, counts in self.memory_bank.rows_per_image.items():
+            if len(counts) != self.image_count:
+                raise ValueError(
+                    f"memory_bank.rows_per_image.{name}: {len(counts)} counts, image_count {self.image_count}"
+                )
+        return self
 
     @field_validator("stage_shapes")
     @classmethod

@@ -12,6 +12,7 @@ MASK_ON = 255
 U8_MAX = 255.0
 MAP_FULL_SCALE_X_THRESHOLD = 2.0  # colour scale: 0 .. 2x the pixel threshold (threshold at mid-scale)
 OUTLINE_BGR = (255, 255, 255)  # defect contours and the crop's edge on a frame overlay
+REGION_BGR = (0, 255, 255)  # the inspection region's edge on a frame overlay (yellow)
 OUTLINE_PX = 1
 
 
@@ -95,11 +96,13 @@ def frame_overlay(
     box: CropBox,
     pixel_threshold: float,
     mask: np.ndarray | None = None,
+    region: np.ndarray | None = None,
 ) -> np.ndarray:
     """The whole camera frame with the anomaly map blended over the part the model saw.
 
     The colour scale runs from 0 to ``MAP_FULL_SCALE_X_THRESHOLD`` times the pixel threshold, and so does the
-    opacity (0 to ``HEATMAP_ALPHA``), so a part's normal surface shows through; the crop's edge and the
+    opacity (0 to ``HEATMAP_ALPHA``), so a part's normal surface shows through; the crop's edge, the
+    inspection region's edge (``region``: uint8 0/255 in crop coordinates, drawn in ``REGION_BGR``) and the
     outline of the defect mask (when given) are drawn on top.
     """
     height, width = frame_bgr.shape[:2]
@@ -111,6 +114,11 @@ def frame_overlay(
     # Opacity grows with the map: normal surface stays visible, anomalies stand out (half opaque at 2x).
     alpha = (HEATMAP_ALPHA * unit * inside)[..., None]
     out = (frame_bgr * (1.0 - alpha) + colored * alpha).round().astype(np.uint8)
+    if region is not None:
+        edge, _ = cv2.findContours(
+            crop_to_frame(region, box, (height, width)), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(out, edge, -1, REGION_BGR, OUTLINE_PX)
     if mask is not None:
         in_frame = crop_to_frame(mask, box, (height, width))
         contours, _ = cv2.findContours(in_frame, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.config.calibration import CalibrationConfig
-from inspector.config.model import ModelConfig
+from inspector.config.model import DEFAULT_CORESET_FRACTION, ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.model.backbone import BackboneSpec
 from inspector.model.gallery import stage_name
@@ -45,6 +45,9 @@ def spade_params(config: ModelConfig) -> SpadeParams:
         stage_fusion=config.stage_fusion,
         pixel_search=config.pixel_search,
         window_cells=config.window_cells,
+        # recorded only where they apply, so a gallery without them keeps the manifest (and hash) it had
+        coreset_fraction=config.coreset_fraction if config.pixel_search == "memory_bank" else None,
+        min_defect_area_px=config.min_defect_area_px or None,
     )
 
 
@@ -73,6 +76,8 @@ def _recorded(manifest: GalleryManifest) -> dict[str, Any]:
         "stage_fusion": s.stage_fusion,
         "pixel_search": s.pixel_search,
         "window_cells": s.window_cells,
+        "coreset_fraction": s.coreset_fraction or DEFAULT_CORESET_FRACTION,
+        "min_defect_area_px": s.min_defect_area_px or 0,
     }
 
 

@@ -196,6 +196,7 @@ def fuse_maps(
     sigma: float,
     scales: list[float] | None = None,
     geometric: bool = False,
+    region: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Upsample each [B, h, w] stage map bilinearly to out_px, average the stages, blur with sigma.
 
@@ -206,6 +207,8 @@ def fuse_maps(
         scales: optional divisor per stage (its typical distance on normal images), so that every stage
             weighs the same in the average; None averages raw distances as the paper does.
         geometric: geometric instead of arithmetic mean of the (scaled) stages.
+        region: optional [out_h, out_w] bool inspection region: the map is zeroed outside it before the blur
+            (nothing outside bleeds in) and after it (nothing outside scores).
     """
     if scales is not None:
         maps = [m / max(s, SCALE_FLOOR) for m, s in zip(maps, scales, strict=True)]
@@ -213,7 +216,10 @@ def fuse_maps(
         [F.interpolate(m.unsqueeze(1), size=out_px, mode="bilinear", align_corners=False) for m in maps], 0
     ).squeeze(2)
     fused = up.clamp_min(SCALE_FLOOR).log().mean(0).exp() if geometric else up.mean(0)
-    return gaussian_blur(fused, sigma)
+    if region is None:
+        return gaussian_blur(fused, sigma)
+    inside = region.to(fused.dtype)
+    return gaussian_blur(fused * inside, sigma) * inside
 
 
 def map_image_scores(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 
 from inspector.config.model import ModelConfig
+from inspector.model.coreset import memory_bank
 from inspector.model.engine import FeatureEngine, Features, Inspector
 from inspector.model.gallery import Gallery
-from inspector.model.manifest import GalleryManifest, SourceImage
+from inspector.model.manifest import GalleryManifest, MemoryBank, SourceImage
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
 from inspector.model.thresholds import utc_now
@@ -40,13 +41,20 @@ def extract_features(engine: FeatureEngine, paths: list[Path]) -> tuple[Features
     return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()}), valid
 
 
-def in_memory_inspector(engine: FeatureEngine, train: Features, config: ModelConfig) -> Inspector:
+def in_memory_inspector(
+    engine: FeatureEngine,
+    train: Features,
+    config: ModelConfig,
+    bank: tuple[dict[int, torch.Tensor], MemoryBank] | None = None,
+) -> Inspector:
     """An uncalibrated Inspector over features already extracted (no gallery file), scoring with ``config``.
 
     Args:
         engine: the engine that extracted ``train``; its config is replaced by ``config``.
         train: the gallery's features (every stage of ``config.stages``).
         config: the model settings to score with.
+        bank: ``pixel_search = memory_bank``: the memory bank already built from ``train`` (built here when
+            None).
     """
     n = train.pooled.shape[0]
     manifest = GalleryManifest(
@@ -59,6 +67,11 @@ def in_memory_inspector(engine: FeatureEngine, train: Features, config: ModelCon
         sources=[SourceImage(name=f"{i}.png", sha256="0" * 64) for i in range(n)],
         created_at=utc_now(),
     )
-    gallery = Gallery(manifest, train.pooled, {s: train.stages[s] for s in config.stages})
+    stages = {s: train.stages[s] for s in config.stages}
+    banks: dict[int, torch.Tensor] = {}
+    if config.pixel_search == "memory_bank":
+        banks, record = bank if bank is not None else memory_bank(stages, config.coreset_fraction)
+        manifest = manifest.model_copy(update={"memory_bank": record})
+    gallery = Gallery(manifest, train.pooled, stages, banks=banks)
     engine.config = config
     return Inspector(engine, gallery, require_calibration=False)

@@ -55,9 +55,10 @@ def format_line(fs: FileScore, as_json: bool, gallery: str | None = None) -> str
 
     JSON records use the wire's field names and verdict words: ``{"kind": "verdict", "path", "verdict",
     "score", "threshold", "defect_area_px", "gallery", "knn_score", "map_max", "defect_area_frame_px",
-    "inspected_px"}`` (``defect_area_px`` counts the model's mask pixels, as on the bus; the text line's
-    ``area`` and ``defect_area_frame_px`` are in frame pixels; ``inspected_px`` is the inspected rectangle
-    ``[x0, y0, x1, y1]`` in frame pixels), and an unreadable file is its own kind, ``{"kind": "unreadable",
+    "inspected_px", "defect_count", "defects"}`` (``defect_area_px`` counts the model's mask pixels, as on the
+    bus; the text line's ``area`` and ``defect_area_frame_px`` are in frame pixels; ``inspected_px`` is the
+    inspected rectangle ``[x0, y0, x1, y1]`` in frame pixels; ``defects`` the largest defect regions as on the
+    bus, ``{"area_px", "peak", "box"}`` in frame pixels), and an unreadable file is its own kind, ``{"kind": "unreadable",
     "path", "error"}``, never a verdict.
     """
     r = fs.result
@@ -78,13 +79,23 @@ def format_line(fs: FileScore, as_json: bool, gallery: str | None = None) -> str
                 "map_max": round(r.map_max, SCORE_DIGITS),
                 "defect_area_frame_px": r.defect_area_frame_px,
                 "inspected_px": _inspected(fs),
+                "defect_count": r.defect_count,
+                "defects": [
+                    {
+                        "area_px": d.area_px,
+                        "peak": round(d.peak, SCORE_DIGITS),
+                        "box": [d.x0, d.y0, d.x1, d.y1],
+                    }
+                    for d in r.defects
+                ],
             }
         return json.dumps(doc)
     if r is None:
         return f"{fs.path}\tUNREADABLE\t{fs.error}"
     return (
         f"{fs.path}\tscore={r.score:.4f}\tthreshold={r.threshold:.4f}\t{r.verdict}"
-        f"\tarea={r.defect_area_frame_px}px"
+        f"\tarea={r.defect_area_frame_px}px\tdefects={r.defect_count}"
+        + (f"\tlargest={r.defects[0].area_px}px" if r.defects else "")
     )
 
 
@@ -102,7 +113,7 @@ def write_overlays(out_dir: Path, fs: FileScore, pixel_threshold: float, stem: s
     stem = stem or fs.path.stem
     out_dir.mkdir(parents=True, exist_ok=True)
     r, box = fs.result, fs.result.crop_box
-    heat = frame_overlay(fs.image, r.anomaly_map, box, pixel_threshold, r.mask)
+    heat = frame_overlay(fs.image, r.anomaly_map, box, pixel_threshold, r.mask, r.region)
     mask = crop_to_frame(r.mask, box, fs.image.shape[:2])
     for name, img in (("overlay", heat), ("mask", mask)):
         target = out_dir / f"{stem}_{name}.png"

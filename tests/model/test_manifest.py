@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from inspector.config.model import ModelConfig
 from inspector.model.gallery import (
     load_gallery,
     migrate_legacy,
@@ -21,7 +22,14 @@ from inspector.model.gallery import (
     update_calibration,
 )
 from inspector.model.header import GalleryError
-from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, median, threshold_at_rate
+from inspector.model.manifest import (
+    GALLERY_FORMAT_VERSION,
+    Calibration,
+    GalleryManifest,
+    median,
+    threshold_at_rate,
+)
+from inspector.model.settings import settings_from_manifest, spade_params
 from tests.model.test_gallery import _calibration, _features, _manifest, spec_gallery_hash
 
 Edit = Callable[[dict[str, Any]], None]
@@ -75,6 +83,8 @@ VERDICT_FIELDS: dict[str, Edit] = {
     "weights": _set("weights_sha256", value="cd" * 32),
     "target rate": _set("calibration", "target_false_reject_rate", value=0.5),
     "threshold tail": _set("calibration", "tail", value="gaussian"),
+    "pixel search": _set("spade", "pixel_search", value="memory_bank"),
+    "min defect area": _set("spade", "min_defect_area_px", value=50),
 }
 
 
@@ -242,3 +252,31 @@ def test_a_review_threshold_is_recomputed_from_the_recorded_scores_and_an_edited
     edited = good.model_copy(update={"review_threshold": 0.9})
     assert edited.inconsistencies()[0].startswith("review_threshold 0.9 is not the 0.21 rate threshold")
     assert base.model_dump(mode="json").keys().isdisjoint({"review_threshold", "target_review_rate"})
+
+
+def test_a_large_enough_defect_region_fails_a_part_in_the_review_band_and_below_it() -> None:
+    base = _calibration()
+    band = base.model_copy(
+        update={"target_review_rate": 0.2, "review_threshold": threshold_at_rate(base.normal_scores, 0.21)}
+    )
+    for score in (1.25, 0.5):  # in the review band, and below it
+        assert band.verdict_of(score, 99, 100) != "FAIL"
+        assert band.verdict_of(score, 100, 100) == "FAIL"
+        assert band.verdict_of(score, 10_000, 0) == band.verdict_of(score)  # 0: only the score decides
+    assert band.verdict_of(1.3, 0, 100) == "FAIL"
+
+
+def test_a_manifest_without_the_new_fields_dumps_as_before_so_old_gallery_hashes_stay_valid() -> None:
+    old = _manifest().model_dump(mode="json")
+    old["spade"] = spade_params(ModelConfig()).model_dump(mode="json")
+    assert set(old["spade"]) == {"image_k", "pixel_k", "blur_sigma_px", "neighbourhood_px", "image_score",
+                                 "stage_fusion", "pixel_search", "window_cells"}  # fmt: skip
+    assert "memory_bank" not in old and "region" not in old
+    again = GalleryManifest.model_validate(old).model_dump(mode="json")
+    assert again == old and spec_gallery_hash(again) == spec_gallery_hash(old)
+    recorded = settings_from_manifest(GalleryManifest.model_validate(old))
+    assert recorded.min_defect_area_px == 0 and recorded.pixel_search == "full"
+    bank = spade_params(ModelConfig(pixel_search="memory_bank", min_defect_area_px=30)).model_dump(
+        mode="json"
+    )
+    assert bank["coreset_fraction"] == ModelConfig().coreset_fraction and bank["min_defect_area_px"] == 30

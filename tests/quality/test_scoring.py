@@ -39,7 +39,7 @@ CFG = ModelConfig.model_validate(
 RUNTIME = runtime_config(batch_size=4)
 TEXT_LINE = re.compile(
     r"^(?P<path>\S+)\tscore=(?P<score>[\d.]+)\tthreshold=(?P<thr>[\d.]+)\t(?P<verdict>PASS|FAIL)"
-    r"\tarea=(?P<area>\d+)px$"
+    r"\tarea=(?P<area>\d+)px\tdefects=(?P<defects>\d+)(\tlargest=(?P<largest>\d+)px)?$"
 )
 
 
@@ -134,6 +134,7 @@ def test_format_line_text_and_json_carry_path_score_threshold_verdict_area(
     m = TEXT_LINE.match(format_line(fs, as_json=False))
     assert m is not None
     assert m["path"] == str(fs.path) and m["verdict"] == r.verdict and int(m["area"]) == r.defect_area_px
+    assert int(m["defects"]) == r.defect_count and (m["largest"] is None) == (r.defect_count == 0)
     assert float(m["score"]) == pytest.approx(r.score, abs=1e-4)
     assert float(m["thr"]) == pytest.approx(r.threshold, abs=1e-4)
     doc = json.loads(format_line(fs, as_json=True, gallery=inspector.gallery.content_hash))
@@ -142,6 +143,8 @@ def test_format_line_text_and_json_carry_path_score_threshold_verdict_area(
     assert doc["score"] == pytest.approx(r.score, abs=1e-6)
     assert doc["threshold"] == pytest.approx(r.threshold, abs=1e-6)
     assert doc["defect_area_px"] == r.defect_area_px
+    assert doc["defect_count"] == r.defect_count
+    assert [d["area_px"] for d in doc["defects"]] == [d.area_px for d in r.defects]
     bad = FileScore(Path("x/broken.png"), None, "x/broken.png: not a decodable image")
     assert json.loads(format_line(bad, as_json=True)) == {
         "kind": "unreadable",
