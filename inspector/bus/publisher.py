@@ -12,6 +12,8 @@ import zmq
 
 from inspector.bus.curve import CurveServer, apply_server
 from inspector.bus.wire import (
+    MAX_DEFECTS,
+    DefectInfo,
     Heartbeat,
     MaskInfo,
     MaskKind,
@@ -246,6 +248,11 @@ def verdict_header(
         threshold=outcome.threshold,
         review_threshold=outcome.review_threshold,
         defect_area_px=outcome.defect_area_px,
+        defect_count=outcome.defect_count,
+        defects=[
+            DefectInfo(area_px=d.area_px, peak=d.peak, box=(d.x0, d.y0, d.x1, d.y1))
+            for d in outcome.defects[:MAX_DEFECTS]
+        ],
         product=frame.product,
         gallery=outcome.gallery,
         latency_ms={stage: max(0.0, ms) for stage, ms in latency_ms.items()},

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from inspector.core.errors import validation_lines
 from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, SCORED_VERDICTS, CameraState, Verdict
 
-SCHEMA_VERSION = 4  # 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict
+SCHEMA_VERSION = 5  # 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict;
+# 5: defect regions (defect_count, defects)
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -91,6 +92,17 @@ class MaskInfo(_WireModel):
 
 
 NO_MASK_ANOMALY_MAP = MaskInfo(encoding="none", kind="anomaly_map_u8", width=0, height=0)
+MAX_DEFECTS = 16  # defect regions a header lists, largest first (defect_count counts them all)
+
+
+class DefectInfo(_WireModel):
+    """One connected region of the defect mask, in frame pixels (schema 5)."""
+
+    area_px: int = Field(ge=0, description="Frame pixels the region covers.")
+    peak: FiniteFloat = Field(description="The anomaly map's highest value in the region.")
+    box: tuple[int, int, int, int] = Field(
+        description="Bounding box [x0, y0, x1, y1] in frame pixels (x1, y1 exclusive)."
+    )
 
 
 class VerdictHeader(_WireModel):
@@ -130,6 +142,16 @@ class VerdictHeader(_WireModel):
     )
     defect_area_px: int | None = Field(
         default=None, ge=0, description="Mask pixels above the pixel threshold."
+    )
+    defect_count: int | None = Field(
+        default=None,
+        ge=0,
+        description="Connected regions of the defect mask (schema 5); null for TIMEOUT/ERROR.",
+    )
+    defects: list[DefectInfo] = Field(
+        default_factory=list,
+        max_length=MAX_DEFECTS,
+        description=f"The largest {MAX_DEFECTS} defect regions, largest first (schema 5; empty when none).",
     )
     product: str | None = Field(
         default=None,

@@ -86,7 +86,7 @@ def signature_note(path: Path) -> None:
 
 def cmd_gallery_build(args: argparse.Namespace) -> int:
     """Build a gallery from a folder of good images and calibrate it leave-out; all or nothing."""
-    from inspector.model.build import build_and_calibrate, build_gallery
+    from inspector.model.build import build_and_calibrate, build_gallery, lazy_step
 
     cfg = command_config(args)
     images = image_folder(args.images)
@@ -96,15 +96,24 @@ def cmd_gallery_build(args: argparse.Namespace) -> int:
                 f"{args.out}: exists; --no-calibrate would replace it with a gallery that cannot serve "
                 "(write it to a new file)"
             )
-        with progress_bar(len(images), "features") as bar:
-            build_gallery(images, args.out, cfg.model, cfg.runtime, args.float16, bar.update)
+        progress, bars = step_bars()
+        try:
+            coreset = lazy_step(progress, "coreset", len(images) * len(cfg.model.stages))
+            build_gallery(
+                images, args.out, cfg.model, cfg.runtime, args.float16, progress("features", len(images)),
+                region_mask=args.region_mask, coreset_progress=coreset,
+            )  # fmt: skip
+        finally:
+            for bar in bars:
+                bar.close()
         print(identity_line(args.out, "built, not calibrated", f"{len(images)} images"))
         return EXIT_OK
     progress, bars = step_bars()
     try:
         _, cal = build_and_calibrate(
-            images, args.out, cfg.model, cfg.runtime, cfg.calibration, args.float16, progress
-        )
+            images, args.out, cfg.model, cfg.runtime, cfg.calibration, args.float16, progress,
+            region_mask=args.region_mask,
+        )  # fmt: skip
     finally:
         for bar in bars:
             bar.close()
@@ -239,6 +248,12 @@ def cmd_gallery_info(args: argparse.Namespace) -> int:
     )
     if not args.sources:
         manifest["sources"] = f"{len(manifest['sources'])} files (--sources lists them)"
+        if manifest.get("memory_bank"):  # per-image row counts summarised like the sources
+            counts = manifest["memory_bank"]["rows_per_image"]
+            manifest["memory_bank"]["rows_per_image"] = {
+                name: f"{sum(rows)} rows of {len(rows)} images (--sources lists them per image)"
+                for name, rows in counts.items()
+            }
     if manifest.get("calibration"):
         manifest["calibration"] = summarised(manifest["calibration"], args.scores)
     print(json.dumps({"gallery_sha256": gallery.sha256, **manifest}, indent=2))
@@ -287,6 +302,11 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     b.add_argument("--out", type=Path, required=True, help="gallery file to write (replaced only on success)")
     b.add_argument("--float16", action="store_true", help="store features in float16 (half the size)")
     b.add_argument("--no-calibrate", action="store_true", help="skip calibration (new files only)")
+    b.add_argument(
+        "--region-mask", type=Path, default=None,
+        help="inspection region: a PNG of the images' size, white = inspect, black = ignore (stored in the "
+        "gallery; pixels outside never score, outline or count as defect area)",
+    )  # fmt: skip
     add_calibration_options(b, LEAVE_OUT_HELP)
     add_config_option(b)
     b.set_defaults(func=cmd_gallery_build)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
 CSV_FIELDS = ("id", "captured_at", "camera", "seq", "part_id", "product", "verdict", "score", "threshold",
-              "defect_area_px", "error", "gallery", "boot_id", "published_at", "age_ms", "archive_record")  # fmt: skip
+              "defect_area_px", "defect_count", "largest_defect_area_px", "error", "gallery", "boot_id",
+              "published_at", "age_ms", "archive_record")  # fmt: skip
 TEXT_FIELDS = ("captured_at", "camera", "seq", "part_id", "product", "verdict", "score")
 SUMMARY_DEFAULT_HOURS = 24
 

@@ -183,6 +183,9 @@ class ModelWorker:
             latency_ms={"queue": (started - frame.monotonic_at) * MS_PER_S, **result.timings_ms},
             crop_box=result.crop_box,
             neighbours=result.neighbours,
+            defects=result.defects,
+            defect_count=result.defect_count,
+            region=result.region,
         )
 
     def failure(self, frame: Frame, verdict: Verdict, reason: str, since: float | None = None) -> Outcome:

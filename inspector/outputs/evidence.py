@@ -159,7 +159,7 @@ def overlay_of(outcome: Outcome, max_width_px: int | None = None) -> np.ndarray:
             box = CropBox(box.x0 * scale, box.y0 * scale, box.x1 * scale, box.y1 * scale, box.side_px)
     if amap is None or box is None or threshold is None:
         return frame
-    return frame_overlay(frame, amap, box, threshold, outcome.mask)
+    return frame_overlay(frame, amap, box, threshold, outcome.mask, outcome.region)
 
 
 def overlay_jpeg(outcome: Outcome, jpeg_quality: int, max_width_px: int | None = None) -> bytes:

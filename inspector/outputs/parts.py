@@ -50,10 +50,19 @@ def record_of(item: tuple[bytes, bool] | AuditEntry) -> PartRecord | AuditEntry:
         boot_id=h["boot_id"], camera=h["camera"], seq=int(h["seq"]), verdict=h["verdict"],
         captured_at=_when(h["captured_at"]), published_at=_when(h["published_at"]), part_id=h.get("part_id"),
         product=h.get("product"), gallery=h.get("gallery"), score=h.get("score"), threshold=h.get("threshold"),
-        defect_area_px=h.get("defect_area_px"), error=h.get("error"),
+        defect_area_px=h.get("defect_area_px"), defect_count=h.get("defect_count"),
+        largest_defect_area_px=_largest_area(h), error=h.get("error"),
         end_to_end_ms=(h.get("latency_ms") or {}).get("end_to_end"), age_ms=h.get("age_ms"),
         archive_record=archive_record,
     )  # fmt: skip
+
+
+def _largest_area(header: dict[str, Any]) -> int | None:
+    """The largest defect region's area (0 when the header counts none, None when it does not say)."""
+    defects = header.get("defects")
+    if defects:
+        return int(defects[0]["area_px"])
+    return 0 if header.get("defect_count") is not None else None
 
 
 class PartsSink:

@@ -24,6 +24,8 @@ class Result:
     score: float
     threshold: float
     defect_area_px: int
+    defect_count: int
+    largest_defect_area_px: int  # frame pixels of the largest defect region (0: none)
     seq: int
     boot_id: str
     gallery: str
@@ -61,6 +63,8 @@ def result_of(header: VerdictHeader, result_id: int) -> Result:
         score=header.score if header.score is not None else float("nan"),
         threshold=header.threshold if header.threshold is not None else float("nan"),
         defect_area_px=header.defect_area_px or 0,
+        defect_count=header.defect_count or 0,
+        largest_defect_area_px=header.defects[0].area_px if header.defects else 0,
         seq=header.seq,
         boot_id=header.boot_id,
         gallery=header.gallery or "",

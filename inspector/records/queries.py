@@ -59,6 +59,7 @@ def document(row: Any) -> dict[str, Any]:
         "id": m["id"], "boot_id": m["boot_id"], "camera": m["camera"], "seq": m["seq"],
         "part_id": m["part_id"], "product": m["product"], "gallery": m["gallery"], "verdict": m["verdict"],
         "score": m["score"], "threshold": m["threshold"], "defect_area_px": m["defect_area_px"],
+        "defect_count": m["defect_count"], "largest_defect_area_px": m["largest_defect_area_px"],
         "error": m["error"], "captured_at": _rfc3339(m["captured_at"]),
         "published_at": _rfc3339(m["published_at"]), "age_ms": m["age_ms"],
         "latency_ms": {} if m["end_to_end_ms"] is None else {"end_to_end": m["end_to_end_ms"]},

@@ -80,6 +80,9 @@ parts = Table(
     Column("judged_by", String(NAME_CHARS)),
     Column("judged_at", UtcDateTime()),
     Column("judgment_note", Text()),
+    # defect regions (schema migration 3; null in records written before it)
+    Column("defect_count", Integer()),
+    Column("largest_defect_area_px", Integer()),
     UniqueConstraint("boot_id", "camera", "seq", name="uq_parts_boot_camera_seq"),
     Index("ix_parts_part_id", "part_id"),
     Index("ix_parts_captured_at", "captured_at"),
@@ -126,6 +129,8 @@ class PartRecord:
     score: float | None = None
     threshold: float | None = None
     defect_area_px: int | None = None
+    defect_count: int | None = None
+    largest_defect_area_px: int | None = None
     error: str | None = None
     end_to_end_ms: float | None = None
     age_ms: float | None = None

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -53,9 +53,25 @@ def _v2(conn: Connection) -> None:
     audit.create(conn, checkfirst=True)
 
 
+DEFECT_COLUMNS = ("defect_count", "largest_defect_area_px")
+
+
+def _v3(conn: Connection) -> None:
+    """Defect regions: the count and the largest region's area, nullable (older records have none).
+
+    A parts table created by this build's migration 1 already has them (one table definition), so only the
+    missing ones are added.
+    """
+    present = {column["name"] for column in inspect(conn).get_columns("parts")}
+    for name in DEFECT_COLUMNS:
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE parts ADD COLUMN {name} INTEGER"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "parts table with its unique key and indexes", _v1),
     Migration(2, "audit trail (hash chain)", _v2),
+    Migration(3, "defect regions: count and largest area", _v3),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -12,8 +12,10 @@ import pytest
 import zmq
 from pydantic import ValidationError
 
-from inspector.bus.publisher import Publisher, PublisherError, run_heartbeats
+from inspector.bus.publisher import Publisher, PublisherError, run_heartbeats, verdict_header
 from inspector.bus.wire import (
+    MAX_DEFECTS,
+    NO_MASK_ANOMALY_MAP,
     CameraStatus,
     Heartbeat,
     anomaly_map_to_u8,
@@ -24,7 +26,7 @@ from inspector.bus.wire import (
     rfc3339,
 )
 from inspector.config.bus import BusConfig
-from inspector.core.records import Frame, Outcome
+from inspector.core.records import DefectRegion, Frame, Outcome
 
 RECEIVE_DEADLINE_S = 5.0
 TERM_BOUND_S = 30.0  # generous: term() returns at once when linger is honoured, never when it is not
@@ -358,3 +360,20 @@ def test_a_stalled_subscriber_loses_messages_with_a_gap_while_an_active_one_gets
     assert got == list(range(1, STALL_MESSAGES + 1))
     assert 0 < len(late) < STALL_MESSAGES // 4, f"stalled subscriber got {len(late)} of {STALL_MESSAGES}"
     assert resumed[1].seq == after and after - late[-1] > 1, "no gap: the stalled subscriber lost nothing"
+
+
+def test_the_header_carries_the_defect_count_and_the_listed_regions_largest_first(context: Context) -> None:
+    regions = tuple(DefectRegion(100 - i, 2.0 + i, i, i, i + 3, i + 4) for i in range(MAX_DEFECTS + 3))
+    outcome = make_outcome(verdict="FAIL", score=3.0, defects=regions, defect_count=40)
+    with fixed_publisher(context, new_boot_id()) as pub:
+        sub = subscriber(context, pub.endpoint, b"verdict.")
+        parts = publish_until_received(lambda: pub.publish(outcome), sub)
+        sub.close()
+    _, got, _ = decode_verdict(parts)
+    assert got.defect_count == 40 and len(got.defects) == MAX_DEFECTS
+    assert [(d.area_px, d.peak, d.box) for d in got.defects[:2]] == [
+        (100, 2.0, (0, 0, 3, 4)),
+        (99, 3.0, (1, 1, 4, 5)),
+    ]
+    plain = verdict_header(make_outcome(), "0" * 32, rfc3339(FIXED_NOW), {}, NO_MASK_ANOMALY_MAP)
+    assert plain.defects == [] and plain.defect_count is None

@@ -357,3 +357,33 @@ def test_the_node_tree_has_the_documented_variables(served: PlcServer) -> None:
     text = documented.read_text(encoding="utf-8")
     for name in names:
         assert f"`{name.split('/')[-1]}`" in text, f"{name} is not in docs/plc.md"
+
+
+def test_the_defect_count_and_the_largest_region_s_area_reach_the_result_and_its_structure(
+    served: PlcServer,
+) -> None:
+    defects = [
+        {"area_px": 120, "peak": 3.5, "box": [4, 5, 20, 16]},
+        {"area_px": 9, "peak": 2.1, "box": [1, 1, 4, 4]},
+    ]
+
+    async def scenario() -> tuple[Any, ...]:
+        async with client(served.port) as c:
+            cam = await camera(c, CAMERA)
+            records = await subscribe_records(c, cam)
+            served.feed_heartbeat(heartbeat())
+            served.feed_verdict(verdict(0, "P-0", "FAIL", defect_count=3, defects=defects))
+            served.feed_verdict(verdict(1, "P-1", "PASS", defect_count=0))
+
+            async def both() -> bool:
+                return len(records.results()) == 2
+
+            await wait_for(both, "two results")
+            fail, ok = records.results()
+            count = await read(c, cam, "OldestResult", "DefectCount")
+            largest = await read(c, cam, "OldestResult", "LargestDefectAreaPx")
+            return fail, ok, count, largest, await read(c, cam, "LastResult", "LargestDefectAreaPx")
+
+    fail, ok, count, largest, last = asyncio.run(scenario())
+    assert (fail.DefectCount, fail.LargestDefectAreaPx, count, largest) == (3, 120, 3, 120)
+    assert (ok.DefectCount, ok.LargestDefectAreaPx, last) == (0, 0, 0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 
 from inspector.config.parts import PartsConfig
 from inspector.records.schema import parts, schema_version
 from inspector.records.store import (
+    DEFECT_COLUMNS,
     LATEST_VERSION,
     PartsConfigError,
     SchemaError,
@@ -100,3 +101,28 @@ def test_urls_and_password_files_are_checked_without_printing_a_password(tmp_pat
     with pytest.raises(PartsConfigError, match="parts.spool_dir: needed"):
         spool_folder(PartsConfig(url="postgresql+psycopg://u@db/p"), {}, "postgresql+psycopg://u@db/p")
     assert datetime.now(UTC).tzinfo is UTC
+
+
+def test_migration_3_adds_the_defect_columns_to_a_schema_2_database_keeping_its_rows(
+    parts_db: PartsConfig,
+) -> None:
+    assert parts_db.url is not None
+    engine = open_engine(parts_db, parts_db.url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:  # back to what a schema-2 build left: no defect columns, version 2
+            for name in DEFECT_COLUMNS:
+                conn.execute(text(f"ALTER TABLE parts DROP COLUMN {name}"))
+            conn.execute(delete(schema_version).where(schema_version.c.version == 3))
+            conn.execute(text("INSERT INTO parts (boot_id, camera, seq, verdict, captured_at, published_at) "
+                              "VALUES ('old', 'cam1', 0, 'PASS', :t, :t)"), {"t": T0.replace(tzinfo=None)})  # fmt: skip
+        assert migrate(engine) == LATEST_VERSION == 3
+        with engine.begin() as conn:
+            insert_records(conn, [record(1, verdict="FAIL", defect_count=2, largest_defect_area_px=140)])
+        with engine.connect() as conn:
+            rows = conn.execute(select(parts).order_by(parts.c.id)).all()
+        assert [(r.boot_id, r.defect_count, r.largest_defect_area_px) for r in rows] == [
+            ("old", None, None), (rows[1].boot_id, 2, 140),
+        ]  # fmt: skip
+    finally:
+        engine.dispose()
