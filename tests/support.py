@@ -85,6 +85,14 @@ def build_synthetic_gallery(folder: Path, n_images: int, seed: int) -> Synthetic
     return SyntheticGallery(gallery, TEST_MODEL, read_gallery_hash(gallery))
 
 
+def paste_defect(image: np.ndarray, at: tuple[int, int], radius_px: int = 7) -> np.ndarray:
+    """A copy of ``image`` with a black disc in a white ring pasted at ``at`` (x, y): a defect no good part has."""
+    out = image.copy()
+    cv2.circle(out, at, radius_px + 2, (255, 255, 255), -1)
+    cv2.circle(out, at, radius_px, (0, 0, 0), -1)
+    return out
+
+
 def load_registry(config: InspectorConfig, backbones: BackboneCache | None = None) -> ProductRegistry:
     """Every product of a config loaded as the daemon loads it (one backbone per network)."""
     return load_products(

@@ -8,6 +8,8 @@ daemon in-process twice (cameras paced at ``--fps``, then offered more than it c
     .venv/bin/python tools/bench_daemon.py            # 4 cameras, 160 px frames, crop 128, max_batch 4
     .venv/bin/python tools/bench_daemon.py --resize-px 256 --crop-px 224 --size-px 256
     .venv/bin/python tools/bench_daemon.py --model defaults --resize-px 256 --crop-px 224 --size-px 256
+    .venv/bin/python tools/bench_daemon.py --model defaults --resize-px 256 --crop-px 224 --size-px 256 \
+        --gallery-images 209 --compare-pixel-search memory_bank --engine-only   # two searches, one run
 """
 
 from __future__ import annotations
@@ -170,6 +172,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="demo",
         help="SPADE settings: the demo's small ones (default) or the engine's defaults",
     )
+    p.add_argument("--pixel-search", choices=["full", "window", "memory_bank"], default=None,
+                   help="model.pixel_search (default: the --model settings')")  # fmt: skip
+    p.add_argument(
+        "--coreset-fraction", type=float, default=None, help="model.coreset_fraction (memory_bank)"
+    )
+    p.add_argument(
+        "--compare-pixel-search", choices=["full", "window", "memory_bank"], default=None,
+        help="also measure the engine alone on a gallery of the same images with this pixel search, in turns "
+        "with the first (same run, same load)",
+    )  # fmt: skip
+    p.add_argument("--engine-only", action="store_true", help="measure the engine alone, no daemon phases")
     args = p.parse_args(argv)
     if args.paced_cameras is None:
         args.paced_cameras = args.cameras
@@ -445,7 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning", "console")
     base = DEMO_MODEL if args.model == "demo" else ModelConfig()
-    model = base.model_copy(update={"resize_px": args.resize_px, "crop_px": args.crop_px})
+    update: dict[str, object] = {"resize_px": args.resize_px, "crop_px": args.crop_px}
+    if args.pixel_search is not None:
+        update["pixel_search"] = args.pixel_search
+    if args.coreset_fraction is not None:
+        update["coreset_fraction"] = args.coreset_fraction
+    model = base.model_copy(update=update)
     runtime = RuntimeConfig(
         device=args.device, backbone_runtime=args.backbone_runtime, pixel_kernel=args.pixel_kernel
     )
@@ -462,7 +480,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 videos[-1], VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i
             )
         frames = read_video_frames(videos[0])
+        compare = None
+        if args.compare_pixel_search is not None:
+            other = model.model_copy(update={"pixel_search": args.compare_pixel_search})
+            compare = build_demo_gallery(work / "compare", dataclasses.replace(settings, model=other))
         engine_before = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        compared = [engine_ms_per_frame(compare, runtime, frames, args.max_batch)] if compare else []
+        if args.engine_only:
+            engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+            compared += [engine_ms_per_frame(compare, runtime, frames, args.max_batch)] if compare else []
+            report_engines(args, model, (engine_before, engine_after), compared)
+            return 0
         phases = [
             isolated_phase(
                 "paced",
@@ -478,9 +506,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
         engine_after = engine_ms_per_frame(gallery, runtime, frames, args.max_batch)
+        compared += [engine_ms_per_frame(compare, runtime, frames, args.max_batch)] if compare else []
         sizes = model_and_gallery_mb(gallery, runtime)
         report(args, model, runtime, (engine_before, engine_after), phases, sizes)
+        report_engines(args, model, (engine_before, engine_after), compared)
     return 0
+
+
+def report_engines(
+    args: argparse.Namespace,
+    model: ModelConfig,
+    engine: tuple[EngineRun, EngineRun],
+    compared: list[EngineRun],
+) -> None:
+    """The engine alone on the gallery and, with ``--compare-pixel-search``, on the compared one (in turns)."""
+    ms = sum(e.ms for e in engine) / len(engine)
+    print(
+        f"engine alone, pixel_search {model.pixel_search} ({args.gallery_images} gallery images, resize "
+        f"{model.resize_px} crop {model.crop_px}, batch {args.max_batch}): {ms:.1f} ms/frame = "
+        f"{MS_PER_S / ms:.1f} frames/s ({', '.join(f'{e.ms:.1f}' for e in engine)}); {engine[0].used}; {cpu_model()}"
+    )
+    if compared:
+        other = sum(e.ms for e in compared) / len(compared)
+        print(
+            f"engine alone, pixel_search {args.compare_pixel_search} (same images and settings): {other:.1f} "
+            f"ms/frame = {MS_PER_S / other:.1f} frames/s ({', '.join(f'{e.ms:.1f}' for e in compared)}); "
+            f"{other / ms:.2f}x the time of pixel_search {model.pixel_search}"
+        )
 
 
 if __name__ == "__main__":

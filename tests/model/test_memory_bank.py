@@ -24,7 +24,7 @@ from inspector.model.header import GalleryError
 from inspector.model.preprocess import read_image
 from inspector.model.regions import RegionError
 from inspector.model.thresholds import calibrate_gallery
-from tests.support import calibration_config, runtime_config
+from tests.support import calibration_config, paste_defect, runtime_config
 
 SIZE_PX = 128
 N_TRAIN = 10
@@ -35,7 +35,6 @@ CFG = ModelConfig.model_validate(
 RUNTIME = runtime_config()
 BACKBONES = BackboneCache()
 CAL = calibration_config(target_false_reject_rate=0.1, pixel_target_rate=0.1)
-BLOB_RADIUS_PX = 7
 BLOB_AT = (40, 64)  # (x, y) of the pasted defect in the left half; mirrored to the right half
 
 
@@ -72,14 +71,6 @@ def gallery(data: Path, right_half: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def inspector(gallery: Path) -> Inspector:
     return Inspector.from_gallery(gallery, RUNTIME, backbones=BACKBONES)
-
-
-def pasted(image: np.ndarray, at: tuple[int, int]) -> np.ndarray:
-    """The image with a black disc in a white ring pasted at ``at``: a defect no good part has."""
-    out = image.copy()
-    cv2.circle(out, at, BLOB_RADIUS_PX + 2, (255, 255, 255), -1)
-    cv2.circle(out, at, BLOB_RADIUS_PX, (0, 0, 0), -1)
-    return out
 
 
 def test_the_gallery_stores_its_coreset_grouped_by_image_and_its_region(gallery: Path) -> None:
@@ -148,7 +139,9 @@ def test_a_defect_in_the_ignored_half_passes_and_the_same_defect_in_the_inspecte
 ) -> None:
     good = read_image(list_images(data / "test" / "good")[0])
     mirrored = (SIZE_PX - 1 - BLOB_AT[0], BLOB_AT[1])
-    base, ignored, inspected = inspector.score([good, pasted(good, BLOB_AT), pasted(good, mirrored)])
+    base, ignored, inspected = inspector.score(
+        [good, paste_defect(good, BLOB_AT), paste_defect(good, mirrored)]
+    )
     assert base.verdict == "PASS"
     assert ignored.verdict == "PASS" and ignored.defect_count == 0 and ignored.defects == ()
     assert inspected.verdict == "FAIL" and inspected.defect_count >= 1
@@ -164,7 +157,9 @@ def test_a_defect_in_the_ignored_half_passes_and_the_same_defect_in_the_inspecte
 def test_a_region_of_at_least_min_defect_area_px_fails_a_part_whatever_its_score(
     inspector: Inspector, data: Path
 ) -> None:
-    image = pasted(read_image(list_images(data / "test" / "good")[0]), (SIZE_PX - 1 - BLOB_AT[0], BLOB_AT[1]))
+    image = paste_defect(
+        read_image(list_images(data / "test" / "good")[0]), (SIZE_PX - 1 - BLOB_AT[0], BLOB_AT[1])
+    )
     found = inspector.score([image])[0]
     largest = found.defects[0].area_px
     cal = inspector.gallery.manifest.calibration
