@@ -344,6 +344,11 @@ class GalleryManifest(_Strict):
 
     @model_validator(mode="after")
     def _bank_matches(self) -> GalleryManifest:
+        if (self.memory_bank is not None) != (self.spade.pixel_search == "memory_bank"):
+            raise ValueError(
+                f"pixel_search {self.spade.pixel_search!r} with{'' if self.memory_bank else 'out'} a memory_bank "
+                "(a memory_bank gallery and only such a gallery holds one)"
+            )
         if self.memory_bank is None:
             return self
         want = sorted(f"stage{s}" for s in self.stages)

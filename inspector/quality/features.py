@@ -57,6 +57,11 @@ def in_memory_inspector(
             None).
     """
     n = train.pooled.shape[0]
+    stages = {s: train.stages[s] for s in config.stages}
+    banks: dict[int, torch.Tensor] = {}
+    record = None
+    if config.pixel_search == "memory_bank":
+        banks, record = bank if bank is not None else memory_bank(stages, config.coreset_fraction)
     manifest = GalleryManifest(
         backbone=engine.spec.name,
         weights_sha256=engine.spec.weights_sha256,
@@ -66,12 +71,8 @@ def in_memory_inspector(
         image_count=n,
         sources=[SourceImage(name=f"{i}.png", sha256="0" * 64) for i in range(n)],
         created_at=utc_now(),
+        memory_bank=record,
     )
-    stages = {s: train.stages[s] for s in config.stages}
-    banks: dict[int, torch.Tensor] = {}
-    if config.pixel_search == "memory_bank":
-        banks, record = bank if bank is not None else memory_bank(stages, config.coreset_fraction)
-        manifest = manifest.model_copy(update={"memory_bank": record})
     gallery = Gallery(manifest, train.pooled, stages, banks=banks)
     engine.config = config
     return Inspector(engine, gallery, require_calibration=False)

@@ -83,7 +83,8 @@ VERDICT_FIELDS: dict[str, Edit] = {
     "weights": _set("weights_sha256", value="cd" * 32),
     "target rate": _set("calibration", "target_false_reject_rate", value=0.5),
     "threshold tail": _set("calibration", "tail", value="gaussian"),
-    "pixel search": _set("spade", "pixel_search", value="memory_bank"),
+    "pixel search": _set("spade", "pixel_search", value="window"),
+    "coreset fraction": _set("spade", "coreset_fraction", value=0.5),
     "min defect area": _set("spade", "min_defect_area_px", value=50),
 }
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from inspector.core.records import CropBox
-from inspector.model.maps import MASK_ON, crop_to_frame, defect_mask, frame_overlay, mask_bbox
+from inspector.model.maps import MASK_ON, REGION_BGR, crop_to_frame, defect_mask, frame_overlay, mask_bbox
 
 SIDE = 32
 AGREEMENT = 0.99  # OpenCV's fixed-point coordinates may round a pixel next to a cell boundary the other way
@@ -72,3 +72,18 @@ def test_frame_overlay_colours_only_the_crop_and_outlines_the_defect() -> None:
     assert out.shape == frame.shape and out.dtype == np.uint8
     assert np.array_equal(out[:, :35], frame[:, :35])  # left of the crop: the camera's pixels untouched
     assert not np.array_equal(out[20:40, 50:70], frame[20:40, 50:70])  # the heatmap is drawn inside
+
+
+def test_frame_overlay_draws_the_inspection_region_s_edge_in_its_own_colour() -> None:
+    frame = np.full((60, 100, 3), 90, np.uint8)
+    box = CropBox(40.0, 10.0, 80.0, 50.0, SIDE)
+    amap = np.zeros((SIDE, SIDE), np.float32)
+    region = np.zeros((SIDE, SIDE), np.uint8)
+    region[:, SIDE // 2 :] = MASK_ON  # the right half of the crop is inspected
+    plain = frame_overlay(frame, amap, box, 1.0)
+    drawn = frame_overlay(frame, amap, box, 1.0, region=region)
+    is_edge = np.all(drawn == REGION_BGR, axis=2)
+    assert not np.all(plain == REGION_BGR, axis=2).any() and is_edge.any()
+    xs = np.nonzero(is_edge)[1]
+    assert xs.min() >= 59 and xs.max() <= 80  # the edge of the right half of the crop, in frame pixels
+    assert np.array_equal(drawn[:, :35], frame[:, :35])

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.model.maps import crop_to_frame, mask_bbox
+from inspector.model.maps import MASK_ON, REGION_BGR, crop_to_frame, mask_bbox
 from inspector.outputs.evidence import (
     EvidenceError,
     evidence_of,
@@ -59,3 +59,15 @@ def test_an_unscored_or_unpublished_outcome_has_no_masks_and_no_header(scored_li
         render(outcome, "mask.png", 90)
     with pytest.raises(EvidenceError, match="no published header"):
         published_header(dataclasses.replace(outcome, published=None))
+
+
+def test_the_overlay_of_a_verdict_from_a_gallery_with_a_region_draws_the_region_s_edge(
+    scored_line: ScoredLine,
+) -> None:
+    outcome = scored_line.outcomes[0]
+    assert outcome.anomaly_map is not None
+    region = np.zeros(outcome.anomaly_map.shape, np.uint8)
+    region[:, region.shape[1] // 2 :] = MASK_ON
+    with_region = dataclasses.replace(outcome, region=region)
+    assert not np.all(overlay_of(outcome) == REGION_BGR, axis=2).any()
+    assert np.all(overlay_of(with_region) == REGION_BGR, axis=2).any()
