@@ -27,11 +27,13 @@ def greedy_coreset(rows: torch.Tensor, count: int, generator: torch.Generator) -
     The first row is drawn with ``generator``; each next one is the row farthest (L2) from every row chosen
     so far, so the chosen rows cover the others with the smallest radius greedy can reach (the minimax
     facility location of PatchCore, Roth et al. 2022). Ties go to the lowest index. Memory: the rows, their
-    norms and one running distance per row.
+    norms and one running distance per row. ``count == n`` returns every row in index order.
     """
     n = rows.shape[0]
     if not 1 <= count <= n:
         raise ValueError(f"a coreset of {count} rows out of {n}")
+    if count == n:  # every row: nothing to choose (greedy would only order them)
+        return torch.arange(n)
     x = rows.float()
     x = x - x.mean(0)  # distances are translation invariant; centring limits cancellation
     sq = (x * x).sum(1)
