@@ -218,8 +218,9 @@ class Daemon:
         self._capture.start()
         self.metrics.children.watch(self._child_pids)
         self.line = LineControl(
-            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve
-        )
+            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve,
+            self._env,
+        )  # fmt: skip
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
         sinks = list(self._outputs.sinks) if self._outputs is not None else []

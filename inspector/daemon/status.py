@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -60,6 +61,8 @@ class DaemonStatus:
         self._pipeline: Pipeline | None = None
         self._pipeline_alive: Callable[[], bool] = lambda: False
         self._undelivered: dict[str, int] = {}
+        self._faults: dict[str, str] = {}
+        self._faults_lock = threading.Lock()
         self._rates: dict[str, deque[tuple[float, int]]] = {
             c.name: deque(maxlen=FPS_SAMPLES) for c in config.cameras
         }
@@ -67,6 +70,21 @@ class DaemonStatus:
     def attach(self, capture: CaptureManager, pipeline: Pipeline, pipeline_alive: Callable[[], bool]) -> None:
         """Start reporting on the running capture and pipeline."""
         self._capture, self._pipeline, self._pipeline_alive = capture, pipeline, pipeline_alive
+
+    def set_fault(self, source: str, reason: str) -> None:
+        """Mark a part of the daemon broken (a socket's thread died): ``degraded`` until :meth:`clear_fault`."""
+        with self._faults_lock:
+            self._faults[source] = reason
+
+    def clear_fault(self, source: str) -> None:
+        """The part is working again."""
+        with self._faults_lock:
+            self._faults.pop(source, None)
+
+    def faults(self) -> dict[str, str]:
+        """What is broken now, by source, with the reason."""
+        with self._faults_lock:
+            return dict(self._faults)
 
     def record_undelivered(self, counts: dict[str, int]) -> None:
         """Frames captured but never handed to the pipeline at a failed shutdown (counted as dropped)."""
@@ -83,14 +101,15 @@ class DaemonStatus:
         return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
 
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down after a failure, or the worker stalled) or stopping.
+        """starting, ready, degraded (a camera down after a failure, the worker stalled, or a fault set with
+        :meth:`set_fault`, e.g. a socket thread that died) or stopping.
 
         A camera still opening its source for the first time (``starting``) or paused is not down.
         """
         if self.phase != "ready":
             return self.phase
         cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
-        return "ready" if cameras_ok and self.healthy() else "degraded"
+        return "ready" if cameras_ok and self.healthy() and not self.faults() else "degraded"
 
     def sample_rates(self) -> None:
         """Record each camera's frame count now (call about once a second) for :meth:`fps`."""
@@ -128,6 +147,7 @@ class DaemonStatus:
             "boot_id": self.boot_id,
             "uptime_s": round(self._monotonic() - self._started_at, 3),
             "frames_published": self._verdicts_published(),
+            "faults": self.faults(),
         }
 
     def heartbeat(self) -> Heartbeat:

@@ -152,8 +152,15 @@ class InspectorMetrics:
         )
         self.triggers_rejected = Counter(
             "inspector_triggers_rejected_total",
-            "Triggers given no place in a sequence (unknown or free-running camera, no part id, backlog full).",
+            "Triggers given no place in a sequence (unknown or free-running camera, no usable part id, backlog "
+            "full, a message of several frames).",
             ["reason"],
+            registry=r,
+        )
+        self.triggers_duplicate = Counter(
+            "inspector_triggers_duplicate_total",
+            "Triggers accepted while another trigger with the same part id still waited on the camera.",
+            ["camera"],
             registry=r,
         )
         self.trigger_timeouts = Counter(
@@ -200,6 +207,7 @@ class InspectorMetrics:
         for verdict in VERDICTS:
             self.verdicts.labels(camera=camera, verdict=verdict)
         self.triggers.labels(camera=camera)
+        self.triggers_duplicate.labels(camera=camera)
         self.trigger_timeouts.labels(camera=camera)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(camera=camera, reason=reason)
