@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from inspector.config.metrics import DEFAULT_SCORE_BUCKETS, MetricsConfig
 from inspector.core.names import DROP_REASONS, LATENCY_STAGES, QUEUES, VERDICTS
 from inspector.ops.children import ChildProcessCollector
+from inspector.ops.connections import ConnectionMetrics
 from inspector.ops.endpoint import MetricsServer, serve_metrics
 from inspector.ops.output_metrics import OutputMetrics
 
@@ -66,6 +67,7 @@ class InspectorMetrics:
         self._create_state_metrics(registry)
         self._create_line_control_metrics(registry)
         self.outputs = OutputMetrics(registry)
+        self.connections = ConnectionMetrics(registry)
         self.children = ChildProcessCollector(registry if include_process_collector else None)
         if include_process_collector:
             ProcessCollector(registry=registry)
@@ -268,12 +270,16 @@ class InspectorMetrics:
 
 
 def start_http_server(
-    config: MetricsConfig, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: False
+    config: MetricsConfig,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool] = lambda: False,
+    connections: ConnectionMetrics | None = None,
 ) -> tuple[MetricsServer, int]:
     """Serve ``/metrics`` (``registry``, without ``_created`` series) and ``/healthz`` from a daemon thread.
 
-    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404. The caller
-    checks ``config.enabled`` and calls ``server.close()`` on shutdown.
+    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404; methods other
+    than GET and HEAD are 405. The listener holds what ``config``'s limits allow (connections counted in
+    ``connections``). The caller checks ``config.enabled`` and calls ``server.close()`` on shutdown.
 
     Returns:
         (server, actual port) — the actual port differs from ``config.port`` when it is 0.
@@ -281,4 +287,4 @@ def start_http_server(
     Raises:
         MetricsError: the address cannot be bound (in use, not local, ...), naming address and port.
     """
-    return serve_metrics(config.bind_address, config.port, registry, ready)
+    return serve_metrics(config.bind_address, config.port, registry, ready, config, connections)

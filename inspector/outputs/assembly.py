@@ -101,13 +101,27 @@ class Outputs:
             self.sinks.append(ring)
             app = ResultsApp(cameras, ctx.boot_id, ring, self.archive, cfg.results.jpeg_quality)
             self._servers.append(
-                HttpServer("results", app.application(), cfg.results.bind_address, cfg.results.port)
+                HttpServer(
+                    "results",
+                    app.application(),
+                    cfg.results.bind_address,
+                    cfg.results.port,
+                    cfg.results,
+                    metrics.connections,
+                )
             )
         if cfg.liveview.enabled:
             live = LiveView(cameras, cfg.liveview, ctx.status)
             self.sinks.append(live)
             self._servers.append(
-                HttpServer("liveview", live.application(), cfg.liveview.bind_address, cfg.liveview.port)
+                HttpServer(
+                    "liveview",
+                    live.application(),
+                    cfg.liveview.bind_address,
+                    cfg.liveview.port,
+                    cfg.liveview,
+                    metrics.connections,
+                )
             )
         if self._archive_sink is not None:
             self.sinks.append(self._archive_sink)
