@@ -136,6 +136,7 @@ class Publisher:
             sock = self._context.socket(zmq.XPUB)
             sock.setsockopt(zmq.XPUB_MANUAL, 1)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+            sock.setsockopt(zmq.RCVHWM, SCAN_EVERY_SUBSCRIPTIONS)  # subscriptions taken in per look, at most
             sock.setsockopt(zmq.SNDHWM, self._config.sndhwm)
             if self._config.sndbuf_bytes:  # bounded staleness: a stalled subscriber's kernel backlog is small
                 sock.setsockopt(zmq.SNDBUF, self._config.sndbuf_bytes)

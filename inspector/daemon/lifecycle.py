@@ -414,5 +414,6 @@ class Daemon:
 
     def _update_gauges(self) -> None:
         update_gauges(self.metrics, self.config, self._pipeline, self._capture, self._wall)
+        self.metrics.record_bus(self.publisher.subscriptions_refused, self.publisher.subscribers_dropped)
         if self._outputs is not None:
             self._outputs.update_gauges()

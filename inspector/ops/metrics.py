@@ -62,6 +62,7 @@ class InspectorMetrics:
         self._galleries: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
         self._ready = False
+        self._bus_seen = (0, 0)
         self._create_pipeline_metrics(registry)
         self._create_latency_metrics(registry, score_buckets)
         self._create_state_metrics(registry)
@@ -171,6 +172,17 @@ class InspectorMetrics:
             ["camera"],
             registry=r,
         )
+        self.bus_subscriptions_refused = Counter(
+            "inspector_bus_subscriptions_refused_total",
+            "Bus subscriptions not applied: not a prefix of heartbeat or verdict.<camera> of this daemon.",
+            registry=r,
+        )
+        self.bus_subscribers_dropped = Counter(
+            "inspector_bus_subscribers_dropped_total",
+            "Bus subscribers disconnected for sending more than bus.max_subscription_bytes of subscriptions, "
+            "or beyond bus.max_subscribers.",
+            registry=r,
+        )
         self.gallery_reloads = Counter(
             "inspector_gallery_reloads_total", "Gallery reloads, by product and result.", ["product", "result"],
             registry=r,
@@ -194,6 +206,16 @@ class InspectorMetrics:
         self.up = Gauge("inspector_up", "1 while the daemon process runs.", registry=r)
         self.ready = Gauge("inspector_ready", "1 when the daemon is ready to score frames.", registry=r)
         self.start_time = Gauge("inspector_start_time_seconds", "Unix time the daemon started.", registry=r)
+
+    def record_bus(self, refused: int, dropped: int) -> None:
+        """Bring the bus counters up to the publisher's cumulative counts (they only grow)."""
+        with self._lock:
+            new_refused, new_dropped = refused - self._bus_seen[0], dropped - self._bus_seen[1]
+            self._bus_seen = (max(refused, self._bus_seen[0]), max(dropped, self._bus_seen[1]))
+        if new_refused > 0:
+            self.bus_subscriptions_refused.inc(new_refused)
+        if new_dropped > 0:
+            self.bus_subscribers_dropped.inc(new_dropped)
 
     def set_build_info(self, version: str) -> None:
         """Export ``inspector_build_info{version}`` = 1."""

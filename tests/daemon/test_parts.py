@@ -12,6 +12,8 @@ from inspector.config.root import InspectorConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.core.records import Frame
 from inspector.daemon.parts import (
+    MAX_PENDING_TRIGGERS,
+    REJECT_BACKLOG,
     REJECT_FREE_RUNNING,
     REJECT_MALFORMED,
     REJECT_STOPPING,
@@ -260,3 +262,18 @@ def test_an_unknown_camera_name_is_quoted_bounded_in_the_rejection(
     with pytest.raises(TriggerRejected) as info:
         source.submit("c" * 65_000, "X-1")
     assert info.value.reason == REJECT_UNKNOWN_CAMERA and len(str(info.value)) < 300
+
+
+def test_a_trigger_beyond_the_backlog_is_refused_without_a_seq_and_counted(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, _, clock, registry = setup
+    for i in range(MAX_PENDING_TRIGGERS):
+        source.submit("ext", f"B-{i}", at=clock.now + 1.0)  # waiting: no frame yet
+    with pytest.raises(TriggerRejected) as info:
+        source.submit("ext", "B-over", at=clock.now + 1.0)
+    assert info.value.reason == REJECT_BACKLOG and "1024 triggers already wait" in str(info.value)
+    assert registry.get_sample_value("inspector_triggers_rejected_total", {"reason": REJECT_BACKLOG}) == 1
+    clock.now += 1.0 + (DELAY_MS + TIMEOUT_MS) / 1000 + 0.01
+    assert len(source.get_frames(2 * MAX_PENDING_TRIGGERS, 0.0)) == MAX_PENDING_TRIGGERS  # all timed out
+    assert source.submit("ext", "B-next").seq == MAX_PENDING_TRIGGERS  # the refused one took no seq
