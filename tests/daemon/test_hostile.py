@@ -236,9 +236,8 @@ def _recorded(archive: Path, header: VerdictHeader) -> Callable[[], bool]:
 
 
 def _record(archive: Path, header: VerdictHeader) -> Path | None:
-    found = [
-        p for p in archive.glob(f"{header.camera}/*/*_{header.seq:08d}_ERROR_{header.boot_id}") if p.is_dir()
-    ]
+    pattern = f"{header.camera}/*/*_{header.seq:08d}_ERROR_{header.boot_id}"
+    found = [p for p in archive.glob(pattern) if p.is_dir() and not p.name.startswith(".tmp-")]
     return found[0] if found else None
 
 
@@ -300,7 +299,8 @@ def _status(url: str, method: str) -> int:
         with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=HTTP_TIMEOUT_S) as r:
             return int(r.status)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        with exc:
+            return int(exc.code)
 
 
 def test_8_rejections_name_the_rule_and_the_at_window_uses_the_documented_default(line: HostileLine) -> None:

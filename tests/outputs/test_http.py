@@ -91,7 +91,8 @@ def test_only_get_and_head_are_served_and_a_kept_alive_connection_ends_after_its
             request = urllib.request.Request(f"http://127.0.0.1:{port}/", method=method)
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)
-            assert info.value.code == 405 and info.value.headers["Allow"] == "GET,HEAD", method
+            with info.value:
+                assert info.value.code == 405 and info.value.headers["Allow"] == "GET,HEAD", method
         with _connect(port) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
             answers = _read_all(sock)
