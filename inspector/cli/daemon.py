@@ -242,7 +242,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     auth = CurveAuthenticator(context, curve) if curve is not None else None  # serves every socket of context
-    publisher = Publisher(config.bus, context, new_boot_id(), curve=curve)
+    publisher = Publisher(
+        config.bus, context, new_boot_id(), curve=curve, cameras=[c.name for c in config.cameras]
+    )
     early = EarlyHeartbeat(publisher, config, started_at)
     try:
         if auth is not None:

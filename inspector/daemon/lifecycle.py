@@ -88,8 +88,9 @@ class Daemon:
         # A publisher passed in was bound by the caller, who runs the context's ZAP handler (inspector run).
         self._auth = CurveAuthenticator(context, self._curve) if self._curve and publisher is None else None
         self.publisher = publisher or Publisher(
-            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve
-        )
+            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve,
+            cameras=[c.name for c in config.cameras],
+        )  # fmt: skip
         self.boot_id = self.publisher.boot_id
         self.ledger = FrameLedger(self.metrics)
         self.status = DaemonStatus(
@@ -158,7 +159,7 @@ class Daemon:
         self._log.info("bus_bound", endpoint=endpoint, curve=self._curve is not None)
         if cfg.metrics.enabled:
             self._metrics_server, self.metrics_port = start_http_server(
-                cfg.metrics, self._registry, self.metrics.is_ready
+                cfg.metrics, self._registry, self.metrics.is_ready, self.metrics.connections
             )
             self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
         if self._early is not None:
@@ -225,8 +226,9 @@ class Daemon:
         self._capture.start()
         self.metrics.children.watch(self._child_pids)
         self.line = LineControl(
-            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve
-        )
+            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve,
+            self._env,
+        )  # fmt: skip
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
         sinks = list(self._outputs.sinks) if self._outputs is not None else []
@@ -419,5 +421,6 @@ class Daemon:
 
     def _update_gauges(self) -> None:
         update_gauges(self.metrics, self.config, self._pipeline, self._capture, self._wall)
+        self.metrics.record_bus(self.publisher.subscriptions_refused, self.publisher.subscribers_dropped)
         if self._outputs is not None:
             self._outputs.update_gauges()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class DaemonStatus:
         self._pipeline_alive: Callable[[], bool] = lambda: False
         self._undelivered: dict[str, int] = {}
         self._conditions: list[Callable[[], list[str]]] = []
+        self._faults: dict[str, str] = {}
+        self._faults_lock = threading.Lock()
         self._rates: dict[str, deque[tuple[float, int]]] = {
             c.name: deque(maxlen=FPS_SAMPLES) for c in config.cameras
         }
@@ -77,6 +80,21 @@ class DaemonStatus:
         """What the added conditions name now (the parts database unreachable, ...)."""
         return [reason for condition in self._conditions for reason in condition()]
 
+    def set_fault(self, source: str, reason: str) -> None:
+        """Mark a part of the daemon broken (a socket's thread died): ``degraded`` until :meth:`clear_fault`."""
+        with self._faults_lock:
+            self._faults[source] = reason
+
+    def clear_fault(self, source: str) -> None:
+        """The part is working again."""
+        with self._faults_lock:
+            self._faults.pop(source, None)
+
+    def faults(self) -> dict[str, str]:
+        """What is broken now, by source, with the reason."""
+        with self._faults_lock:
+            return dict(self._faults)
+
     def record_undelivered(self, counts: dict[str, int]) -> None:
         """Frames captured but never handed to the pipeline at a failed shutdown (counted as dropped)."""
         self._undelivered = dict(counts)
@@ -92,15 +110,16 @@ class DaemonStatus:
         return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
 
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down after a failure, the worker stalled, or an output that
-        cannot do its work) or stopping.
+        """starting, ready, degraded (a camera down after a failure, the worker stalled, an output that cannot
+        do its work, or a fault set with :meth:`set_fault`, e.g. a socket thread that died) or stopping.
 
         A camera still opening its source for the first time (``starting``) or paused is not down.
         """
         if self.phase != "ready":
             return self.phase
         cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
-        return "ready" if cameras_ok and self.healthy() and not self.degraded_reasons() else "degraded"
+        healthy = cameras_ok and self.healthy() and not self.faults() and not self.degraded_reasons()
+        return "ready" if healthy else "degraded"
 
     def sample_rates(self) -> None:
         """Record each camera's frame count now (call about once a second) for :meth:`fps`."""
@@ -139,6 +158,7 @@ class DaemonStatus:
             "boot_id": self.boot_id,
             "uptime_s": round(self._monotonic() - self._started_at, 3),
             "frames_published": self._verdicts_published(),
+            "faults": self.faults(),
         }
 
     def heartbeat(self) -> Heartbeat:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from inspector.config.metrics import DEFAULT_SCORE_BUCKETS, MetricsConfig
 from inspector.core.names import DROP_REASONS, LATENCY_STAGES, QUEUES, VERDICTS
 from inspector.ops.children import ChildProcessCollector
+from inspector.ops.connections import ConnectionMetrics
 from inspector.ops.endpoint import MetricsServer, serve_metrics
 from inspector.ops.output_metrics import OutputMetrics
 
@@ -61,11 +62,13 @@ class InspectorMetrics:
         self._galleries: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
         self._ready = False
+        self._bus_seen = (0, 0)
         self._create_pipeline_metrics(registry)
         self._create_latency_metrics(registry, score_buckets)
         self._create_state_metrics(registry)
         self._create_line_control_metrics(registry)
         self.outputs = OutputMetrics(registry)
+        self.connections = ConnectionMetrics(registry)
         self.children = ChildProcessCollector(registry if include_process_collector else None)
         if include_process_collector:
             ProcessCollector(registry=registry)
@@ -152,14 +155,32 @@ class InspectorMetrics:
         )
         self.triggers_rejected = Counter(
             "inspector_triggers_rejected_total",
-            "Triggers given no place in a sequence (unknown or free-running camera, no part id, backlog full).",
+            "Triggers given no place in a sequence (unknown or free-running camera, no usable part id, backlog "
+            "full, a message of several frames).",
             ["reason"],
+            registry=r,
+        )
+        self.triggers_duplicate = Counter(
+            "inspector_triggers_duplicate_total",
+            "Triggers accepted while another trigger with the same part id still waited on the camera.",
+            ["camera"],
             registry=r,
         )
         self.trigger_timeouts = Counter(
             "inspector_trigger_timeouts_total",
             "Triggers no frame answered within trigger_timeout_ms (ERROR verdicts).",
             ["camera"],
+            registry=r,
+        )
+        self.bus_subscriptions_refused = Counter(
+            "inspector_bus_subscriptions_refused_total",
+            "Bus subscriptions not applied: not a prefix of heartbeat or verdict.<camera> of this daemon.",
+            registry=r,
+        )
+        self.bus_subscribers_dropped = Counter(
+            "inspector_bus_subscribers_dropped_total",
+            "Bus subscribers disconnected for sending more than bus.max_subscription_bytes of subscriptions, "
+            "or beyond bus.max_subscribers.",
             registry=r,
         )
         self.gallery_reloads = Counter(
@@ -186,6 +207,16 @@ class InspectorMetrics:
         self.ready = Gauge("inspector_ready", "1 when the daemon is ready to score frames.", registry=r)
         self.start_time = Gauge("inspector_start_time_seconds", "Unix time the daemon started.", registry=r)
 
+    def record_bus(self, refused: int, dropped: int) -> None:
+        """Bring the bus counters up to the publisher's cumulative counts (they only grow)."""
+        with self._lock:
+            new_refused, new_dropped = refused - self._bus_seen[0], dropped - self._bus_seen[1]
+            self._bus_seen = (max(refused, self._bus_seen[0]), max(dropped, self._bus_seen[1]))
+        if new_refused > 0:
+            self.bus_subscriptions_refused.inc(new_refused)
+        if new_dropped > 0:
+            self.bus_subscribers_dropped.inc(new_dropped)
+
     def set_build_info(self, version: str) -> None:
         """Export ``inspector_build_info{version}`` = 1."""
         self.build_info.labels(version=version).set(1)
@@ -200,6 +231,7 @@ class InspectorMetrics:
         for verdict in VERDICTS:
             self.verdicts.labels(camera=camera, verdict=verdict)
         self.triggers.labels(camera=camera)
+        self.triggers_duplicate.labels(camera=camera)
         self.trigger_timeouts.labels(camera=camera)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(camera=camera, reason=reason)
@@ -260,12 +292,16 @@ class InspectorMetrics:
 
 
 def start_http_server(
-    config: MetricsConfig, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: False
+    config: MetricsConfig,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool] = lambda: False,
+    connections: ConnectionMetrics | None = None,
 ) -> tuple[MetricsServer, int]:
     """Serve ``/metrics`` (``registry``, without ``_created`` series) and ``/healthz`` from a daemon thread.
 
-    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404. The caller
-    checks ``config.enabled`` and calls ``server.close()`` on shutdown.
+    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404; methods other
+    than GET and HEAD are 405. The listener holds what ``config``'s limits allow (connections counted in
+    ``connections``). The caller checks ``config.enabled`` and calls ``server.close()`` on shutdown.
 
     Returns:
         (server, actual port) — the actual port differs from ``config.port`` when it is 0.
@@ -273,4 +309,4 @@ def start_http_server(
     Raises:
         MetricsError: the address cannot be bound (in use, not local, ...), naming address and port.
     """
-    return serve_metrics(config.bind_address, config.port, registry, ready)
+    return serve_metrics(config.bind_address, config.port, registry, ready, config, connections)

@@ -357,3 +357,23 @@ def test_a_true_false_setting_must_be_a_toml_boolean(
     # the environment holds only strings: there "false" is how a boolean is written
     monkeypatch.setenv("INSPECTOR_ARCHIVE__ENABLED", "false")
     assert load_config(ok).archive.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("tables", "fields"),
+    [
+        ({"bus": {"bind": "tcp://0.0.0.0:5556"}}, ["bus.bind"]),
+        ({"bus": {"bind": "tcp://*:5556"}, "control": {"enabled": True, "bind": "tcp://eth0:5561"}},
+         ["bus.bind", "control.bind"]),
+        ({"bus": {"bind": "tcp://127.0.0.2:5556"}, "control": {"enabled": True, "bind": "ipc:///run/c"}}, []),
+        ({"bus": {"bind": "tcp://[::1]:5556"}, "control": {"enabled": False, "bind": "tcp://0.0.0.0:1"}}, []),
+        ({"bus": {"bind": "tcp://0.0.0.0:5556"}, "security": {"allow_plaintext_network": True}}, []),
+    ],
+)  # fmt: skip
+def test_sockets_off_loopback_without_curve_are_refused_unless_allowed_naming_each_field(
+    tables: dict[str, dict[str, Any]], fields: list[str]
+) -> None:
+    config = InspectorConfig.model_validate({"cameras": [{"name": "c", "source": "0"}], **tables})
+    problems = [p for p in run_problems(config) if "CURVE" in p]
+    assert [p.split(":", 1)[0] for p in problems] == fields
+    assert all("allow_plaintext_network" in p for p in problems)

@@ -9,8 +9,11 @@ from prometheus_client import CollectorRegistry
 from inspector.config.camera import CameraConfig
 from inspector.config.products import ProductConfig
 from inspector.config.root import InspectorConfig
+from inspector.config.triggers import TriggersConfig
 from inspector.core.records import Frame
 from inspector.daemon.parts import (
+    MAX_PENDING_TRIGGERS,
+    REJECT_BACKLOG,
     REJECT_FREE_RUNNING,
     REJECT_MALFORMED,
     REJECT_STOPPING,
@@ -192,10 +195,85 @@ def test_closing_answers_every_waiting_trigger_and_refuses_new_ones(
     setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
 ) -> None:
     source, _, clock, _ = setup
-    source.submit("ext", "W-1", at=clock.now + 60)  # far in the future: would wait
+    source.submit("ext", "W-1", at=clock.now + 1.5)  # in the future, within the window: would wait
     source.close()
     with pytest.raises(TriggerRejected) as info:
         source.submit("ext", "W-2")
     assert info.value.reason == REJECT_STOPPING
     (part,) = source.get_frames(8, 0.0)
     assert (part.part_id, part.fault) == ("W-1", STOPPING_FAULT)
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "words"),
+    [(10_000_000.0, "in the future"), (3.0, "in the future"), (-11.0, "in the past"), (-1e9, "in the past")],
+)
+def test_a_trigger_whose_at_is_outside_the_window_is_an_error_part_at_once_and_holds_back_no_other(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry], offset_s: float, words: str
+) -> None:
+    source, capture, clock, _ = setup
+    window = TriggersConfig()
+    t = clock.now
+    bad = source.submit("ext", "FAR-1", at=t + offset_s)
+    good = source.submit("ext", "NEAR-1", at=t)
+    assert bad.fault is not None and words in bad.fault
+    assert ("max_at_future_ms" if offset_s > 0 else "max_at_past_ms") in bad.fault
+    capture.film("ext", t + 0.1)
+    clock.now = t + 0.1
+    first, second = source.get_frames(8, 0.0)  # the faulty one does not wait: both answered now
+    assert (first.part_id, first.fault, first.captured_at) == ("FAR-1", bad.fault, t)
+    assert (second.part_id, second.seq, second.fault) == ("NEAR-1", good.seq, None)
+    inside = source.submit("ext", "EDGE-1", at=t + window.max_at_future_ms / 1000)
+    assert inside.fault is None
+
+
+@pytest.mark.parametrize("part_id", ["P-\ud800", "P\x00", "P\n1", "A\x1dGS1", "x" * 129, ""])
+def test_a_part_id_that_breaks_the_rule_is_rejected_as_malformed_quoting_it_bounded(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry], part_id: str
+) -> None:
+    source, _, _, registry = setup
+    with pytest.raises(TriggerRejected) as info:
+        source.submit("ext", part_id)
+    assert info.value.reason == REJECT_MALFORMED and "printable characters" in str(info.value)
+    assert len(str(info.value)) < 300
+    str(info.value).encode("utf-8")  # the message itself is always encodable
+    assert registry.get_sample_value("inspector_triggers_rejected_total", {"reason": REJECT_MALFORMED}) == 1
+
+
+def test_a_part_id_already_waiting_is_accepted_as_a_duplicate_and_counted(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, capture, clock, registry = setup
+    t = clock.now
+    first = source.submit("ext", "D-1", at=t)
+    second = source.submit("ext", "D-1", at=t)
+    assert (first.duplicate, second.duplicate) == (False, True) and second.seq == first.seq + 1
+    assert registry.get_sample_value("inspector_triggers_duplicate_total", {"camera": "ext"}) == 1
+    capture.film("ext", t + 0.1)
+    clock.now = t + 0.1
+    assert len(source.get_frames(8, 0.0)) == 2
+    assert source.submit("ext", "D-1", at=clock.now).duplicate is False  # answered: no longer waiting
+
+
+def test_an_unknown_camera_name_is_quoted_bounded_in_the_rejection(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, _, _, _ = setup
+    with pytest.raises(TriggerRejected) as info:
+        source.submit("c" * 65_000, "X-1")
+    assert info.value.reason == REJECT_UNKNOWN_CAMERA and len(str(info.value)) < 300
+
+
+def test_a_trigger_beyond_the_backlog_is_refused_without_a_seq_and_counted(
+    setup: tuple[PartSource, FakeCapture, Clock, CollectorRegistry],
+) -> None:
+    source, _, clock, registry = setup
+    for i in range(MAX_PENDING_TRIGGERS):
+        source.submit("ext", f"B-{i}", at=clock.now + 1.0)  # waiting: no frame yet
+    with pytest.raises(TriggerRejected) as info:
+        source.submit("ext", "B-over", at=clock.now + 1.0)
+    assert info.value.reason == REJECT_BACKLOG and "1024 triggers already wait" in str(info.value)
+    assert registry.get_sample_value("inspector_triggers_rejected_total", {"reason": REJECT_BACKLOG}) == 1
+    clock.now += 1.0 + (DELAY_MS + TIMEOUT_MS) / 1000 + 0.01
+    assert len(source.get_frames(2 * MAX_PENDING_TRIGGERS, 0.0)) == MAX_PENDING_TRIGGERS  # all timed out
+    assert source.submit("ext", "B-next").seq == MAX_PENDING_TRIGGERS  # the refused one took no seq

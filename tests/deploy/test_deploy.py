@@ -184,6 +184,25 @@ def test_unit_timeouts_fit_the_daemon_defaults(unit: str) -> None:
     assert 0 < watchdog_s <= defaults.worker.stall_timeout_s
 
 
+MEMORY_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+DAEMON_BASE_FDS = 256  # sockets, pipes, camera processes, files: measured about 60 on a two-camera daemon
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_raise_the_descriptor_limit_above_every_listener_cap_and_bound_memory(unit: str) -> None:
+    sections = parse_unit((DEPLOY / unit).read_text(encoding="utf-8"))
+    defaults = load_config(None)
+    held = (
+        defaults.results.max_connections
+        + defaults.liveview.max_connections
+        + defaults.metrics.max_connections
+        + defaults.bus.max_subscribers
+    )
+    assert int(one(sections, "Service", "LimitNOFILE")) >= 4 * (held + DAEMON_BASE_FDS)
+    memory = re.fullmatch(r"(\d+)([KMGT])", one(sections, "Service", "MemoryMax"))
+    assert memory is not None and int(memory.group(1)) * MEMORY_UNITS[memory.group(2)] >= 4 << 30
+
+
 def test_template_unit_differs_only_by_instance_settings() -> None:
     plain = parse_unit((DEPLOY / "inspector.service").read_text(encoding="utf-8"))
     template = parse_unit((DEPLOY / "inspector@.service").read_text(encoding="utf-8"))
