@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from inspector.bus.wire import CameraStatus, Heartbeat, VerdictHeader, rfc3339
 from inspector.config.opcua import OpcUaConfig
+from inspector.core.names import LATENCY_STAGES
 from inspector.plc.server import PlcServer
 from inspector.plc.users import hash_password
 from tests.plc.opcua_client import call, camera, child, client, read, subscribe_records, wait_for
@@ -57,9 +58,11 @@ def verdict(seq: int, part_id: str, verdict: str = "PASS", **fields: Any) -> Ver
     doc = {
         "boot_id": BOOT, "camera": CAMERA, "seq": seq, "part_id": part_id, "captured_at": rfc3339(1000.0 + seq),
         "published_at": rfc3339(1000.5 + seq), "age_ms": 500.0, "verdict": verdict,
-        "score": 1.5 if scored else None,
-        "threshold": 2.0 if scored else None, "defect_area_px": (0 if verdict == "PASS" else 12) if scored else None,
-        "product": "a", "gallery": "f" * 12, "error": None if scored else "no frame",
+        "score": 1.5 if scored else None, "threshold": 2.0 if scored else None,
+        "pixel_threshold": 1.0 if scored else None,
+        "defect_area_px": (0 if verdict == "PASS" else 12) if scored else None,
+        "product": "a", "gallery": "f" * 64, "error": None if scored else "no frame",
+        "latency_ms": dict.fromkeys(LATENCY_STAGES if scored else ("queue", "encode", "end_to_end"), 1.0),
     }  # fmt: skip
     return VerdictHeader.model_validate(doc | fields)
 
