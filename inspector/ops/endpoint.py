@@ -1,10 +1,11 @@
-"""The metrics HTTP endpoint: ``/metrics`` without ``_created`` series, and ``/healthz`` for readiness."""
+"""The metrics HTTP endpoint: ``/metrics`` without ``_created`` series, ``/healthz`` (ready) and ``/livez`` (alive)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -16,8 +17,27 @@ SERVER_THREAD_JOIN_TIMEOUT_S = 5.0
 CREATED_SUFFIX = "_created"
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
+LIVENESS_PATH = "/livez"
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the health paths answer.
+
+    Attributes:
+        ready: ``/healthz`` answers 200 (else 503): every verdict can be published (heartbeat state ready).
+        alive: ``/livez`` answers 200 (else 503): the process needs no restart (starting, or its worker progresses).
+        reason: the body's one line: ``ready``, or the state and why (``degraded: camera cam1 down: ...``).
+    """
+
+    ready: bool
+    alive: bool
+    reason: str
+
+
+NOT_STARTED = Health(ready=False, alive=True, reason="starting")
 
 
 class MetricsError(RuntimeError):
@@ -55,9 +75,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def metrics_app(
-    registry: CollectorRegistry, ready: Callable[[], bool]
+    registry: CollectorRegistry, health: Callable[[], Health]
 ) -> Callable[[Environ, StartResponse], list[bytes]]:
-    """The WSGI application of the endpoint: ``/metrics``, ``/healthz`` (200 ready, 503 not), else 404."""
+    """The WSGI application of the endpoint: ``/metrics``, ``/healthz`` and ``/livez`` (200 or 503), else 404."""
     exposition = make_wsgi_app(WithoutCreated(registry))
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
@@ -65,14 +85,15 @@ def metrics_app(
         if path == METRICS_PATH:
             body: list[bytes] = exposition(environ, start_response)
             return body
-        if path == HEALTH_PATH:
-            ok = ready()
+        if path in (HEALTH_PATH, LIVENESS_PATH):
+            now = health()
+            ok = now.ready if path == HEALTH_PATH else now.alive
             status = "200 OK" if ok else "503 Service Unavailable"
-            text = b"ready\n" if ok else b"not ready\n"
+            text = (now.reason + "\n").encode()
         else:
             status, text = (
                 "404 Not Found",
-                f"not found: {path} (try {METRICS_PATH} or {HEALTH_PATH})\n".encode(),
+                f"not found: {path} (try {METRICS_PATH}, {HEALTH_PATH} or {LIVENESS_PATH})\n".encode(),
             )
         start_response(
             status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(text)))]
@@ -103,7 +124,7 @@ class MetricsServer:
 
 
 def serve_metrics(
-    address: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]
+    address: str, port: int, registry: CollectorRegistry, health: Callable[[], Health]
 ) -> tuple[MetricsServer, int]:
     """Start :func:`metrics_app` on ``address:port`` in a daemon thread.
 
@@ -119,7 +140,7 @@ def serve_metrics(
         server: WSGIServer = make_server(
             address,
             port,
-            metrics_app(registry, ready),
+            metrics_app(registry, health),
             server_class=server_class,
             handler_class=_QuietHandler,
         )
