@@ -147,6 +147,7 @@ install_monitoring() {
     install -m 0644 "$REPO_DIR/deploy/prometheus/prometheus.yml" "$REPO_DIR/deploy/prometheus/alerts.yml" \
         "$DESTDIR$SHARE_DIR/prometheus/"
     install -m 0644 "$REPO_DIR/deploy/grafana/inspector-dashboard.json" "$DESTDIR$SHARE_DIR/grafana/"
+    install -m 0644 "$REPO_DIR/deploy/grafana/inspector-parts-dashboard.json" "$DESTDIR$SHARE_DIR/grafana/"
     local doc
     for doc in docs/integration.md docs/verdict.schema.json docs/heartbeat.schema.json; do
         if [ -f "$REPO_DIR/$doc" ]; then
@@ -186,7 +187,8 @@ done. Next:
   2. build galleries as user $SERVICE_USER into /var/lib/inspector/galleries (inspector gallery build ...)
   3. systemctl enable --now inspector         (or inspector@NAME for each line)
   4. Prometheus: merge $SHARE_DIR/prometheus/*.yml into /etc/prometheus/ (promtool check config);
-     Grafana: import $SHARE_DIR/grafana/inspector-dashboard.json
+     Grafana: import $SHARE_DIR/grafana/inspector-dashboard.json (and inspector-parts-dashboard.json
+     with a PostgreSQL data source on the parts database: docs/parts.md)
   GPU machines: load nvidia-uvm at boot (echo nvidia-uvm > /etc/modules-load.d/nvidia-uvm.conf), since the
   hardened unit cannot create device nodes.
 EOF

@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 
 HUGE_SIDE_PX = 8000
-GOOD_SIDE_PX = 96
+GOOD_SIDE_PX = 160  # the test gallery's frame size: odd formats of the right size are scored
 UNDECODABLE = ("a_empty", "b_text")  # stems of the files no decoder can read
 TOO_LARGE = "h_huge"  # 8000 x 8000: larger than the default max_frame_px
+WRONG_SIZE = "c_one_pixel"  # valid, but not the gallery's size: an ERROR verdict naming both sizes
 
 
 def write_bad_frames(folder: Path) -> dict[str, str]:

@@ -1,12 +1,17 @@
-"""Shared fixtures: a small calibrated gallery of synthetic parts and labelled demo videos."""
+"""Shared fixtures: a small calibrated gallery of synthetic parts, labelled demo videos, parts databases."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from inspector.config.parts import PartsConfig
 from inspector.demo.data import write_demo_video
+from tests.postgres import PostgresServer, missing_reason, running_server
 from tests.support import (
     DEFECT_EVERY,
     FRAME_SIDE_PX,
@@ -46,4 +51,29 @@ def scored_line(tmp_path_factory: pytest.TempPathFactory, synthetic_gallery: Syn
     """Eight demo frames of camera "cam1" (two defective) scored and stamped as published, once per session."""
     return score_line(
         tmp_path_factory.mktemp("scored"), synthetic_gallery.path, "cam1", SCORED_FRAMES, seed=3
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (initdb as user postgres, a free loopback port)."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="inspector-pg-"))  # under /tmp: user postgres can reach it
+    folder.chmod(0o755)
+    try:
+        yield from running_server(folder / "server")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def parts_db(request: pytest.FixtureRequest, tmp_path: Path) -> PartsConfig:
+    """A ``[parts]`` section on an empty database of each backend (the same tests run on both)."""
+    if request.param == "sqlite":
+        return PartsConfig(url=f"sqlite:///{tmp_path / 'parts.db'}", spool_dir=tmp_path / "spool")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return PartsConfig(
+        url=server.database(), password_file=server.password_file(tmp_path), spool_dir=tmp_path / "spool"
     )

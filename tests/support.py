@@ -30,15 +30,16 @@ from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.worker import WorkerConfig
-from inspector.core.names import COMPUTE_STAGES, Verdict
+from inspector.core.names import COMPUTE_STAGES, SCORED_VERDICTS, Verdict
 from inspector.core.records import Frame, Outcome
 from inspector.daemon.products import ProductRegistry, load_products, product_loader
 from inspector.daemon.worker import ModelWorker
 from inspector.demo.daemon import DEMO_MODEL
 from inspector.demo.data import read_video_frames, write_demo_video, write_good_part_images
-from inspector.model.build import build_gallery, calibrate_gallery
+from inspector.model.build import build_gallery
 from inspector.model.engine import BackboneCache
 from inspector.model.gallery import read_gallery_hash
+from inspector.model.thresholds import calibrate_gallery
 
 FRAME_SIDE_PX = 160
 GALLERY_IMAGES = 30
@@ -171,7 +172,7 @@ def bus_outcome(frame: Frame, verdict: Verdict = "PASS", **fields: Any) -> Outco
     """An outcome as the model worker makes one, ready for the bus: PASS/FAIL scored (score 0.5 or 2.5
     against 1.0, pixel threshold 1.0, no defect pixel) with the queue and every compute stage timed;
     TIMEOUT/ERROR with a reason and only the queue timed. ``fields`` replace any of these."""
-    if verdict in ("PASS", "FAIL"):
+    if verdict in SCORED_VERDICTS:
         base: dict[str, Any] = {
             "score": 2.5 if verdict == "FAIL" else 0.5, "threshold": 1.0, "pixel_threshold": 1.0,
             "defect_area_px": 0, "latency_ms": dict.fromkeys(("queue", *COMPUTE_STAGES), 0.0),

@@ -173,7 +173,7 @@ def test_a_fresh_import_of_a_layer_loads_none_of_what_it_must_not(
 
 def test_the_command_line_loads_torch_only_when_a_command_scores() -> None:
     assert "torch" not in loaded_after_import(
-        "inspector.cli.main", "inspector.cli.daemon", "inspector.cli.offline"
+        "inspector.cli.main", "inspector.cli.daemon", "inspector.cli.offline", "inspector.cli.gallery"
     )
     assert "torch" in loaded_after_import("inspector.model.engine")  # the check above can fail
 

@@ -22,12 +22,12 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.names import COMPUTE_STAGES as STAGE_NAMES
 from inspector.demo.parts import render_part
-from inspector.model.build import utc_now
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, resolve_device
 from inspector.model.gallery import Gallery
 from inspector.model.manifest import GalleryManifest, SourceImage
 from inspector.model.settings import manifest_preprocessing, spade_params
 from inspector.model.spade import stage_maps as reference_stage_maps
+from inspector.model.thresholds import utc_now
 
 REAL_WEIGHTS_BACKBONE = "efficientnet_lite0"  # the only backbone whose weights ship with the package
 GFLOP = 1e9

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up on a fresh machine: Python venv with the pinned torch, the package, and
-# (with --test) the Debian tools the integration tests start.
+# (with --test) the Debian tools the integration tests start and the npm packages of tests/plc/node.
 # Usage: tools/bootstrap.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +24,10 @@ fi
 if [ "${1:-}" = "--test" ]; then
     # ffmpeg serves the MJPEG camera; prometheus (with promtool) scrapes the daemon; systemd-analyze verifies
     # the units; gcc, pkg-config, libzmq3-dev, libcjson-dev, libpng-dev build the integration guide's C programs;
-    # chromium and chromium-driver load the live view in a real headless browser (Selenium drives it).
+    # chromium and chromium-driver load the live view in a real headless browser (Selenium drives it);
+    # postgresql: the parts database tests start a real server (initdb + pg_ctl as user postgres).
     need=()
-    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev libpng-dev chromium chromium-driver; do
+    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev libpng-dev chromium chromium-driver postgresql; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -36,5 +37,20 @@ if [ "${1:-}" = "--test" ]; then
         fi
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    # node-opcua, the second OPC UA stack tests/plc/test_conformance.py runs against the daemon: the exact
+    # versions of tests/plc/node/package-lock.json, reinstalled only when the lock file changes.
+    if ! command -v npm >/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "bootstrap: node and npm are missing; install them (apt-get install nodejs npm) or run as root" >&2
+            exit 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    NODE_STAMP=tests/plc/node/node_modules/.installed-$(sha256sum tests/plc/node/package-lock.json | cut -c1-16)
+    if [ ! -f "$NODE_STAMP" ]; then
+        (cd tests/plc/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        touch "$NODE_STAMP"
     fi
 fi

@@ -26,9 +26,10 @@ import numpy as np
 from inspector.config.calibration import CalibrationConfig
 from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
-from inspector.model.build import list_images, score_normals
+from inspector.model.build import list_images
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores
 from inspector.model.preprocess import read_image
+from inspector.model.thresholds import score_normals
 from inspector.quality.evaluate import GOOD, list_tests, load_mask
 from inspector.quality.features import extract_features, in_memory_inspector
 from inspector.quality.metrics import image_auroc, pixel_auroc, pro_score

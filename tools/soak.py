@@ -129,12 +129,11 @@ def prepare(work: Path, cameras: int, bus: str) -> Path:
     from inspector.config.runtime import RuntimeConfig
     from inspector.demo.daemon import DEMO_MODEL
     from inspector.demo.data import write_demo_video, write_good_part_images
-    from inspector.model.build import build_gallery, calibrate_gallery
+    from inspector.model.build import build_and_calibrate
 
     images = write_good_part_images(work / "good", GALLERY_IMAGES, CAMERA_FPS, FRAME_SIDE_PX, 7)
     gallery = work / "gallery.safetensors"
-    build_gallery(images, gallery, DEMO_MODEL, RuntimeConfig())
-    calibrate_gallery(gallery, RuntimeConfig(), CalibrationConfig())
+    build_and_calibrate(images, gallery, DEMO_MODEL, RuntimeConfig(), CalibrationConfig())
     text = ""
     for i in range(cameras):
         video = work / f"cam{i}.avi"

@@ -246,6 +246,7 @@ def verdict_header(
         score=outcome.score,
         threshold=outcome.threshold,
         pixel_threshold=outcome.pixel_threshold,
+        review_threshold=outcome.review_threshold,
         defect_area_px=outcome.defect_area_px,
         product=frame.product,
         gallery=outcome.gallery,

@@ -25,11 +25,10 @@ from inspector.bus.wire import (
     Heartbeat,
     VerdictHeader,
 )
-from inspector.core.names import COMPUTE_STAGES, LATENCY_STAGES
+from inspector.core.names import COMPUTE_STAGES, LATENCY_STAGES, SCORED_VERDICTS, VERDICTS
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCORED_VERDICTS = ["PASS", "FAIL"]
-UNSCORED_VERDICTS = ["TIMEOUT", "ERROR"]
+UNSCORED_VERDICTS = [verdict for verdict in VERDICTS if verdict not in SCORED_VERDICTS]
 
 
 def _stages(stages: tuple[str, ...], only: bool) -> dict[str, Any]:
@@ -59,6 +58,7 @@ def _verdict_rules() -> list[dict[str, Any]]:
         "properties": {
             "score": null,
             "threshold": null,
+            "review_threshold": null,
             "pixel_threshold": null,
             "defect_area_px": null,
             "error": {"type": "string", "minLength": 1},
@@ -67,7 +67,7 @@ def _verdict_rules() -> list[dict[str, Any]]:
         }
     }
     return [
-        {"if": {"properties": {"verdict": {"enum": SCORED_VERDICTS}}}, "then": scored},
+        {"if": {"properties": {"verdict": {"enum": list(SCORED_VERDICTS)}}}, "then": scored},
         {"if": {"properties": {"verdict": {"enum": UNSCORED_VERDICTS}}}, "then": unscored},
     ]
 

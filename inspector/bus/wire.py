@@ -24,11 +24,19 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspector.core.errors import validation_lines
-from inspector.core.names import CAMERA_NAME_PATTERN, COMPUTE_STAGES, LATENCY_STAGES, CameraState, Verdict
+from inspector.core.names import (
+    CAMERA_NAME_PATTERN,
+    COMPUTE_STAGES,
+    LATENCY_STAGES,
+    SCORED_VERDICTS,
+    CameraState,
+    Verdict,
+)
 
-# 2: product, camera state; 3: verdict age_ms, camera state starting; 4: pixel_threshold, mask kind none,
-# per-verdict field and latency rules, gallery as 64 hex, heartbeat worker state, stopping/stopped/failed states
-SCHEMA_VERSION = 4
+# 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict, review_threshold;
+# 5: pixel_threshold, mask kind none, per-verdict field and latency rules, gallery as 64 hex, heartbeat worker
+# state, stopping/stopped/failed states
+SCHEMA_VERSION = 5
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +57,13 @@ DaemonState = Literal["starting", "ready", "degraded", "stopping", "stopped", "f
 WorkerState = Literal["starting", "up", "stalled", "down", "stopping", "stopped"]
 WORKER_ALIVE_STATES: frozenset[str] = frozenset({"up", "stopping"})  # worker_alive is true exactly in these
 ALWAYS_STAGES: tuple[str, ...] = ("queue", "encode", "end_to_end")  # in every verdict's latency_ms
-SCORED_FIELDS: tuple[str, ...] = ("score", "threshold", "pixel_threshold", "defect_area_px")
+SCORED_FIELDS: tuple[str, ...] = (
+    "score",
+    "threshold",
+    "pixel_threshold",
+    "defect_area_px",
+)  # set when scored
+NULL_UNLESS_SCORED: tuple[str, ...] = (*SCORED_FIELDS, "review_threshold")  # null for TIMEOUT and ERROR
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 LatencyMs = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 CameraName = Annotated[str, Field(pattern=CAMERA_NAME_PATTERN, description="Camera name from the config.")]
@@ -135,23 +149,29 @@ class VerdictHeader(_WireModel):
     )
     verdict: Verdict
     score: FiniteFloat | None = Field(
-        default=None, description="Image anomaly score: a number for PASS/FAIL, null for TIMEOUT/ERROR."
+        default=None,
+        description="Image anomaly score: a number for PASS/REVIEW/FAIL, null for TIMEOUT/ERROR.",
     )
     threshold: FiniteFloat | None = Field(
         default=None,
-        description="The gallery's image threshold (FAIL when score > threshold): a number for PASS/FAIL, "
+        description="The gallery's image threshold (FAIL when score > threshold): a number for PASS/REVIEW/FAIL, "
         "null for TIMEOUT/ERROR.",
     )
     pixel_threshold: FiniteFloat | None = Field(
         default=None,
         description="The gallery's pixel threshold (a map pixel above it is a defect pixel; the value 128 of "
-        "an anomaly_map_u8 mask): a number for PASS/FAIL, null for TIMEOUT/ERROR.",
+        "an anomaly_map_u8 mask): a number for PASS/REVIEW/FAIL, null for TIMEOUT/ERROR.",
+    )
+    review_threshold: FiniteFloat | None = Field(
+        default=None,
+        description="Review threshold of a gallery with a review band: REVIEW when review_threshold < score "
+        "<= threshold. A number for PASS/REVIEW/FAIL of such a gallery, else null (no band, or TIMEOUT/ERROR).",
     )
     defect_area_px: int | None = Field(
         default=None,
         ge=0,
         description="Pixels of the anomaly map above pixel_threshold, counted by the daemon whatever the mask "
-        "encoding (the mask's pixels >= 128, or == 255, when one is sent): a number for PASS/FAIL, null for "
+        "encoding (the mask's pixels >= 128, or == 255, when one is sent): a number for PASS/REVIEW/FAIL, null for "
         "TIMEOUT/ERROR.",
     )
     product: str | None = Field(
@@ -170,21 +190,22 @@ class VerdictHeader(_WireModel):
         default_factory=dict,
         json_schema_extra={"propertyNames": {"enum": list(LATENCY_STAGES)}},
         description="Milliseconds per stage: queue, encode and end_to_end (capture to publish) in every verdict; "
-        "preprocess, backbone, image_knn, pixel_match, upsample_blur (the whole batch's time) in PASS/FAIL "
+        "preprocess, backbone, image_knn, pixel_match, upsample_blur (the whole batch's time) in PASS/REVIEW/FAIL "
         "only.",
     )
     mask: MaskInfo = NO_MASK
     error: str | None = Field(
-        default=None, description="The reason: a non-empty string for TIMEOUT/ERROR, null for PASS/FAIL."
+        default=None,
+        description="The reason: a non-empty string for TIMEOUT/ERROR, null for PASS/REVIEW/FAIL.",
     )
 
     @model_validator(mode="after")
     def _verdict_fields_consistent(self) -> VerdictHeader:
-        scored = self.verdict in ("PASS", "FAIL")
-        set_fields = [name for name in SCORED_FIELDS if getattr(self, name) is not None]
+        scored = self.verdict in SCORED_VERDICTS
+        set_fields = [name for name in NULL_UNLESS_SCORED if getattr(self, name) is not None]
         stages = (*ALWAYS_STAGES, *COMPUTE_STAGES) if scored else ALWAYS_STAGES
-        if scored and len(set_fields) < len(SCORED_FIELDS):
-            missing = [name for name in SCORED_FIELDS if name not in set_fields]
+        missing = [name for name in SCORED_FIELDS if name not in set_fields]
+        if scored and missing:
             raise ValueError(f"{', '.join(missing)} required when verdict is {self.verdict}")
         if scored and self.error is not None:
             raise ValueError(f"error must be null when verdict is {self.verdict}")

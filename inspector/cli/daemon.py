@@ -204,9 +204,30 @@ def gallery_problems(config: InspectorConfig) -> list[str]:
             readable[path] = read_manifest(path)
         except GalleryError as exc:
             problems.append(f"{gallery_field(config, name)}: {exc}")
+            continue
+        if readable[path].calibration is None:
+            problems.append(
+                f"{gallery_field(config, name)}: gallery {path} (product {name}) is not calibrated and cannot "
+                f"serve: run `inspector gallery calibrate --gallery {path}`"
+            )
     if problems:
         return problems
     return daemon_config_conflicts(config, lambda path: readable[path])
+
+
+def parts_problems(config: InspectorConfig) -> list[str]:
+    """What ``[parts]`` says: a URL SQLAlchemy cannot read, an unreadable password file, no spool folder."""
+    from inspector.records.store import PartsConfigError, connection_url, database_url, spool_folder
+
+    url = database_url(config.parts, os.environ)
+    if url is None:
+        return []
+    try:
+        spool_folder(config.parts, os.environ, url)
+        connection_url(config.parts, url)  # reads the URL and the password file; connects to nothing
+    except PartsConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def security_problems(config: InspectorConfig) -> list[str]:
@@ -235,11 +256,18 @@ def security_problems(config: InspectorConfig) -> list[str]:
     return problems
 
 
+def opcua_problems(config: InspectorConfig) -> list[str]:
+    """What the OPC UA server's certificate says against ``[opcua]`` (its URI, validity period and key)."""
+    from inspector.plc.certificates import certificate_problems
+
+    return certificate_problems(config.opcua)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
     config = load_run_config(args.file)
-    problems = gallery_problems(config)
-    problems = problems or security_problems(config)
+    problems = parts_problems(config) + gallery_problems(config)
+    problems = problems or security_problems(config) + opcua_problems(config)
     if problems:
         raise ConfigError(str(args.file), problems)
     cameras = ", ".join(
@@ -337,7 +365,8 @@ def _run_daemon(
     notifier: SdNotifier,
 ) -> int:
     """Check the galleries, then run the daemon on the bound publisher (the heavy imports happen here)."""
-    problems = gallery_problems(config)
+    problems = parts_problems(config) + gallery_problems(config)
+    problems += opcua_problems(config) if config.opcua.enabled else []
     if problems:
         raise ConfigError(str(args.config), problems)
 
@@ -346,6 +375,9 @@ def _run_daemon(
     from inspector.bus.publisher import PublisherError
     from inspector.capture.shared import CaptureError
     from inspector.daemon.lifecycle import Daemon
+    from inspector.model.backbone import BackboneError
+    from inspector.model.engine import EngineError
+    from inspector.model.header import GalleryError
     from inspector.ops.endpoint import MetricsError
     from inspector.ops.signals import capture_signals
     from inspector.outputs.http import OutputError
@@ -359,6 +391,11 @@ def _run_daemon(
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
+    except (GalleryError, EngineError, BackboneError) as exc:
+        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights or
+        # an unusable device: fixed by an engineer, not by a restart (systemd does not restart on 78)
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_CONFIG
     if daemon.pipeline_running:
         # A hung model call cannot be interrupted; everything it held is already counted and logged.
         early.stop()

@@ -18,6 +18,13 @@ class CalibrationConfig(StrictModel):
     target_false_reject_rate: float = Field(
         0.01, gt=0.0, lt=0.5, description="Fraction of normal parts allowed to fail (image threshold)."
     )
+    target_review_rate: float | None = Field(
+        None,
+        gt=0.0,
+        lt=0.5,
+        description="Fraction of normal parts sent to REVIEW (a second threshold below the image threshold: "
+        "score above it but not above the image threshold -> REVIEW). Unset: no review band, PASS or FAIL.",
+    )
     pixel_target_rate: float = Field(
         0.01,
         gt=0.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,24 @@ from pydantic import ValidationError
 
 from inspector.config.camera import FILE_SOURCE_KINDS
 from inspector.config.root import InspectorConfig
+from inspector.config.sources import env_source, toml_type_problems, unknown_env_settings
 from inspector.core.errors import validation_lines
 
 
 class ConfigError(Exception):
-    """A configuration that cannot be read, does not validate or cannot run; one line per problem."""
+    """A configuration that cannot be read, does not validate or cannot run; one line per problem.
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    ``lines`` are the problems as printed, each with the source that caused it: the file, or the environment
+    variable that set the field.
+    """
+
+    def __init__(self, source: str, problems: list[str], sources: list[str] | None = None) -> None:
         self.source = source
         self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.lines = [
+            f"{src}: {p}" for src, p in zip(sources or [source] * len(problems), problems, strict=True)
+        ]
+        super().__init__("\n".join(self.lines))
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> InspectorConfig:
@@ -28,6 +37,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     Args:
         path: TOML file; None means built-in defaults (environment overrides still apply).
         overrides: values merged over the file's top-level sections (used by the CLI).
+
+    The process's ``INSPECTOR_*`` environment variables override the file; one naming no setting is an
+    error, and a bad value is blamed on its variable.
 
     Returns:
         The validated configuration.
@@ -46,6 +58,12 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             raise ConfigError(source, [f"cannot read: {exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    environ = os.environ
+    unknown = unknown_env_settings(environ, InspectorConfig)
+    typed = toml_type_problems(data, InspectorConfig)
+    if unknown or typed:
+        names = [name for name, _ in unknown] + [source] * len(typed)
+        raise ConfigError(source, [line for _, line in unknown] + typed, names)
     for section, values in (overrides or {}).items():
         merged = dict(data.get(section, {}))
         merged.update(values)
@@ -53,7 +71,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return InspectorConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(source, validation_lines(exc)) from None
+        lines = validation_lines(exc)
+        blamed = [env_source(tuple(e["loc"]), environ) for e in exc.errors()]
+        raise ConfigError(source, lines, [b or source for b in blamed]) from None
 
 
 def run_problems(config: InspectorConfig) -> list[str]:

@@ -20,6 +20,8 @@ ImageScoreMode = Literal["knn_pooled", "map_max", "map_top_mean", "knn_plus_map"
 StageFusion = Literal["mean", "scaled_mean", "scaled_geomean"]
 PixelSearch = Literal["full", "window"]
 VALID_STAGES = (0, 1, 2)
+DEFAULT_RESIZE_PX = 224
+UNSET_CROP_PX = 0  # replaced by resize_px after validation: no crop
 MOVED_TO_RUNTIME = {
     "device": "runtime.device",
     "precision": "runtime.precision",
@@ -37,8 +39,17 @@ class ModelConfig(StrictModel):
     """
 
     backbone: BackboneName = Field("efficientnet_lite0", description="Feature extractor.")
-    resize_px: int = Field(256, ge=32, le=4096, description="Shorter side (or both sides) after resize.")
-    crop_px: int = Field(224, ge=32, le=4096, description="Centre crop side in pixels.")
+    resize_px: int = Field(
+        DEFAULT_RESIZE_PX, ge=32, le=4096, description="Side of the square the frame is resized into."
+    )
+    crop_px: int = Field(
+        UNSET_CROP_PX,
+        ge=32,
+        le=4096,
+        description="Centre crop side in pixels. Unset: no crop, the whole frame is inspected (crop_px = "
+        "resize_px). The MVTec/SPADE protocol crops 224 of 256, leaving a band of about 6% of the width and "
+        "height on each side of the frame uninspected.",
+    )
     keep_aspect: bool = Field(
         False,
         description="Letterbox instead of squashing: scale the longer side to resize_px keeping the aspect "
@@ -92,6 +103,8 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _crop_fits(self) -> ModelConfig:
+        if "crop_px" not in self.model_fields_set:
+            self.__dict__["crop_px"] = self.resize_px  # the whole frame; still "unset" for gallery checks
         if self.crop_px > self.resize_px:
             raise ValueError(f"crop_px ({self.crop_px}) must not exceed resize_px ({self.resize_px})")
         if len(set(self.stages)) != len(self.stages) or any(s not in VALID_STAGES for s in self.stages):

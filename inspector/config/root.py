@@ -19,10 +19,12 @@ from inspector.config.logs import LoggingConfig
 from inspector.config.metrics import MetricsConfig
 from inspector.config.model import ModelConfig
 from inspector.config.opcua import OpcUaConfig
+from inspector.config.parts import PartsConfig
 from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.security import SecurityConfig
+from inspector.config.sources import ENV_NESTED_DELIMITER, ENV_PREFIX
 from inspector.config.supervision import SupervisionConfig
 from inspector.config.triggers import TriggersConfig
 from inspector.config.worker import WorkerConfig
@@ -30,8 +32,6 @@ from inspector.config.worker import WorkerConfig
 MAX_CAMERAS = 64
 MAX_PRODUCTS = 32  # every product's gallery is loaded at start-up: a bounded number
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
-ENV_PREFIX = "INSPECTOR_"
-ENV_NESTED_DELIMITER = "__"
 
 
 class InspectorConfig(BaseSettings):
@@ -61,6 +61,7 @@ class InspectorConfig(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    parts: PartsConfig = Field(default_factory=PartsConfig)
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

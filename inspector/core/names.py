@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 # Exit codes of every command (sysexits-style where one fits).
@@ -9,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad command line, or an endpoint that cannot be used
 EXIT_UNREADABLE = 3  # score: at least one image could not be read
+EXIT_TARGET_MISSED = 4  # eval: a gallery rejected more good parts than its false-reject target allows
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: a bad configuration; systemd must not restart on it
 EXIT_INTERRUPTED = 130  # a second Ctrl-C forced the exit (128 + SIGINT)
 
@@ -28,9 +30,12 @@ not delivering after a failure (reconnecting, or given up past its restart budge
 control socket (not a fault); ended: a file or folder source finished; stopping, stopped: a clean stop of the
 daemon (SIGTERM) is finishing the camera's last read, and has finished it (not a fault)."""
 
-Verdict = Literal["PASS", "FAIL", "TIMEOUT", "ERROR"]
-VERDICTS: tuple[Verdict, ...] = ("PASS", "FAIL", "TIMEOUT", "ERROR")
-"""Every verdict word. Only PASS means a good part."""
+Verdict = Literal["PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR"]
+VERDICTS: tuple[Verdict, ...] = ("PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR")
+"""Every verdict word. Only PASS means a good part; REVIEW (a gallery with a review band: the score between the
+review and the image threshold) sends the part to a person, FAIL rejects it."""
+SCORED_VERDICTS: tuple[Verdict, ...] = ("PASS", "REVIEW", "FAIL")
+"""The verdicts that carry a score and a threshold."""
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 """A camera name: it becomes the bus topic ``verdict.<name>`` and a metrics label."""
@@ -51,3 +56,10 @@ The metrics create every one at 0 per camera, so the first drop is visible to ``
 QUEUES: tuple[str, ...] = ("capture", "batcher")
 """Queues a frame waits in (``inspector_queue_depth{queue, camera}``): its camera's capture channel, then the
 batcher in front of the model worker."""
+
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # set by systemd from StateDirectory= (colon-separated when several)
+
+
+def state_directory(env: Mapping[str, str]) -> str:
+    """The first folder systemd's ``StateDirectory=`` gives (empty outside systemd)."""
+    return env.get(STATE_DIRECTORY_ENV, "").split(":")[0]

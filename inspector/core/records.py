@@ -63,7 +63,8 @@ class Outcome:
         frame: the frame.
         verdict: PASS or FAIL when scored; TIMEOUT or ERROR (with ``error``) when not.
         score: image anomaly score (PASS/FAIL only).
-        threshold: the gallery's image threshold (PASS/FAIL only).
+        threshold: the gallery's image threshold (PASS/REVIEW/FAIL only).
+        review_threshold: the gallery's review threshold (PASS/REVIEW/FAIL of a gallery with a review band).
         defect_area_px: mask pixels set (PASS/FAIL only).
         gallery: content hash of the gallery that scored (or would have scored) the frame.
         anomaly_map: float32 map in model-input (crop) coordinates (PASS/FAIL only).
@@ -82,6 +83,7 @@ class Outcome:
     verdict: Verdict
     score: float | None = None
     threshold: float | None = None
+    review_threshold: float | None = None
     defect_area_px: int | None = None
     gallery: str | None = None
     anomaly_map: npt.NDArray[np.float32] | None = None

@@ -187,6 +187,8 @@ class Daemon:
             self.config, self.boot_id, self.metrics, self.status.heartbeat, references, self._env, self._wall
         )
         self._outputs = Outputs(context)
+        products.listen(self._outputs.audit)
+        self.status.add_condition(self._outputs.degraded_reasons)
         self.output_ports = self._outputs.start()
         for section, port in self.output_ports.items():
             self._log.info("output_listening", section=section, port=port)
@@ -198,7 +200,12 @@ class Daemon:
             return None
         cameras = [c.name for c in cfg.cameras]
         self._plc = PlcSink(
-            cfg.opcua, cameras, self.line.commands.handle, self.status.heartbeat, cfg.bus.heartbeat_interval_s
+            cfg.opcua,
+            cameras,
+            self.line.commands.handle,
+            self.status.heartbeat,
+            cfg.bus.heartbeat_interval_s,
+            self._registry,
         )
         self.output_ports["opcua"] = port = self._plc.start()
         self._log.info("output_listening", section="opcua", address=cfg.opcua.bind_address, port=port)

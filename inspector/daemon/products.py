@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -100,6 +100,16 @@ class ProductRegistry:
         self._active = dict(active)
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+
+    def listen(self, listener: Callable[[str, str, dict[str, Any]], None]) -> None:
+        """Call ``listener(action, subject, detail)`` after each product change (``product_change``, the camera)
+        and each reload (``reload``, the product); the audit trail listens."""
+        self._listeners.append(listener)
+
+    def _tell(self, action: str, subject: str, detail: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            listener(action, subject, detail)
 
     @property
     def products(self) -> list[str]:
@@ -146,6 +156,8 @@ class ProductRegistry:
         previous = self.active(camera)
         with self._lock:
             self._active[camera] = product
+        if previous != product:
+            self._tell("product_change", camera, {"from": previous, "to": product})
         return previous
 
     def calibration_of(self, product: str) -> tuple[float | None, float | None]:
@@ -184,6 +196,8 @@ class ProductRegistry:
         with self._reload_lock:
             for name in names:
                 results.append(self._reload_one(name, loader))
+        for r in results:
+            self._tell("reload", r.product, {"ok": r.ok, "gallery": r.gallery_hash, "reason": r.reason})
         return results
 
     def _reload_one(self, name: str, loader: Loader) -> ReloadResult:

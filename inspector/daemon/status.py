@@ -77,6 +77,7 @@ class DaemonStatus:
         self._pipeline: Pipeline | None = None
         self._pipeline_alive: Callable[[], bool] = lambda: False
         self._undelivered: dict[str, int] = {}
+        self._conditions: list[Callable[[], list[str]]] = []
         self._rates: dict[str, deque[tuple[float, int]]] = {
             c.name: deque(maxlen=FPS_SAMPLES) for c in config.cameras
         }
@@ -84,6 +85,14 @@ class DaemonStatus:
     def attach(self, capture: CaptureManager, pipeline: Pipeline, pipeline_alive: Callable[[], bool]) -> None:
         """Start reporting on the running capture and pipeline."""
         self._capture, self._pipeline, self._pipeline_alive = capture, pipeline, pipeline_alive
+
+    def add_condition(self, reasons: Callable[[], list[str]]) -> None:
+        """Also report degraded while ``reasons()`` names anything (an output that cannot do its work)."""
+        self._conditions.append(reasons)
+
+    def degraded_reasons(self) -> list[str]:
+        """What the added conditions name now (the parts database unreachable, ...)."""
+        return [reason for condition in self._conditions for reason in condition()]
 
     def record_undelivered(self, counts: dict[str, int]) -> None:
         """Frames captured but never handed to the pipeline at a failed shutdown (counted as dropped)."""
@@ -113,15 +122,16 @@ class DaemonStatus:
         return "stopped" if self.phase in STOP_PHASES and not self.pipeline_failed else "down"
 
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down after a failure, or the worker stalled or down),
-        stopping, stopped (a clean stop's end) or failed (a stop after a failure).
+        """starting, ready, degraded (a camera down after a failure, the worker stalled or down, or an output
+        that cannot do its work), stopping, stopped (a clean stop's end) or failed (a stop after a failure).
 
         A camera still opening its source for the first time (``starting``) or paused is not down.
         """
         if self.phase != "ready":
             return self.phase
         cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
-        return "ready" if cameras_ok and self.worker_state() == "up" else "degraded"
+        healthy = cameras_ok and self.worker_state() == "up" and not self.degraded_reasons()
+        return "ready" if healthy else "degraded"
 
     def health(self) -> Health:
         """What ``/healthz`` (ready) and ``/livez`` (alive, as the systemd watchdog sees it) answer, and why."""
@@ -143,6 +153,7 @@ class DaemonStatus:
             )
         elif worker != "up":
             problems.append(f"model worker {worker}")
+        problems += self.degraded_reasons()
         return Health(ready=False, alive=alive, reason="degraded: " + "; ".join(problems))
 
     def sample_rates(self) -> None:
@@ -178,6 +189,7 @@ class DaemonStatus:
         """The daemon as a whole, for the control socket: state, boot id, uptime, verdicts published."""
         return {
             "state": self.state(),
+            "degraded": self.degraded_reasons(),
             "boot_id": self.boot_id,
             "uptime_s": round(self._monotonic() - self._started_at, 3),
             "frames_published": self._verdicts_published(),

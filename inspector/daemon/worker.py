@@ -16,6 +16,7 @@ from inspector.core.names import Verdict
 from inspector.core.records import Frame, Outcome
 from inspector.daemon.products import ProductError, ProductRegistry, Scorer
 from inspector.model.engine import ScoreResult
+from inspector.model.geometry import SizeRange
 from inspector.ops.logs import frame_logger
 
 MS_PER_S = 1000.0
@@ -56,6 +57,7 @@ class ModelWorker:
         self._clock = clock
         self._lock = threading.Lock()
         self._busy_since: float | None = None
+        self._sizes: dict[str, SizeRange | None] = {}  # gallery hash -> the frame sizes it accepts
         self._log = structlog.stdlib.get_logger(__name__)
 
     def busy_for_s(self) -> float:
@@ -65,7 +67,8 @@ class ModelWorker:
         return 0.0 if started is None else self._clock() - started
 
     def warm_up(self, batch_size: int) -> None:
-        """Score a blank batch of ``batch_size`` images with every distinct scorer (allocations, kernels)."""
+        """Score a blank batch of ``batch_size`` crop-sized images with every distinct scorer (allocations,
+        kernels)."""
         seen: set[int] = set()
         for scorer in (self._products.scorer(p) for p in self._products.products):
             if id(scorer) in seen:
@@ -108,8 +111,20 @@ class ModelWorker:
             except ProductError as exc:
                 done[index] = self.failure(frame, "ERROR", str(exc))
                 continue
+            if problem := self._size_problem(scorer, frame):
+                frame_logger(self._log, frame.camera, frame.seq).warning("frame_size_mismatch", error=problem)
+                done[index] = self.failure(frame, "ERROR", problem)
+                continue
             groups.setdefault(scorer, []).append(index)
         return groups
+
+    def _size_problem(self, scorer: Scorer, frame: Frame) -> str | None:
+        """Why the frame's size does not fit its gallery's images (a wrong camera or product), else None."""
+        key = scorer.gallery.content_hash
+        if key not in self._sizes:
+            self._sizes[key] = SizeRange.of(scorer.gallery.manifest)
+        sizes = self._sizes[key]
+        return sizes.problem(frame.image.shape[1], frame.image.shape[0]) if sizes is not None else None
 
     def _product_of(self, frame: Frame) -> str:
         return frame.product if frame.product is not None else self._products.active(frame.camera)
@@ -158,6 +173,7 @@ class ModelWorker:
             verdict=result.verdict,
             score=result.score,
             threshold=result.threshold,
+            review_threshold=result.review_threshold,
             defect_area_px=result.defect_area_px,
             gallery=gallery,
             anomaly_map=result.anomaly_map,

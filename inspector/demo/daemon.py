@@ -27,7 +27,7 @@ from inspector.config.worker import WorkerConfig
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
 from inspector.daemon.lifecycle import Daemon
 from inspector.demo.data import write_demo_video, write_good_part_images
-from inspector.model.build import build_gallery, calibrate_gallery
+from inspector.model.build import build_and_calibrate
 from inspector.ops.logs import configure_logging
 from inspector.ops.sdnotify import SdNotifier
 
@@ -72,8 +72,7 @@ def build_demo_gallery(workdir: Path, settings: DaemonDemoSettings) -> Path:
         workdir / "good_parts", settings.gallery_images, settings.fps, settings.size_px, settings.gallery_seed
     )
     gallery = workdir / "line1.gallery"
-    build_gallery(images, gallery, settings.model, settings.runtime)
-    calibrate_gallery(gallery, settings.runtime, CalibrationConfig())
+    build_and_calibrate(images, gallery, settings.model, settings.runtime, CalibrationConfig())
     return gallery
 
 

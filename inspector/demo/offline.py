@@ -8,7 +8,7 @@ from typing import TextIO
 from inspector.config.load import load_config
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
 from inspector.demo.data import write_dataset
-from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.build import build_and_calibrate, list_images
 from inspector.model.engine import Inspector
 from inspector.quality.scoring import format_line, score_files
 
@@ -34,8 +34,8 @@ def run_demo(workdir: Path, out: TextIO) -> int:
     )
     print(f"demo data: {root}", file=out)
     gallery = workdir / "demo_part.gallery"
-    build_gallery(list_images(root / "train" / "good"), gallery, config.model, config.runtime)
-    cal = calibrate_gallery(gallery, config.runtime, config.calibration)
+    images = list_images(root / "train" / "good")
+    _, cal = build_and_calibrate(images, gallery, config.model, config.runtime, config.calibration)
     print(f"gallery: {gallery} (threshold {cal.image_threshold:.4f})", file=out)
     inspector = Inspector.from_gallery(gallery, config.runtime)
     tests = sorted(p for d in sorted((root / "test").iterdir()) for p in list_images(d))

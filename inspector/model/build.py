@@ -1,14 +1,11 @@
-"""Building a gallery from known-good images and calibrating its thresholds from normal images only."""
+"""Building a gallery from known-good images, and growing it; every write all-or-nothing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from inspector.config.calibration import CalibrationConfig
@@ -16,16 +13,13 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
 from inspector.core.names import IMAGE_SUFFIXES
-from inspector.model import calibration as calib
 from inspector.model.digest import file_sha256
-from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, RawScores, iter_batches
-from inspector.model.gallery import Gallery, load_gallery, migrate_legacy, save_gallery, update_calibration
-from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage, median
+from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, iter_batches
+from inspector.model.gallery import load_gallery, save_gallery, staged_replace
+from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
-
-MIN_CALIBRATION_IMAGES = 2
-SCALE_SAMPLE_IMAGES = 32  # normal images used to estimate the per-stage distance scales
+from inspector.model.thresholds import MIN_CALIBRATION_IMAGES, calibrate_gallery, calibration_steps, utc_now
 
 Progress = Callable[[int], None]
 
@@ -35,7 +29,7 @@ class BuildError(InspectorError):
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in a folder, sorted by name.
+    """Image files directly in a folder, sorted by name (see :func:`subfolders_with_images`).
 
     Raises:
         BuildError: the folder is missing or holds no image.
@@ -48,23 +42,44 @@ def list_images(folder: Path) -> list[Path]:
     return paths
 
 
-def utc_now() -> str:
-    """Current time as RFC 3339 UTC."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def subfolders_with_images(folder: Path) -> dict[Path, int]:
+    """Subfolders of ``folder`` (any depth) holding images, with their counts: what :func:`list_images` leaves."""
+    counts: dict[Path, int] = {}
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+        if path.parent != folder and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            counts[path.parent] = counts.get(path.parent, 0) + 1
+    return counts
 
 
-def extract_all(engine: FeatureEngine, paths: Sequence[Path], progress: Progress | None = None) -> Features:
-    """Features of every image (on CPU), read and batched by the engine's batch size."""
+def extract_all(
+    engine: FeatureEngine,
+    paths: Sequence[Path],
+    progress: Progress | None = None,
+    sizes: list[tuple[int, int]] | None = None,
+) -> Features:
+    """Features of every image (on CPU), read and batched by the engine's batch size.
+
+    Peak memory is the features of all images plus one batch (``runtime.batch_size`` images) in the backbone.
+    ``sizes``, when given, receives each image's (width, height) in pixels.
+    """
     pooled: list[torch.Tensor] = []
     stages: dict[int, list[torch.Tensor]] = {s: [] for s in engine.config.stages}
     for batch in iter_batches(list(paths), engine.runtime.batch_size):
-        feats, _ = engine.extract([read_image(p) for p in batch], {})
+        images = [read_image(p) for p in batch]
+        if sizes is not None:
+            sizes.extend((im.shape[1], im.shape[0]) for im in images)
+        feats, _ = engine.extract(images, {})
         pooled.append(feats.pooled.cpu())
         for s, t in feats.stages.items():
             stages[s].append(t.cpu())
         if progress:
             progress(len(batch))
     return Features(torch.cat(pooled), {s: torch.cat(v) for s, v in stages.items()})
+
+
+def source_image(path: Path, sha256: str, size: tuple[int, int]) -> SourceImage:
+    """The manifest record of one gallery image: name, hash and size in pixels."""
+    return SourceImage(name=path.name, sha256=sha256, width_px=size[0], height_px=size[1])
 
 
 def build_gallery(
@@ -77,6 +92,9 @@ def build_gallery(
     backbones: BackboneCache | None = None,
 ) -> GalleryManifest:
     """Extract features of known-good images and write an (uncalibrated) gallery file.
+
+    A gallery that is to serve is built with :func:`build_and_calibrate`, which replaces a file only with a
+    calibrated one; this step alone is ``gallery build --no-calibrate``.
 
     Args:
         images: the known-good image files.
@@ -94,7 +112,8 @@ def build_gallery(
     if len(images) < MIN_CALIBRATION_IMAGES:
         raise BuildError(f"need at least {MIN_CALIBRATION_IMAGES} good images, got {len(images)}")
     engine = FeatureEngine(config, runtime, backbones)
-    feats = extract_all(engine, images, progress)
+    sizes: list[tuple[int, int]] = []
+    feats = extract_all(engine, images, progress, sizes)
     manifest = GalleryManifest(
         format_version=GALLERY_FORMAT_VERSION,
         backbone=engine.spec.name,
@@ -104,7 +123,7 @@ def build_gallery(
         stage_shapes={},
         spade=spade_params(config),
         image_count=len(images),
-        sources=[SourceImage(name=p.name, sha256=file_sha256(p)) for p in images],
+        sources=[source_image(p, file_sha256(p), size) for p, size in zip(images, sizes, strict=True)],
         created_at=utc_now(),
         storage_dtype="float16" if float16 else "float32",
         content_sha256="",
@@ -113,198 +132,67 @@ def build_gallery(
     return save_gallery(out, feats.pooled, feats.stages, manifest, float16=float16)
 
 
-threshold_at_rate = calib.threshold_at_rate  # its home is model.calibration; kept importable from here
-
-
-def calibration_steps(n_normal: int, stage_fusion: str) -> int:
-    """Images a calibration's progress counts: the stage-scale sample (scaled fusions only), then every one."""
-    return n_normal + (min(SCALE_SAMPLE_IMAGES, n_normal) if stage_fusion != "mean" else 0)
-
-
-def _leave_out(
-    inspector: Inspector,
-    rows: np.ndarray,
-    scales: list[float] | None,
-    progress: Progress | None,
-    limit: int | None = None,
-) -> RawScores:
-    """Score each gallery image (the first ``limit``, or all) without the gallery images in its row of ``rows``."""
-    g: Gallery = inspector.gallery
-    n = min(rows.shape[0], limit or rows.shape[0])
-    dev = inspector.engine.device
-    size = inspector.config.crop_px
-    parts: list[RawScores] = []
-    batch = inspector.engine.runtime.batch_size
-    for start in range(0, n, batch):
-        sel = torch.arange(start, min(n, start + batch))
-        feats = Features(g.pooled[sel].to(dev), {s: t[sel].to(dev) for s, t in g.stages.items()})
-        left_out = torch.from_numpy(rows[start : start + len(sel)]).to(dev)
-        parts.append(inspector.raw_scores(feats, [(0, size, 0, size)] * len(sel), left_out, scales))
-        if progress:
-            progress(len(sel))
-    return _concat(parts)
-
-
-def _holdout(
-    inspector: Inspector,
-    paths: Sequence[Path],
-    scales: list[float] | None,
-    progress: Progress | None,
-    limit: int | None = None,
-) -> RawScores:
-    """Score normal images (the first ``limit``, or all) against the whole gallery."""
-    parts: list[RawScores] = []
-    for batch in iter_batches(list(paths)[:limit], inspector.engine.runtime.batch_size):
-        feats, prepared = inspector.engine.extract([read_image(p) for p in batch], {})
-        parts.append(inspector.raw_scores(feats, prepared.valid, None, scales))
-        if progress:
-            progress(len(batch))
-    return _concat(parts)
-
-
-@dataclass(frozen=True)
-class NormalScores:
-    """Scores of normal images, the stage scales they were fused with, and how they were obtained."""
-
-    raw: RawScores
-    scales: list[float] | None
-    method: str  # leave_one_out, leave_m_out, k_fold or holdout
-
-
-def score_normals(
-    inspector: Inspector,
-    calibration: CalibrationConfig,
-    normal_images: Sequence[Path] | None = None,
-    progress: Progress | None = None,
-) -> NormalScores:
-    """Score normal images: ``normal_images`` against the whole gallery, else each gallery image without the
-    images ``calibration.leave_out`` says. Scaled fusions first estimate the stage scales on a sample (that
-    pass counts in ``progress`` too: see :func:`calibration_steps`)."""
-    rows: np.ndarray | None = None
-    if not normal_images:
-        pooled = inspector.gallery.pooled.float().numpy()
-        rows = calib.left_out_rows(
-            pooled, calibration.leave_out, calibration.neighbours_left_out, calibration.folds
-        )
-
-    def run(scales: list[float] | None, limit: int | None) -> RawScores:
-        if normal_images:
-            return _holdout(inspector, normal_images, scales, progress, limit)
-        assert rows is not None
-        return _leave_out(inspector, rows, scales, progress, limit)
-
-    scales: list[float] | None = None
-    if inspector.config.stage_fusion != "mean":
-        sample = run([1.0] * len(inspector.config.stages), SCALE_SAMPLE_IMAGES)
-        scales = [float(v) for v in sample.stage_means.mean(0)]
-    return NormalScores(run(scales, None), scales, "holdout" if normal_images else calibration.leave_out)
-
-
-def _concat(parts: list[RawScores]) -> RawScores:
-    return RawScores(
-        np.concatenate([p.knn for p in parts]),
-        np.concatenate([p.map_max for p in parts]),
-        np.concatenate([p.map_top_mean for p in parts]),
-        np.concatenate([p.maps for p in parts]),
-        np.concatenate([p.stage_means for p in parts]),
-    )
-
-
-def thresholds_from_scores(
-    inspector: Inspector, normal: NormalScores, calibration: CalibrationConfig
-) -> Calibration:
-    """The calibration record of normal scores: both thresholds by the chosen tail estimate, and what the
-    images support (failures among them, the 95% upper bound on the false-reject rate, images needed)."""
-    raw, cfg = normal.raw, calibration
-    knn = [float(v) for v in raw.knn]
-    map_maxima = [float(v) for v in raw.map_max]
-    pixel = calib.threshold_for(np.array(map_maxima), cfg.pixel_target_rate, cfg.tail, cfg.tail_fraction)
-    provisional = Calibration(
-        image_threshold=0.0,
-        target_false_reject_rate=cfg.target_false_reject_rate,
-        pixel_threshold=pixel,
-        pixel_target_rate=cfg.pixel_target_rate,
-        method=normal.method,
-        n_images=len(knn),
-        score_median=median(knn) or 1.0,
-        map_max_median=median(map_maxima) or 1.0,
-        stage_scales=normal.scales,
-        normal_scores=map_maxima,  # replaced below, once the scores are combined with these medians
-        normal_knn=knn,
-        normal_map_max=map_maxima,
-        created_at=utc_now(),
-        neighbours_left_out=cfg.neighbours_left_out if normal.method == "leave_m_out" else None,
-        folds=cfg.folds if normal.method == "k_fold" else None,
-        tail=cfg.tail,
-        tail_fraction=cfg.tail_fraction if cfg.tail == "pareto" else None,
-    )
-    # float64 from the recorded values, so that a loader recomputes the very same thresholds
-    scores = [float(v) for v in np.ravel(inspector.combine(raw, provisional))]
-    values = np.array(scores)
-    rate = cfg.target_false_reject_rate
-    image = calib.threshold_for(values, rate, cfg.tail, cfg.tail_fraction)
-    above = int(np.count_nonzero(values > image))
-    return provisional.model_copy(
-        update={
-            "image_threshold": image,
-            "image_score_median": median(scores),
-            "normal_scores": scores,
-            "empirical_threshold": calib.threshold_at_rate(values, rate),
-            "normal_above_threshold": above,
-            "false_reject_upper_bound": calib.upper_bound(above, values.size),
-            "images_needed": calib.images_needed(rate),
-        }
-    )
-
-
-def calibration_warning(cal: Calibration) -> str | None:
-    """A warning when the calibration images are too few to verify the target false-reject rate."""
-    needed = cal.images_needed or calib.images_needed(cal.target_false_reject_rate)
-    if cal.n_images >= needed:
-        return None
-    bound = cal.false_reject_upper_bound
-    supports = f"; at 95% confidence they bound it only at {bound:.1%}" if bound is not None else ""
-    return (
-        f"gallery too small for the target: {cal.n_images} normal images cannot verify a "
-        f"{cal.target_false_reject_rate:.2%} false-reject rate (a zero-failure check needs {needed}){supports}"
-    )
-
-
-def calibrate_gallery(
-    path: Path,
+def build_and_calibrate(
+    images: Sequence[Path],
+    out: Path,
+    config: ModelConfig,
     runtime: RuntimeConfig,
     calibration: CalibrationConfig,
-    normal_images: Sequence[Path] | None = None,
-    progress: Progress | None = None,
+    float16: bool = False,
+    progress: Callable[[str, int], Progress | None] | None = None,
     backbones: BackboneCache | None = None,
-) -> Calibration:
-    """Set the image and pixel thresholds from normal images and store them in the gallery manifest.
+) -> tuple[GalleryManifest, Calibration]:
+    """Build a gallery and calibrate it leave-out; ``out`` is replaced only by the calibrated, verified file.
 
-    Without ``normal_images`` each gallery image is scored against the gallery without itself and the images
-    ``calibration.leave_out`` names; with them, those images are scored against the whole gallery.
+    Until both steps succeed the work lives in a staging file beside ``out``: an error, a refused
+    calibration or Ctrl-C leaves an existing ``out`` byte for byte as it was.
 
-    A format-version-1 gallery is first rewritten as the current version (see :func:`migrate_legacy`).
+    Args:
+        progress: called with a step name and its image count, returns that step's per-batch callback.
 
     Returns:
-        The calibration written to the manifest, with the normal scores it was computed from.
+        The manifest as built and the calibration it was given.
     """
-    migrate_legacy(path)
-    inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
-    final = thresholds_from_scores(
-        inspector, score_normals(inspector, calibration, normal_images, progress), calibration
-    )
-    update_calibration(path, final)
-    load_gallery(path)  # prove the rewritten file validates before anyone relies on it
-    return final
+    backbones = backbones if backbones is not None else BackboneCache()
+
+    def step(name: str, total: int) -> Progress | None:
+        return progress(name, total) if progress else None
+
+    with staged_replace(out, "building") as staging:
+        manifest = build_gallery(
+            images, staging, config, runtime, float16, step("features", len(images)), backbones
+        )
+        steps = calibration_steps(len(images), config.stage_fusion)
+        cal = calibrate_gallery(staging, runtime, calibration, None, step("calibration", steps), backbones)
+    return manifest, cal
 
 
 @dataclass(frozen=True)
 class GrowResult:
-    """What ``add_to_gallery`` did: the manifest written, the images added, and the duplicates refused."""
+    """What ``add_to_gallery`` did: the manifest written, the images added, the duplicates refused, and
+    whether the calibration was redone (False: a hold-out calibration kept until its folder is given)."""
 
     manifest: GalleryManifest
     added: list[Path]
     duplicates: list[tuple[Path, str]]  # (file, the source it duplicates)
+    recalibrated: bool
+
+
+def new_images(
+    gallery: GalleryManifest, images: Sequence[Path]
+) -> tuple[dict[Path, str], list[tuple[Path, str]]]:
+    """Split ``images`` into new ones (with their SHA-256) and duplicates (with the source they repeat)."""
+    known = {s.sha256: s.name for s in gallery.sources}
+    added: dict[Path, str] = {}
+    duplicates: list[tuple[Path, str]] = []
+    for image in images:
+        digest = file_sha256(image)
+        if digest in known:
+            duplicates.append((image, known[digest]))
+        else:
+            known[digest] = image.name
+            added[image] = digest
+    return added, duplicates
 
 
 def add_to_gallery(
@@ -314,12 +202,15 @@ def add_to_gallery(
     calibration: CalibrationConfig | None = None,
     progress: Progress | None = None,
     backbones: BackboneCache | None = None,
+    normal_images: Sequence[Path] | None = None,
 ) -> GrowResult:
     """Append known-good images to a gallery (SPADE needs no training: more rows), then re-calibrate it.
 
     Images whose SHA-256 is already in the gallery (or repeated among ``images``) are refused. Features are
-    extracted with the gallery's own recorded settings. The grown, re-calibrated gallery is written beside the
-    file and then renamed over it, so the file is at every moment either the old gallery or the new one.
+    extracted with the gallery's own recorded settings. The calibration keeps the method it had: a leave-out
+    one is redone the same way; a hold-out one is redone on ``normal_images``, and without them the old
+    thresholds are kept (they were set on the smaller gallery: re-run the hold-out to update them). The grown
+    gallery is written beside the file and renamed over it only once complete and verified.
 
     Args:
         path: the gallery file.
@@ -328,42 +219,38 @@ def add_to_gallery(
         calibration: target rates; default: the ones the gallery was calibrated at (1% when it never was).
         progress: called with the number of images done (features, then calibration).
         backbones: shared backbones.
+        normal_images: the hold-out folder's images, to redo a hold-out calibration.
 
     Raises:
         BuildError: no new image (all duplicates).
         GalleryError: the gallery does not load.
+        CalibrationError: the re-calibration is refused (overlap, degenerate).
         ImageReadError: an image cannot be read (the message names it).
     """
     inspector = Inspector.from_gallery(path, runtime, require_calibration=False, backbones=backbones)
     old = inspector.gallery
-    known = {s.sha256: s.name for s in old.manifest.sources}
-    added: dict[Path, str] = {}  # new image -> its SHA-256
-    duplicates: list[tuple[Path, str]] = []
-    for image in images:
-        digest = file_sha256(image)
-        if digest in known:
-            duplicates.append((image, known[digest]))
-        else:
-            known[digest] = image.name
-            added[image] = digest
+    added, duplicates = new_images(old.manifest, images)
     if not added:
         raise BuildError(f"{path}: no new image to add ({len(duplicates)} already in the gallery)")
-    new = extract_all(inspector.engine, list(added), progress)
+    sizes: list[tuple[int, int]] = []
+    new = extract_all(inspector.engine, list(added), progress, sizes)
     stages = {s: torch.cat([old.stages[s], new.stages[s]]) for s in old.stages}
-    sources = [*old.manifest.sources, *(SourceImage(name=p.name, sha256=d) for p, d in added.items())]
+    sources = [
+        *old.manifest.sources,
+        *(source_image(p, d, size) for (p, d), size in zip(added.items(), sizes, strict=True)),
+    ]
+    old_cal = old.manifest.calibration
+    keep = old_cal is not None and old_cal.method == "holdout" and not normal_images and calibration is None
     manifest = old.manifest.model_copy(
-        update={"image_count": len(sources), "sources": sources, "calibration": None}
+        update={"image_count": len(sources), "sources": sources, "calibration": old_cal if keep else None}
     )
-    target = calibration or _recorded_targets(old.manifest.calibration)
-    staging = path.with_name(f".{path.name}.growing")
-    try:
+    target = calibration or _recorded_targets(old_cal)
+    with staged_replace(path, "growing") as staging:
         save_gallery(staging, torch.cat([old.pooled, new.pooled]), stages, manifest,
                      float16=old.manifest.storage_dtype == "float16")  # fmt: skip
-        calibrate_gallery(staging, runtime, target, progress=progress, backbones=backbones)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-    return GrowResult(load_gallery(path).manifest, list(added), duplicates)
+        if not keep:
+            calibrate_gallery(staging, runtime, target, normal_images, progress=progress, backbones=backbones)
+    return GrowResult(load_gallery(path).manifest, list(added), duplicates, recalibrated=not keep)
 
 
 def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:
@@ -381,3 +268,71 @@ def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:
         if getattr(calibration, key) is not None:
             recorded[key] = getattr(calibration, key)
     return CalibrationConfig.model_validate(recorded)
+
+
+@dataclass(frozen=True)
+class Reteach:
+    """A re-teach from judged parts: each image's verdict before and after, and the gallery it produced."""
+
+    goods: dict[Path, tuple[str, str]]  # parts judged good (false rejects): (verdict before, after)
+    defects: dict[Path, tuple[str, str]]  # parts judged defective: (verdict before, after)
+    grown: GrowResult | None  # None when refused
+
+    @property
+    def fixed(self) -> list[Path]:
+        """Judged-good parts that did not pass before and pass now."""
+        return [p for p, (b, a) in self.goods.items() if b != "PASS" and a == "PASS"]
+
+    @property
+    def newly_passed(self) -> list[Path]:
+        """Confirmed defects that were caught (FAIL or REVIEW) before and would pass now."""
+        return [p for p, (b, a) in self.defects.items() if b != "PASS" and a == "PASS"]
+
+
+class ReteachRefused(BuildError):
+    """The new gallery would pass confirmed defects (the message names them); nothing was written."""
+
+
+def _verdicts(
+    path: Path, images: Sequence[Path], runtime: RuntimeConfig, backbones: BackboneCache
+) -> list[str]:
+    inspector = Inspector.from_gallery(path, runtime, backbones=backbones)
+    verdicts: list[str] = []
+    for batch in iter_batches(list(images), runtime.batch_size):
+        verdicts += [r.verdict for r in inspector.score([read_image(p) for p in batch])]
+    return verdicts
+
+
+def reteach(
+    path: Path,
+    goods: Sequence[Path],
+    defects: Sequence[Path],
+    runtime: RuntimeConfig,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Reteach:
+    """Add the parts judged good (false rejects) to the gallery, re-calibrated as it was, and replace the file
+    only when no confirmed defect that was caught would now pass (unless ``force``).
+
+    Raises:
+        ReteachRefused: confirmed defects would pass (naming them); the file is left as it was.
+        BuildError: no judged-good image is new to the gallery.
+    """
+    backbones = BackboneCache()
+    before = _verdicts(path, [*goods, *defects], runtime, backbones)
+    with staged_replace(path, "reteaching", copy_existing=True) as staging:
+        grown = add_to_gallery(staging, goods, runtime, progress=progress, backbones=backbones)
+        after = _verdicts(staging, [*goods, *defects], runtime, backbones)
+        n = len(goods)
+        result = Reteach(
+            dict(zip(goods, zip(before[:n], after[:n], strict=True), strict=True)),
+            dict(zip(defects, zip(before[n:], after[n:], strict=True), strict=True)),
+            grown,
+        )
+        if result.newly_passed and not force:
+            names = ", ".join(str(p) for p in result.newly_passed)
+            raise ReteachRefused(
+                f"{path}: the re-taught gallery would pass {len(result.newly_passed)} confirmed defect(s) it "
+                f"catches today: {names}; nothing was written (--force replaces it anyway)"
+            )
+    return result

@@ -20,6 +20,7 @@ from inspector.core.records import CropBox
 from inspector.model import kernel, spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.model.gallery import Gallery, check_expected, load_gallery
+from inspector.model.geometry import frame_area_px
 from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
 from inspector.model.maps import defect_mask
@@ -77,11 +78,13 @@ class ScoreResult:
     Attributes:
         score: image score in the gallery's calibrated mode.
         threshold: calibrated image threshold.
-        verdict: "PASS" or "FAIL" (score above threshold).
+        verdict: "FAIL" (score above threshold), "REVIEW" (above the review threshold, when the gallery has a
+            review band) or "PASS".
         pixel_threshold: calibrated pixel threshold (the mask is the map above it).
         anomaly_map: float32 [crop, crop] map in model-input (crop) coordinates.
         mask: uint8 0/255 [crop, crop], anomaly_map above the pixel threshold.
-        defect_area_px: mask pixels set.
+        defect_area_px: mask pixels set (the crop's pixels, as the bus's mask).
+        defect_area_frame_px: the frame pixels those mask pixels cover.
         crop: the BGR crop the network saw.
         timings_ms: the batch's time per stage in milliseconds.
         crop_box: where the crop (and so the map and mask) lies in the scored image.
@@ -90,7 +93,7 @@ class ScoreResult:
 
     score: float
     threshold: float
-    verdict: Literal["PASS", "FAIL"]
+    verdict: Literal["PASS", "REVIEW", "FAIL"]
     pixel_threshold: float
     knn_score: float
     map_max: float
@@ -101,6 +104,8 @@ class ScoreResult:
     timings_ms: dict[str, float]
     crop_box: CropBox | None = None
     neighbours: tuple[str, ...] = ()
+    defect_area_frame_px: int = 0
+    review_threshold: float | None = None
 
 
 class BackboneCache:
@@ -384,21 +389,24 @@ class Inspector:
         for i, s in enumerate(scores):
             amap = raw.maps[i]
             mask = defect_mask(amap, cal.pixel_threshold)
+            area = int(np.count_nonzero(mask))
             results.append(
                 ScoreResult(
                     score=float(s),
                     threshold=cal.image_threshold,
                     pixel_threshold=cal.pixel_threshold,
-                    verdict="FAIL" if float(s) > cal.image_threshold else "PASS",
+                    verdict=cal.verdict_of(float(s)),
+                    review_threshold=cal.review_threshold,
                     knn_score=float(raw.knn[i]),
                     map_max=float(raw.map_max[i]),
                     anomaly_map=amap,
                     mask=mask,
-                    defect_area_px=int(np.count_nonzero(mask)),
+                    defect_area_px=area,
                     crop=prepared.crops[i],
                     timings_ms=dict(timings),
                     crop_box=prepared.boxes[i],
                     neighbours=tuple(names[j] for j in nearest[i]),
+                    defect_area_frame_px=frame_area_px(area, prepared.boxes[i]),
                 )
             )
         return results

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -115,9 +118,11 @@ def manifest_hash(manifest: GalleryManifest) -> str:
 
 
 def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], manifest: GalleryManifest) -> None:
-    """Write to a temporary file in the same directory, fsync, then os.replace over ``path``.
+    """Write to a temporary file in the same directory, fsync, validate it, then os.replace over ``path``.
 
-    The manifest is stored as canonical JSON beside its gallery hash.
+    The manifest is stored as canonical JSON beside its gallery hash. The temporary file is read back and
+    validated in full (:func:`_load_stored`) before the rename, so ``path`` only ever holds a gallery that
+    loads; on any error or interruption the temporary file is removed and ``path`` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else NEW_FILE_MODE
@@ -129,15 +134,48 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], manifest: Galler
         os.chmod(tmp_name, mode)
         with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
+        _load_stored(Path(tmp_name))  # what is renamed into place has been read back and validated
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@contextmanager
+def staged_replace(path: Path, purpose: str, copy_existing: bool = False) -> Iterator[Path]:
+    """A staging file beside ``path`` for a multi-step gallery change; it replaces ``path`` only on success.
+
+    The block writes (and may rewrite) the staging file; when it ends without an exception the staging file
+    takes the existing file's permissions and is renamed over ``path``. On any error or interruption
+    (Ctrl-C included) the staging file is removed and ``path`` is left byte for byte as it was.
+
+    Args:
+        path: the gallery file to create or replace.
+        purpose: a word in the staging file's name (``building``, ``calibrating``, ...).
+        copy_existing: start the staging file as a copy of ``path`` (for changes made in place).
+    """
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.{purpose}-{os.getpid()}")
+    try:
+        if copy_existing:
+            shutil.copyfile(path, staging)
+        yield staging
+        if path.exists():
+            os.chmod(staging, path.stat().st_mode & 0o777)
+        os.replace(staging, path)
+        fsync_dir(path.parent)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def save_gallery(
@@ -234,6 +272,13 @@ def _parse_manifest(path: Path, header: dict[str, Any]) -> tuple[GalleryManifest
         )
     if manifest.calibration is not None and (problems := manifest.calibration.inconsistencies()):
         raise GalleryError(path, "inconsistent calibration: " + "; ".join(problems))
+    if manifest.calibration is not None and (problems := manifest.calibration.degeneracies()):
+        raise GalleryError(
+            path,
+            "degenerate calibration (it would fail good parts): "
+            + "; ".join(problems)
+            + f"; re-calibrate with `inspector gallery calibrate --gallery {path}` on images it has not seen",
+        )
     return manifest, actual
 
 
@@ -366,6 +411,26 @@ def update_calibration(path: Path, calibration: Calibration) -> GalleryManifest:
     final = _revalidate(path, manifest, calibration=calibration.model_dump())
     _write_atomic(path, tensors, final)
     return final
+
+
+def manifest_document(path: Path) -> dict[str, Any]:
+    """The manifest's JSON object as stored, any format version, not validated (for progress counts and
+    migration; :func:`read_manifest` is the validated reader).
+
+    Raises:
+        GalleryError: the file has no readable safetensors header or manifest.
+    """
+    path = Path(path)
+    return _manifest_document(path, read_header(path))
+
+
+def is_legacy(path: Path) -> bool:
+    """True when the file's manifest says format version 1 (see :func:`migrate_legacy`).
+
+    Raises:
+        GalleryError: the file has no readable safetensors header or manifest.
+    """
+    return manifest_document(path).get("format_version") == LEGACY_FORMAT_VERSION
 
 
 def migrate_legacy(path: Path) -> bool:

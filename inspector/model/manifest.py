@@ -105,6 +105,9 @@ class SourceImage(_Strict):
 
     name: str = Field(min_length=1)
     sha256: str = Field(pattern=_SHA256_PATTERN)
+    # absent in galleries built before sizes were recorded (then not in the manifest, nor in its hash)
+    width_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
+    height_px: int | None = Field(default=None, ge=1, exclude_if=lambda v: v is None)
 
 
 class Calibration(_Strict):
@@ -162,6 +165,31 @@ class Calibration(_Strict):
     images_needed: int | None = Field(
         default=None, ge=1, description="Normal images a zero-failure check of the target needs at 95%."
     )
+    # The review band (absent: none; then not in the manifest, nor in its hash)
+    target_review_rate: float | None = Field(
+        default=None, gt=0.0, lt=1.0, exclude_if=lambda v: v is None,
+        description="Fraction of normal parts the review band sends to REVIEW.",
+    )  # fmt: skip
+    review_threshold: float | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="Scores above it (and not above image_threshold) are REVIEW: the normal scores' threshold at "
+        "target_false_reject_rate + target_review_rate.",
+    )  # fmt: skip
+
+    @property
+    def review_rate_total(self) -> float | None:
+        """The rate the review threshold is read at (false rejects plus reviews), None without a band."""
+        if self.target_review_rate is None:
+            return None
+        return self.target_false_reject_rate + self.target_review_rate
+
+    def verdict_of(self, score: float) -> Literal["PASS", "REVIEW", "FAIL"]:
+        """FAIL above the image threshold; REVIEW above the review threshold (when there is a band); else PASS."""
+        if score > self.image_threshold:
+            return "FAIL"
+        if self.review_threshold is not None and score > self.review_threshold:
+            return "REVIEW"
+        return "PASS"
 
     def threshold_of(self, values: list[float], rate: float) -> float:
         """The threshold this record's tail estimate reads from recorded scores at a rate."""
@@ -169,6 +197,44 @@ class Calibration(_Strict):
             return threshold_at_rate(values, rate)
         fraction = self.tail_fraction or TAIL_FRACTION_DEFAULT
         return threshold_for(np.array(values, dtype=np.float64), rate, self.tail, fraction)  # type: ignore[arg-type]
+
+    def _review_inconsistencies(self) -> list[str]:
+        total = self.review_rate_total
+        if total is None:
+            return [] if self.review_threshold is None else ["review_threshold without target_review_rate"]
+        if total >= 1.0:
+            return [f"target_false_reject_rate + target_review_rate is {total!r}, not below 1"]
+        review = self.threshold_of(self.normal_scores, total)
+        if review != self.review_threshold:
+            return [
+                (
+                    f"review_threshold {self.review_threshold!r} is not the {total:g} rate threshold of the recorded "
+                    f"normal scores ({review!r})"
+                )
+            ]
+        return []
+
+    def degeneracies(self) -> list[str]:
+        """Why these thresholds cannot serve (empty when they can): a zero or non-finite stage scale, or a
+        threshold at or below the smallest normal value it was set from (every normal part would fail)."""
+        problems = []
+        if self.stage_scales is not None and not all(math.isfinite(v) and v > 0 for v in self.stage_scales):
+            problems.append(
+                f"stage scales {self.stage_scales} are not all positive: the normal images lie at distance 0 "
+                "from the gallery (are they gallery images?)"
+            )
+        checked = [
+            ("image threshold", self.image_threshold, self.normal_scores),
+            ("pixel threshold", self.pixel_threshold, self.normal_map_max),
+        ]
+        if self.review_threshold is not None:
+            checked.append(("review threshold", self.review_threshold, self.normal_scores))
+        for name, threshold, values in checked:
+            if not math.isfinite(threshold) or threshold <= min(values):
+                problems.append(
+                    f"{name} {threshold:.6g} is at or below the smallest normal score {min(values):.6g}"
+                )
+        return problems
 
     def inconsistencies(self) -> list[str]:
         """What disagrees with the recorded normal scores (empty when the calibration is consistent)."""
@@ -182,6 +248,7 @@ class Calibration(_Strict):
                 f"image_threshold {self.image_threshold!r} is not the {self.target_false_reject_rate!r} rate "
                 f"threshold of the recorded normal scores ({image!r})"
             )
+        problems += self._review_inconsistencies()
         pixel = self.threshold_of(self.normal_map_max, self.pixel_target_rate)
         if pixel != self.pixel_threshold:
             problems.append(

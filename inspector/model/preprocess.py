@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from inspector.core.errors import InspectorError
+from inspector.core.names import IMAGE_SUFFIXES
 from inspector.core.records import CropBox
 
 U8_MAX = 255.0
@@ -65,6 +66,8 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         ImageReadError: the file is missing or is not an image OpenCV can decode (the message names it).
     """
+    if Path(path).is_dir():
+        raise ImageReadError(f"{path}: a folder without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise ImageReadError(f"{path}: file not found")

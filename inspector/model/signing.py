@@ -137,8 +137,11 @@ def sign_gallery(gallery: Path, gallery_sha256: str, secret_key: Path) -> tuple[
     }
     path = signature_path(gallery)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)  # the old signature, or the new one: never half a file
+    finally:
+        tmp.unlink(missing_ok=True)
     return path, signer
 
 

@@ -7,6 +7,7 @@ import math
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inspector.core.names import VERDICTS
+from inspector.ops.parts_metrics import PartsMetrics
 
 SINK_DROP_QUEUE_FULL = "queue_full"  # the output's own queue was full: the outcome was not taken
 SINK_DROP_SHUTDOWN = "shutdown"  # still queued when the output's flush bound ran out at stop
@@ -59,6 +60,7 @@ class OutputMetrics:
         self.archive_held = Gauge(
             "inspector_archive_held_records", "Records held by the archive.", registry=r
         )
+        self.parts = PartsMetrics(r)
         self._create_drift_metrics(r)
         for reason in ARCHIVE_REMOVED_REASONS:
             self.archive_removed.labels(reason=reason)

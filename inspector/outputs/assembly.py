@@ -6,24 +6,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from inspector.bus.wire import Heartbeat
 from inspector.config.archive import ARCHIVE_SUBDIR, ArchiveConfig
 from inspector.config.root import InspectorConfig
+from inspector.core.names import state_directory
 from inspector.core.records import Outcome
 from inspector.ops.metrics import InspectorMetrics
 from inspector.outputs.archive import DefectArchive
 from inspector.outputs.drift import DriftTracker, Reference
 from inspector.outputs.http import HttpServer
 from inspector.outputs.liveview import LiveView
+from inspector.outputs.parts import PartsRoutes, PartsSink, record_of
 from inspector.outputs.queued import QueuedSink
 from inspector.outputs.results import ResultsApp
 from inspector.outputs.ring import ResultsRing
+from inspector.records.audit import AuditEntry
+from inspector.records.spool import Spool
+from inspector.records.store import database_url, display_url, open_engine, spool_folder
+from inspector.records.writer import PartsWriter
 
-STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # set by systemd from StateDirectory= (colon-separated when several)
+DAEMON_USER = "daemon"  # the audit trail's user for what the daemon did on a command (product change, reload)
 
 
 class OutputSink(Protocol):
@@ -59,7 +65,7 @@ def archive_root(config: ArchiveConfig, env: Mapping[str, str]) -> Path | None:
         return None
     if config.directory is not None:
         return config.directory
-    state = env.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    state = state_directory(env)
     return Path(state) / ARCHIVE_SUBDIR if state else None
 
 
@@ -73,6 +79,7 @@ class Outputs:
     def __init__(self, ctx: OutputContext) -> None:
         """Build what the configuration enables (nothing is started or bound here)."""
         cfg, metrics = ctx.config, ctx.metrics
+        self._parts_metrics = metrics.outputs.parts
         cameras = [c.name for c in cfg.cameras]
         self._log = structlog.stdlib.get_logger(__name__)
         self.drift = DriftTracker(cfg.drift, ctx.references, metrics.outputs)
@@ -81,6 +88,7 @@ class Outputs:
         self.sinks: list[OutputSink] = [self.drift]
         self._servers: list[HttpServer] = []
         root = archive_root(cfg.archive, ctx.env)
+        self.parts_writer, routes = self._parts(ctx, archive_on=root is not None)
         if root is None:
             self._log.info("archive_off", reason="disabled" if not cfg.archive.enabled else "no directory")
         else:
@@ -100,8 +108,11 @@ class Outputs:
             ring = ResultsRing(cfg.results.ring_per_camera, cfg.results.ring_max_mb)
             self.sinks.append(ring)
             app = ResultsApp(cameras, ctx.boot_id, ring, self.archive, cfg.results.jpeg_quality)
+            application = app.application()
+            if routes is not None:
+                routes.register(application)
             self._servers.append(
-                HttpServer("results", app.application(), cfg.results.bind_address, cfg.results.port)
+                HttpServer("results", application, cfg.results.bind_address, cfg.results.port)
             )
         if cfg.liveview.enabled:
             live = LiveView(cameras, cfg.liveview, ctx.status)
@@ -112,12 +123,39 @@ class Outputs:
         if self._archive_sink is not None:
             self.sinks.append(self._archive_sink)
 
+    def _parts(self, ctx: OutputContext, archive_on: bool) -> tuple[PartsWriter | None, PartsRoutes | None]:
+        """The parts database's writer and sink (the sink right after drift), and its HTTP routes."""
+        cfg = ctx.config.parts
+        url = database_url(cfg, ctx.env)
+        if url is None:
+            self._log.info("parts_database_off", reason="disabled" if not cfg.enabled else "no url")
+            return None, None
+        spool = Spool(spool_folder(cfg, ctx.env, url))
+        writer = PartsWriter(cfg, url, spool, ctx.metrics.outputs.parts, convert=record_of)
+        self.sinks.append(PartsSink(writer, archive_on))
+        self._log.info("parts_database", url=display_url(url), spool=str(spool.folder))
+        return writer, PartsRoutes(open_engine(cfg, url, create_folder=False), cfg)
+
+    def audit(self, action: str, subject: str, detail: dict[str, Any]) -> None:
+        """Append an entry to the audit trail (through the parts writer: spooled like any record when the
+        database cannot take it); nothing when the parts database is off."""
+        if self.parts_writer is not None:
+            self.parts_writer.submit(AuditEntry(action, DAEMON_USER, subject, detail=detail))
+
+    def degraded_reasons(self) -> list[str]:
+        """Why an output is not doing its work now (the parts database unreachable, ...); empty when fine."""
+        reason = self.parts_writer.degraded_reason if self.parts_writer is not None else None
+        return [reason] if reason else []
+
     def start(self) -> dict[str, int]:
-        """Start the archive's thread and bind the HTTP servers; returns the port of each server.
+        """Start the parts writer's and the archive's threads and bind the HTTP servers; returns the port of
+        each server.
 
         Raises:
             OutputError: a server's address cannot be bound (what was started is stopped again).
         """
+        if self.parts_writer is not None:
+            self.parts_writer.start()
         if self._archive_sink is not None:
             self._archive_sink.start()
         ports = {}
@@ -134,6 +172,8 @@ class Outputs:
         self.drift.update_gauges()
         if self._archive_sink is not None:
             self._archive_sink.update_gauges()
+        if self.parts_writer is not None:
+            self._parts_metrics.queue_depth.set(self.parts_writer.depth)
 
     def close(self) -> None:
         """Stop the HTTP servers, then flush the archive within its bound. Idempotent."""

@@ -26,6 +26,11 @@ from inspector.core.records import Outcome
 from inspector.outputs.evidence import overlay_jpeg
 from inspector.outputs.http import CLOSING_KEY, EXECUTOR_KEY
 
+HOUR_COLUMNS = {
+    "PASS": 1,
+    "FAIL": 2,
+    "REVIEW": 3,
+}  # columns of a minute's counts: [minute, pass, fail, review]
 RECENT_PER_CAMERA = 8  # outcomes kept so that the image of the seq a browser was told about can be drawn
 FPS_WINDOW_S = 10.0
 HOUR_S = 3600.0
@@ -41,7 +46,7 @@ class CameraView:
 
     recent: deque[Outcome] = field(default_factory=lambda: deque(maxlen=RECENT_PER_CAMERA))
     times: deque[float] = field(default_factory=deque)  # verdicts of the last FPS_WINDOW_S
-    minutes: deque[list[int]] = field(default_factory=deque)  # [minute, PASS, FAIL] of the last hour
+    minutes: deque[list[int]] = field(default_factory=deque)  # [minute, PASS, FAIL, REVIEW] of the last hour
     image: tuple[int, bytes] | None = None  # (seq, JPEG) last rendered
     rendered_at: float = -1e9
 
@@ -78,9 +83,10 @@ class LiveView:
             view.recent.append(outcome)
             view.times.append(now)
             if not view.minutes or view.minutes[-1][0] != minute:
-                view.minutes.append([minute, 0, 0])
-            if outcome.verdict in ("PASS", "FAIL"):
-                view.minutes[-1][1 if outcome.verdict == "PASS" else 2] += 1
+                view.minutes.append([minute, 0, 0, 0])
+            column = HOUR_COLUMNS.get(outcome.verdict)
+            if column is not None:
+                view.minutes[-1][column] += 1
             self._version += 1
 
     def close(self) -> None:
@@ -108,6 +114,7 @@ class LiveView:
             "fps": len(view.times) / FPS_WINDOW_S,
             "pass_last_hour": sum(m[1] for m in view.minutes),
             "fail_last_hour": sum(m[2] for m in view.minutes),
+            "review_last_hour": sum(m[3] for m in view.minutes),
             "verdict": None,
         }
         if view.recent:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.common.structures104 import new_struct, new_struct_field
-from asyncua.server.event_generator import EventGenerator
 
 from inspector.plc.results import CameraBook, Result
 
@@ -38,6 +37,7 @@ RECORD_TYPE = "InspectionResultDataType"
 COUNTERS: tuple[tuple[str, str | None], ...] = (
     ("Count", None),
     ("PassCount", "PASS"),
+    ("ReviewCount", "REVIEW"),
     ("FailCount", "FAIL"),
     ("TimeoutCount", "TIMEOUT"),
     ("ErrorCount", "ERROR"),
@@ -138,7 +138,6 @@ class CameraNodes:
     overwritten: Node
     last: ResultNodes
     oldest: ResultNodes
-    events: EventGenerator | None = field(default=None)
 
     async def write_counts(self, book: CameraBook) -> None:
         """The verdict counters and the overwrite count."""

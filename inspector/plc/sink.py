@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 import structlog
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from inspector.bus.wire import Heartbeat, VerdictHeader
@@ -32,9 +33,10 @@ class PlcSink:
         ops: Ops,
         status: Callable[[], Heartbeat],
         interval_s: float,
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        """Prepare the server (nothing listens until :meth:`start`)."""
-        self.server = PlcServer(config, cameras, ops)
+        """Prepare the server (nothing listens until :meth:`start`); its metrics go to ``registry``."""
+        self.server = PlcServer(config, cameras, ops, registry=registry)
         self._status = status
         self._interval_s = interval_s
         self._stop = threading.Event()

@@ -12,7 +12,7 @@ import numpy as np
 
 from inspector.config.root import InspectorConfig
 from inspector.core.errors import InspectorError
-from inspector.model.build import build_gallery, calibrate_gallery, calibration_steps, list_images
+from inspector.model.build import build_and_calibrate, list_images
 from inspector.model.engine import BackboneCache, Inspector, iter_batches
 from inspector.model.preprocess import read_image, resize_and_crop
 from inspector.quality.report import CategoryEval, write_report
@@ -37,19 +37,22 @@ class TestImage:
     mask_path: Path | None
 
 
-def find_categories(data: Path, names: list[str] | None) -> list[Path]:
-    """Category folders under data (data itself when it is one category), filtered by names."""
-    if (data / "train" / GOOD).is_dir():
+def find_categories(data: Path, names: list[str] | None, marker: str = "train/good") -> list[Path]:
+    """Category folders under data (data itself when it is one category), filtered by names.
+
+    A category is a folder holding ``marker`` (``train/good`` to build a gallery; ``test`` to evaluate one).
+    """
+    if (data / marker).is_dir():
         found = [data]
     else:
-        found = sorted(p for p in data.iterdir() if (p / "train" / GOOD).is_dir()) if data.is_dir() else []
+        found = sorted(p for p in data.iterdir() if (p / marker).is_dir()) if data.is_dir() else []
     if names:
         found = [p for p in found if p.name in names]
         missing = set(names) - {p.name for p in found}
         if missing:
             raise EvalError(f"{data}: no category named {', '.join(sorted(missing))}")
     if not found:
-        raise EvalError(f"{data}: no <category>/train/good folder (MVTec layout expected)")
+        raise EvalError(f"{data}: no <category>/{marker} folder (MVTec layout expected)")
     return found
 
 
@@ -113,6 +116,7 @@ def score_category(
         ms_per_image=elapsed * 1e3 / max(1, len(tests)),
         pixel_threshold=cal.pixel_threshold if cal else None,
         calibration=cal,
+        gallery_sha256=inspector.gallery.content_hash,
     )
 
 
@@ -125,16 +129,13 @@ def evaluate_category(
     gallery = out_dir / "galleries" / f"{category.name}.gallery"
     gallery.parent.mkdir(parents=True, exist_ok=True)
     backbones = BackboneCache()
-    build_gallery(
-        train, gallery, config.model, config.runtime, backbones=backbones,
-        progress=progress(f"{category.name} gallery", len(train)) if progress else None,
-    )  # fmt: skip
-    calibrate_gallery(
-        gallery, config.runtime, config.calibration, backbones=backbones,
-        progress=progress(f"{category.name} calibrate", calibration_steps(len(train), config.model.stage_fusion))
-        if progress
-        else None,
-    )  # fmt: skip
+
+    def step(name: str, total: int) -> Progress | None:
+        return progress(f"{category.name} {name}", total) if progress else None
+
+    build_and_calibrate(
+        train, gallery, config.model, config.runtime, config.calibration, progress=step, backbones=backbones
+    )
     inspector = Inspector.from_gallery(gallery, config.runtime, backbones=backbones)
     return score_category(
         category.name, inspector, tests, progress(f"{category.name} test", len(tests)) if progress else None
@@ -161,6 +162,26 @@ def save_maps(out_dir: Path, ev: CategoryEval) -> Path:
     return path
 
 
+def evaluate_gallery(
+    gallery: Path, data: Path, categories: list[str] | None, config: InspectorConfig,
+    progress: Callable[[str, int], Progress] | None,
+) -> CategoryEval:  # fmt: skip
+    """Score one labelled category's test/ against an existing gallery, as the daemon would run it.
+
+    Raises:
+        EvalError: ``data`` holds no or several categories (name one with ``categories``).
+    """
+    found = find_categories(data, categories, marker="test")
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found)
+        raise EvalError(f"{data}: --gallery evaluates one category, found {len(found)} ({names}): name one")
+    tests = list_tests(found[0])
+    inspector = Inspector.from_gallery(gallery, config.runtime)
+    return score_category(
+        found[0].name, inspector, tests, progress(f"{found[0].name} test", len(tests)) if progress else None
+    )
+
+
 def run_eval(
     data: Path,
     categories: list[str] | None,
@@ -168,17 +189,27 @@ def run_eval(
     config: InspectorConfig,
     progress: Callable[[str, int], Progress] | None = None,
     with_maps: bool = False,
-) -> dict[str, dict[str, float]]:
-    """The ``inspector eval`` command body: every category, then metrics.json, report.md and PNGs (and, with
-    ``with_maps``, each category's maps and masks as .npz)."""
-    evals = [evaluate_category(c, config, out_dir, progress) for c in find_categories(data, categories)]
+    gallery: Path | None = None,
+) -> tuple[list[CategoryEval], dict[str, dict[str, float]]]:
+    """The ``inspector eval`` command body: every category (or, with ``gallery``, that gallery on one
+    category), then metrics.json, report.md and PNGs (and, with ``with_maps``, maps and masks as .npz).
+
+    Returns:
+        Each category's evaluation (:func:`inspector.quality.report.category_verdict` says what it showed),
+        and the metrics written to metrics.json.
+    """
+    if gallery is not None:
+        evals = [evaluate_gallery(gallery, data, categories, config, progress)]
+        settings: dict[str, object] = {"gallery": str(gallery), "gallery_sha256": evals[0].gallery_sha256}
+    else:
+        evals = [evaluate_category(c, config, out_dir, progress) for c in find_categories(data, categories)]
+        settings = {
+            **config.model.model_dump(mode="json"),
+            "precision": config.runtime.precision,
+            **config.calibration.model_dump(mode="json"),
+        }
     if with_maps:
         out_dir.mkdir(parents=True, exist_ok=True)
         for ev in evals:
             save_maps(out_dir, ev)
-    settings: dict[str, object] = {
-        **config.model.model_dump(mode="json"),
-        "precision": config.runtime.precision,
-        **config.calibration.model_dump(mode="json"),
-    }
-    return write_report(out_dir, evals, settings)
+    return evals, write_report(out_dir, evals, settings)

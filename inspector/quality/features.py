@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 
 from inspector.config.model import ModelConfig
-from inspector.model.build import utc_now
 from inspector.model.engine import FeatureEngine, Features, Inspector
 from inspector.model.gallery import Gallery
 from inspector.model.manifest import GalleryManifest, SourceImage
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
+from inspector.model.thresholds import utc_now
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) of an image's content in the crop
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import cv2
@@ -109,7 +110,8 @@ def montage_row(ev: CategoryEval, index: int, scale: int, heat: tuple[float, flo
     body = np.hstack([*parts, colour_bar(height, *heat, marks)])
     band = np.full((LABEL_BAND_PX, body.shape[1], 3), BAND_BGR, dtype=np.uint8)
     kind, is_error = _row_kind(ev, index)
-    text = f"{kind}  {ev.defect_types[index]}  score={float(ev.scores[index]):.4g}  thr={ev.threshold:.4g}"
+    name = f"{ev.defect_types[index]}/{PurePath(ev.image_paths[index]).name}"
+    text = f"{kind}  {name}  score={float(ev.scores[index]):.4g}  thr={ev.threshold:.4g}"
     cv2.putText(band, text, (6, LABEL_BAND_PX - 8), FONT, FONT_SCALE,
                 ERROR_TEXT_BGR if is_error else PLAIN_TEXT_BGR, 1, cv2.LINE_AA)  # fmt: skip
     return np.vstack([band, body])

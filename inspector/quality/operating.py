@@ -33,6 +33,11 @@ class OperatingPoint:
         return self.false_rejects / max(1, self.n_good)
 
     @property
+    def meets_target(self) -> bool:
+        """No more false rejects than a true rate at the target gives for this many good images (95%)."""
+        return self.false_rejects <= self.target_counts[1]
+
+    @property
     def inside_target(self) -> bool:
         """The realised false rejects are within what the target rate gives for this many good images."""
         return self.target_counts[0] <= self.false_rejects <= self.target_counts[1]
@@ -77,6 +82,88 @@ def operating_point(
         target_counts=calib.target_interval(int(good.size), target),
         test_threshold=oracle,
         test_threshold_escapes=int(np.count_nonzero(bad <= oracle)),
+    )
+
+
+@dataclass(frozen=True)
+class ReviewPoint:
+    """What a review band did: good parts sent to REVIEW, defects caught by FAIL or REVIEW, and escapes."""
+
+    review_threshold: float
+    target_review_rate: float
+    n_good: int
+    good_reviewed: int
+    good_failed: int
+    n_defect: int
+    defects_caught: int  # FAIL or REVIEW
+    defects_escaped: int  # PASS
+    review_interval: tuple[float, float]
+    caught_interval: tuple[float, float]
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers for metrics.json."""
+        n_good, n_defect = max(1, self.n_good), max(1, self.n_defect)
+        return {
+            "review_threshold": self.review_threshold,
+            "target_review_rate": self.target_review_rate,
+            "review_rate": self.good_reviewed / n_good,
+            "review_rate_ci_low": self.review_interval[0],
+            "review_rate_ci_high": self.review_interval[1],
+            "caught_rate": self.defects_caught / n_defect,
+            "caught_rate_ci_low": self.caught_interval[0],
+            "caught_rate_ci_high": self.caught_interval[1],
+            "escape_rate_with_review": self.defects_escaped / n_defect,
+        }
+
+    def line(self, name: str) -> str:
+        """The sentence of the three-way operating point."""
+        lo, hi = self.review_interval
+        clo, chi = self.caught_interval
+        n_good, n_defect = max(1, self.n_good), max(1, self.n_defect)
+        return (
+            f"{name}: review band (target {self.target_review_rate:.1%}): {self.good_reviewed} of {self.n_good} "
+            f"good parts to REVIEW ({self.good_reviewed / n_good:.1%}, 95% CI {lo:.1%}-{hi:.1%}); "
+            f"{self.defects_caught} of {self.n_defect} defects caught by FAIL or REVIEW "
+            f"({self.defects_caught / n_defect:.1%}, 95% CI {clo:.1%}-{chi:.1%}), {self.defects_escaped} passed"
+        )
+
+
+def review_point(labels: np.ndarray, scores: np.ndarray, cal: Calibration) -> ReviewPoint | None:
+    """The three-way operating point of a calibration with a review band (None without one)."""
+    if cal.review_threshold is None or cal.target_review_rate is None:
+        return None
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    verdicts = np.array([cal.verdict_of(float(s)) for s in scores])
+    good, bad = verdicts[labels == 0], verdicts[labels == 1]
+    reviewed = int(np.count_nonzero(good == "REVIEW"))
+    caught = int(np.count_nonzero(bad != "PASS"))
+    return ReviewPoint(
+        review_threshold=cal.review_threshold,
+        target_review_rate=cal.target_review_rate,
+        n_good=int(good.size),
+        good_reviewed=reviewed,
+        good_failed=int(np.count_nonzero(good == "FAIL")),
+        n_defect=int(bad.size),
+        defects_caught=caught,
+        defects_escaped=int(bad.size) - caught,
+        review_interval=calib.clopper_pearson(reviewed, max(1, int(good.size))),
+        caught_interval=calib.clopper_pearson(caught, max(1, int(bad.size))),
+    )
+
+
+def verdict_line(name: str, op: OperatingPoint) -> str:
+    """The sentence a person reads first: does the gallery meet its false-reject target on these images?
+
+    ``<name>: gallery MEETS the 1% false-reject target: 0 of 20 good parts rejected (...), 2 of 63 defects
+    passed``; MISSES when more good parts were rejected than the target allows for this many (95%).
+    """
+    word = "MEETS" if op.meets_target else "MISSES"
+    lo, hi = op.interval
+    return (
+        f"{name}: gallery {word} the {op.target:.2%} false-reject target: {op.false_rejects} of {op.n_good} "
+        f"good parts rejected ({op.false_reject_rate:.1%}, 95% CI {lo:.1%}-{hi:.1%}; the target allows at most "
+        f"{op.target_counts[1]} of {op.n_good}), {op.escapes} of {op.n_defect} defects passed"
     )
 
 

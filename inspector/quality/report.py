@@ -20,7 +20,14 @@ from inspector.quality.metrics import (
     roc_points,
 )
 from inspector.quality.montage import render_montage
-from inspector.quality.operating import calibration_lines, operating_lines, operating_point
+from inspector.quality.operating import (
+    OperatingPoint,
+    calibration_lines,
+    operating_lines,
+    operating_point,
+    review_point,
+    verdict_line,
+)
 
 METRIC_KEYS = (
     "image_auroc",
@@ -90,6 +97,7 @@ class CategoryEval:
     ms_per_image: float
     pixel_threshold: float | None = None  # calibrated pixel threshold (marked on the montage's colour bar)
     calibration: Calibration | None = None  # how the threshold was set (its target gives the operating point)
+    gallery_sha256: str = ""  # the gallery evaluated
 
     def __post_init__(self) -> None:
         """Check that every field agrees on N and on the crop size.
@@ -206,12 +214,30 @@ def _format_value(key: str, value: float | None) -> str:
     return f"{value:.1f}" if key == "ms_per_image" else f"{value:.2f}"
 
 
+def category_operating_point(ev: CategoryEval) -> OperatingPoint | None:
+    """The calibrated threshold's operating point against its target (None without a calibration record)."""
+    if ev.calibration is None:
+        return None
+    return operating_point(ev.labels, ev.scores, ev.threshold, ev.calibration.target_false_reject_rate)
+
+
+def category_verdict(ev: CategoryEval) -> tuple[bool, str]:
+    """Whether the category's gallery meets its false-reject target, and the sentence(s) that say so (the
+    review band's on a second line when the gallery has one)."""
+    op = category_operating_point(ev)
+    if op is None:
+        return True, f"{ev.name}: gallery not calibrated, no target to check"
+    review = review_point(ev.labels, ev.scores, ev.calibration) if ev.calibration else None
+    return op.meets_target, verdict_line(ev.name, op) + (f"\n{review.line(ev.name)}" if review else "")
+
+
 def operating_metrics(ev: CategoryEval) -> dict[str, float]:
     """The operating point against the calibration's target (empty without a calibration record)."""
-    if ev.calibration is None:
+    op = category_operating_point(ev)
+    if op is None or ev.calibration is None:
         return {}
-    target = ev.calibration.target_false_reject_rate
-    return operating_point(ev.labels, ev.scores, ev.threshold, target).metrics()
+    review = review_point(ev.labels, ev.scores, ev.calibration)
+    return op.metrics() | {"meets_target": float(op.meets_target)} | (review.metrics() if review else {})
 
 
 def _category_markdown(ev: CategoryEval, metrics: dict[str, float]) -> list[str]:
@@ -238,8 +264,8 @@ def _category_markdown(ev: CategoryEval, metrics: dict[str, float]) -> list[str]
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    if ev.calibration is not None:
-        op = operating_point(ev.labels, ev.scores, ev.threshold, ev.calibration.target_false_reject_rate)
+    op = category_operating_point(ev)
+    if op is not None:
         lines += [*calibration_lines(ev.calibration), "", *operating_lines(op)]
     lines += [
         f"ROC curves: [roc_{ev.name}.png](roc_{ev.name}.png)",
@@ -259,6 +285,7 @@ def _report_markdown(
 ) -> str:
     """Whole report.md text."""
     lines = ["# Evaluation report", ""]
+    lines += [f"**{line}**  " for ev in evals for line in category_verdict(ev)[1].splitlines()] + [""]
     for ev in evals:
         lines += _category_markdown(ev, metrics[ev.name])
     lines += ["## Settings", "", "| Setting | Value |", "|---|---|"]

@@ -59,7 +59,7 @@ def test_verdict_schema_lists_wire_field_names_and_verdict_values(tmp_path: Path
     expected = set(make_header().model_dump(by_alias=True))
     assert set(schema["properties"]) == expected
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]["verdict"]["enum"]) == {"PASS", "FAIL", "TIMEOUT", "ERROR"}
+    assert set(schema["properties"]["verdict"]["enum"]) == {"PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR"}
     assert f"wire schema version {SCHEMA_VERSION}" in schema["$comment"]
 
 
@@ -84,6 +84,9 @@ UNSCORED_DOC = {**UNSCORED, "latency_ms": UNSCORED_LATENCY}
     [
         ({}, True),
         ({"verdict": "PASS", "score": 1.0}, True),
+        ({"verdict": "REVIEW", "score": 1.8, "review_threshold": 1.5}, True),
+        ({"verdict": "REVIEW", "pixel_threshold": None}, False),
+        ({"verdict": "ERROR", **UNSCORED_DOC, "error": "x", "review_threshold": 1.5}, False),
         ({"verdict": "ERROR", **UNSCORED_DOC, "error": "scoring failed"}, True),
         ({"verdict": "TIMEOUT", **UNSCORED_DOC, "error": "late", "gallery": None, "product": None}, True),
         ({"verdict": "PASS", "score": None}, False),

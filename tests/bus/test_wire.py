@@ -220,13 +220,18 @@ def test_error_and_timeout_verdicts_require_a_reason_and_nothing_scored() -> Non
         make_unscored("TIMEOUT", mask=MaskInfo(encoding="png", kind="binary", width=4, height=4))
 
 
-def test_pass_fail_verdicts_require_every_scored_field_and_no_error() -> None:
+@pytest.mark.parametrize("verdict", ["PASS", "REVIEW", "FAIL"])
+def test_scored_verdicts_require_every_scored_field_and_no_error(verdict: str) -> None:
     with pytest.raises(ValueError, match="score required"):
-        make_header(verdict="PASS", score=None)
-    with pytest.raises(ValueError, match="pixel_threshold, defect_area_px required when verdict is FAIL"):
-        make_header(pixel_threshold=None, defect_area_px=None)
+        make_header(verdict=verdict, score=None)
+    with pytest.raises(
+        ValueError, match=f"pixel_threshold, defect_area_px required when verdict is {verdict}"
+    ):
+        make_header(verdict=verdict, pixel_threshold=None, defect_area_px=None)
     with pytest.raises(ValueError, match="error must be null"):
-        make_header(verdict="PASS", error="x")
+        make_header(verdict=verdict, error="x")
+    header = make_header(verdict=verdict, review_threshold=0.5)
+    assert decode_verdict(encode_verdict(header, b""))[1].review_threshold == 0.5
 
 
 @pytest.mark.parametrize(

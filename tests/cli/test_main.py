@@ -14,11 +14,11 @@ import pytest
 from inspector import __version__
 from inspector.cli.main import build_parser, main
 from inspector.config.calibration import CalibrationConfig
-from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREADABLE
+from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE
 from inspector.demo.data import write_dataset
 from inspector.model.build import list_images
 from inspector.model.engine import Inspector
-from inspector.model.gallery import load_gallery
+from inspector.model.gallery import load_gallery, read_gallery_hash
 from inspector.model.preprocess import read_image
 from tests.support import SyntheticGallery, read_png, run_cli, runtime_config
 
@@ -71,11 +71,11 @@ def gallery(data: Path, config: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("cli_gallery") / "part.safetensors"
     proc = run_cli("gallery", "build", "--images", data / "train" / "good", "--out", out, "--config", config)
     assert proc.returncode == EXIT_OK, proc.stderr
-    assert (
-        f"gallery {out}: {N_TRAIN} images" in proc.stdout
-        and f"calibrated ({DEFAULT.leave_out}" in proc.stdout
-    )
-    assert proc.stderr == "", "progress bars must stay off when stderr is not a terminal"
+    hash_line = f"gallery {out}: built ({N_TRAIN} images), gallery_sha256 {read_gallery_hash(out)}"
+    assert hash_line in proc.stdout.splitlines() and f"calibrated ({DEFAULT.leave_out}" in proc.stdout
+    # not a terminal: plain progress lines, one per step at least, and nothing else
+    steps = [line.split(":")[0] for line in proc.stderr.splitlines()]
+    assert set(steps) == {"features", "calibration"}, proc.stderr
     return out
 
 
@@ -131,11 +131,15 @@ def test_overlay_dir_gets_an_overlay_and_a_mask_png_per_image(
     assert sorted(f.name for f in out_dir.iterdir()) == sorted(
         f"{p.stem}_{kind}.png" for p in paths for kind in ("overlay", "mask")
     )
+    offset = (SIZE_PX - CROP_PX) // 2
     for p, d in zip(paths, docs, strict=True):
+        # both in frame pixels: the whole frame, what was inspected framed, the mask where the part is
+        assert d["inspected_px"] == [offset, offset, offset + CROP_PX, offset + CROP_PX]
         mask = read_png(out_dir / f"{p.stem}_mask.png")
-        assert mask.shape == (CROP_PX, CROP_PX) and set(np.unique(mask).tolist()) <= {0, 255}
-        assert int(np.count_nonzero(mask)) == d["defect_area_px"]
-        assert read_png(out_dir / f"{p.stem}_overlay.png").shape == (CROP_PX, CROP_PX, 3)
+        assert mask.shape == (SIZE_PX, SIZE_PX) and set(np.unique(mask).tolist()) <= {0, 255}
+        assert d["defect_area_frame_px"] == d["defect_area_px"]  # the crop is not scaled: 1 px each
+        assert int(np.count_nonzero(mask)) == d["defect_area_frame_px"]
+        assert read_png(out_dir / f"{p.stem}_overlay.png").shape == (SIZE_PX, SIZE_PX, 3)
 
 
 def test_unreadable_images_are_reported_per_file_and_the_rest_scored_with_exit_3(
@@ -191,11 +195,20 @@ def test_gallery_info_prints_the_manifest(
     assert main(["gallery", "info", str(gallery)]) == EXIT_OK
     info = json.loads(capsys.readouterr().out)
     loaded = load_gallery(gallery)
-    assert info == {
-        "gallery_sha256": loaded.sha256,
-        **loaded.manifest.model_dump(mode="json"),
-        "sources": f"{N_TRAIN} files",
-    }
+    cal = loaded.manifest.calibration
+    assert cal is not None
+    full = loaded.manifest.model_dump(mode="json")
+    summary = {"n": N_TRAIN, "min": min(cal.normal_scores), "max": max(cal.normal_scores)}
+    assert summary.items() <= info["calibration"]["normal_scores"].items()
+    assert info["inspected"].startswith(
+        "x 8-120, y 8-120 of 128x128 (77% of the frame; never inspected: 8 px"
+    )
+    assert {
+        k: v for k, v in info.items() if k not in ("calibration", "sources", "gallery_sha256", "inspected")
+    } == {k: v for k, v in full.items() if k not in ("calibration", "sources")}
+    assert info["gallery_sha256"] == loaded.sha256 and info["sources"].startswith(f"{N_TRAIN} files")
+    assert main(["gallery", "info", str(gallery), "--scores"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["calibration"] == full["calibration"]
     assert info["backbone"] == "efficientnet_lite0" and info["image_count"] == N_TRAIN
     assert info["preprocessing"]["crop_px"] == CROP_PX and info["calibration"]["method"] == DEFAULT.leave_out
     assert main(["gallery", "info", str(gallery), "--sources"]) == EXIT_OK
@@ -329,8 +342,9 @@ def test_gallery_add_prints_the_growth_the_refused_duplicates_and_the_new_calibr
     assert main(["gallery", "add", "--gallery", str(copy), "--images", str(new)]) == EXIT_OK
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"refused {new / 'again.png'}: already in the gallery as {duplicate.name} (same SHA-256)"
-    assert out[1].startswith(
-        f"gallery {copy}: {N_TRAIN} -> {N_TRAIN + 3} images (3 added, 1 duplicates refused)"
+    assert out[1] == (
+        f"gallery {copy}: grown ({N_TRAIN} -> {N_TRAIN + 3} images, 3 added, 1 duplicates refused), "
+        f"gallery_sha256 {read_gallery_hash(copy)}"
     )
     assert (
         out[2].startswith(f"re-calibrated ({DEFAULT.leave_out}") and f"{N_TRAIN + 3} normal images" in out[2]
@@ -376,3 +390,42 @@ def test_calibrate_prints_what_the_images_support_warns_when_too_few_and_records
     assert f"{cal.normal_above_threshold} of {N_TRAIN} normal images score above it" in out
     assert "needs 299 normal images with no failure" in out
     assert f"WARNING: gallery too small for the target: {N_TRAIN} normal images cannot verify" in out
+
+
+def test_inspector_alone_lists_the_commands_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("usage: inspector") and all(f"    {c} " in err for c in ("gallery", "score", "run"))
+
+
+def test_score_takes_a_folder_as_its_images_and_names_a_folder_without_any(
+    gallery: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = data.parent / "flat"
+    assert main(["score", "--gallery", str(gallery), str(folder), "--json"]) == EXIT_OK
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["path"] for d in docs] == [str(p) for p in list_images(folder)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["score", "--gallery", str(gallery), str(empty)]) == EXIT_UNREADABLE
+    assert f"{empty}\tUNREADABLE\t{empty}: a folder without images" in capsys.readouterr().out
+
+
+def test_build_says_which_subfolders_it_does_not_read_and_no_calibrate_never_replaces_a_gallery(
+    gallery: Path, data: Path, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "good"
+    shutil.copytree(data / "train" / "good", images)
+    (images / "more").mkdir()
+    for p in list_images(data / "test" / "good")[:2]:
+        shutil.copyfile(p, images / "more" / p.name)
+    out = tmp_path / "g.safetensors"
+    argv = ["gallery", "build", "--images", str(images), "--out", str(out), "--config", str(config)]
+    assert main([*argv, "--no-calibrate"]) == EXIT_OK
+    assert f"note: {N_TRAIN} images in {images} used; subfolders are not read: {images / 'more'} (2)" in (
+        capsys.readouterr().out
+    )
+    before = out.read_bytes()
+    assert main([*argv, "--no-calibrate"]) == EXIT_FAILURE
+    assert "--no-calibrate would replace it with a gallery that cannot serve" in capsys.readouterr().err
+    assert out.read_bytes() == before

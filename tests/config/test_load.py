@@ -35,8 +35,9 @@ OPTIONAL = {
     "runtime": {"weights", "batch_size"},
     "worker": {"gallery"},
     "archive": {"directory"},
+    "parts": {"url", "password_file", "spool_dir"},
     "security": {"curve_server_secret_key"},
-    "opcua": {"users_file", "certificate", "private_key"},
+    "opcua": {"users_file", "certificate", "private_key", "application_uri", "pki_dir"},
 }  # commented out: examples of values, or offline-only
 
 
@@ -297,3 +298,61 @@ def test_runtime_weights_are_per_backbone_and_unknown_backbones_are_named(tmp_pa
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, '[runtime.weights]\nvgg16 = "/w/v.pth"\n'))
     assert info.value.problems[0].startswith("runtime.weights.vgg16.[key]: ")
+
+
+def test_an_unknown_inspector_environment_section_is_an_error_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[[cameras]]\nname = "a"\nsource = "0"\n')
+    monkeypatch.setenv("INSPECTOR_OPCUA_PASSWORD", "x")  # not a setting, and documented as such
+    monkeypatch.setenv("INSPECTOR_LIVEVEIW__PORT", "9200")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (line,) = info.value.lines
+    assert line.startswith("INSPECTOR_LIVEVEIW__PORT: 'liveveiw' is not a section") and "liveview" in line
+    monkeypatch.delenv("INSPECTOR_LIVEVEIW__PORT")
+    monkeypatch.setenv("INSPECTOR_LIVEVIEW__PROT", "9200")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.lines[0].startswith("INSPECTOR_LIVEVIEW__PROT: 'prot' is not a field of [liveview]")
+    monkeypatch.delenv("INSPECTOR_LIVEVIEW__PROT")
+    monkeypatch.setenv("INSPECTOR_LIVEVIEW__PORT", "9200")
+    assert load_config(path).liveview.port == 9200
+
+
+def test_a_bad_environment_value_is_blamed_on_its_variable_not_on_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[[cameras]]\nname = "a"\nsource = "0"\nfps = -1\n')
+    monkeypatch.setenv("INSPECTOR_LIVEVIEW__PORT", "abc")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert sorted(info.value.lines) == sorted(
+        [
+            f"{path}: cameras.0.fps: Input should be greater than 0",
+            (
+                "INSPECTOR_LIVEVIEW__PORT: liveview.port: Input should be a valid integer, unable to parse string "
+                "as an integer"
+            ),
+        ]
+    )
+
+
+@pytest.mark.parametrize("value", ['"yes"', "1", '"true"'])
+def test_a_true_false_setting_must_be_a_toml_boolean(
+    tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path, f'[[cameras]]\nname = "a"\nsource = "0"\nloop = {value}\n[archive]\nenabled = "no"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"cameras.0.loop: must be true or false (a TOML boolean), got {tomllib.loads('v = ' + value)['v']!r}",
+        "archive.enabled: must be true or false (a TOML boolean), got 'no'",
+    ]
+    ok = write(tmp_path, '[[cameras]]\nname = "a"\nsource = "0"\nloop = true\n', "ok.toml")
+    assert load_config(ok).cameras[0].loop is True
+    # the environment holds only strings: there "false" is how a boolean is written
+    monkeypatch.setenv("INSPECTOR_ARCHIVE__ENABLED", "false")
+    assert load_config(ok).archive.enabled is False

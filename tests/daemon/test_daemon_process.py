@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from inspector.config.runtime import RuntimeConfig
 from inspector.core.names import VERDICTS
 from tests.processes import DaemonProcess, Received, Subscriber, check_clean_lifecycle
 from tests.support import LabelledVideo, Samples, SyntheticGallery, free_port, metric, scrape, wait_until
@@ -296,3 +297,33 @@ def test_run_without_a_product_exits_78_naming_the_camera_field(tmp_path: Path) 
     assert done.stderr.strip() == (
         f"{config}: cameras.0.product: camera cam1 has no product (set product, gallery or worker.gallery)"
     )
+
+
+def _run_exit(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inspector.cli", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.faults
+def test_a_gallery_refused_for_any_reason_exits_78_not_1(
+    tmp_path: Path, synthetic_gallery: SyntheticGallery
+) -> None:
+    from inspector.model.build import build_gallery
+    from inspector.model.gallery import read_manifest
+
+    flipped = tmp_path / "flipped.safetensors"
+    raw = bytearray(synthetic_gallery.path.read_bytes())
+    raw[-100] ^= 0xFF  # a tensor byte: the manifest still reads, the content hash does not match
+    flipped.write_bytes(bytes(raw))
+    assert read_manifest(flipped) == read_manifest(synthetic_gallery.path)
+    images = sorted((synthetic_gallery.path.parent).glob("*.png"))[:3]
+    uncalibrated = tmp_path / "raw.safetensors"
+    build_gallery(images, uncalibrated, synthetic_gallery.model, RuntimeConfig())
+    for gallery, reason in ((flipped, "content hash mismatch"), (uncalibrated, "is not calibrated")):
+        text = f'[worker]\ngallery = "{gallery}"\n[[cameras]]\nname = "cam1"\nsource = "0"\n'
+        config = write_config(tmp_path / f"{gallery.stem}.toml", text)
+        done = _run_exit(config)
+        assert done.returncode == EXIT_CONFIG, done.stderr
+        assert reason in done.stderr and str(gallery) in done.stderr and "Traceback" not in done.stderr

@@ -20,7 +20,7 @@ import pytest
 
 from inspector.bus.wire import parse_rfc3339
 from inspector.daemon.supervision import REPLACE_GRACE_S
-from tests.badframes import TOO_LARGE, UNDECODABLE, write_bad_frames
+from tests.badframes import TOO_LARGE, UNDECODABLE, WRONG_SIZE, write_bad_frames
 from tests.processes import DaemonProcess, Subscriber, check_clean_lifecycle, child_pids
 from tests.support import LabelledVideo, SyntheticGallery, free_port, wait_until
 from tests.toml_config import BATCHING, NO_METRICS, Table, video_camera, write_daemon_config
@@ -104,6 +104,10 @@ def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_start_n
     for v in verdicts:
         if v.part_id in (*UNDECODABLE, TOO_LARGE):
             assert v.verdict == "ERROR" and v.error and v.part_id in v.error, v
+        elif v.part_id == WRONG_SIZE:
+            assert (
+                v.verdict == "ERROR" and v.error and v.error.startswith("frame size 1x1 px does not match")
+            ), v
         else:
             assert v.verdict in ("PASS", "FAIL") and v.score is not None, v
     # The heartbeat from the first second: 'starting' before the model was loaded, then ready, never degraded.

@@ -185,7 +185,9 @@ def check_clean_stop(rec: Recorder) -> None:
     last = rec.beats[-1]
     assert (last.state, last.worker) == ("stopped", "stopped")
     assert {name: cam.state for name, cam in last.cameras.items()} == {"line": "ended", "ghost": "stopped"}
-    after = rec.beats[[hb.state for hb in rec.beats].index("stopping") :]
+    after = [
+        hb for hb in rec.beats if hb.state in ("stopping", "stopped")
+    ]  # a quick drain may send no stopping
     assert all(hb.worker in ("stopping", "stopped") for hb in after), [hb.worker for hb in after]
     assert all(hb.cameras["ghost"].state in ("stopping", "stopped") for hb in after)
 

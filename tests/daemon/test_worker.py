@@ -85,7 +85,7 @@ def test_unscorable_frame_gets_error_with_reason_and_the_rest_of_its_batch_is_sc
 ) -> None:
     video, _ = labelled_video("line", 3, seed=3)
     images = read_video_frames(video)
-    broken = np.zeros((8, 8, 5), np.uint8)  # five channels: preprocessing refuses it
+    broken = np.zeros((*images[0].shape[:2], 5), np.uint8)  # the right size, five channels: refused later
     frames = to_frames([images[0], broken, images[1], images[2]], "cam1")
     outcomes = worker.score(frames).outcomes
     assert [o.frame.seq for o in outcomes] == [0, 1, 2, 3]
@@ -169,3 +169,20 @@ def test_a_fault_frame_and_an_unknown_product_become_error_outcomes_in_their_pla
     assert [(o.seq, o.verdict) for o in outcomes] == [(0, "PASS"), (1, "ERROR"), (2, "ERROR")]
     assert outcomes[1].error == "no frame within trigger_timeout_ms" and outcomes[1].frame.product == "flange"
     assert outcomes[2].error is not None and "unknown product 'nope'" in outcomes[2].error
+
+
+def test_a_frame_whose_size_is_not_the_gallerys_is_an_error_naming_both_sizes(
+    worker: ModelWorker, labelled_video: LabelledVideo
+) -> None:
+    video, _ = labelled_video("sizes", 2, seed=4)
+    image = read_video_frames(video)[0]
+    height, width = image.shape[:2]
+    wide = np.zeros((height, width * 2, 3), np.uint8)
+    tiny = np.zeros((10, 20, 3), np.uint8)
+    outcomes = worker.score(to_frames([image, wide, tiny], "cam1")).outcomes
+    assert outcomes[0].verdict in ("PASS", "FAIL")
+    for o, (w, h) in zip(outcomes[1:], ((width * 2, height), (20, 10)), strict=True):
+        assert o.verdict == "ERROR" and o.score is None
+        assert o.error is not None and o.error.startswith(
+            f"frame size {w}x{h} px does not match the gallery's images ({width}x{height} px, +/-10%)"
+        )

@@ -217,8 +217,8 @@ def test_install_script_stages_units_configs_and_monitoring_files(tmp_path: Path
     assert oct((stage / "etc/inspector/line2.toml").stat().st_mode & 0o777) == "0o640"
     share = stage / "usr/share/inspector"
     assert (share / "prometheus/alerts.yml").read_bytes() == ALERTS.read_bytes()
-    dashboard = "grafana/inspector-dashboard.json"
-    assert (share / dashboard).read_bytes() == (DEPLOY / dashboard).read_bytes()
+    for dashboard in ("grafana/inspector-dashboard.json", "grafana/inspector-parts-dashboard.json"):
+        assert (share / dashboard).read_bytes() == (DEPLOY / dashboard).read_bytes()
     # A second run keeps the edited configuration.
     (stage / "etc/inspector/line1.toml").write_text("# edited\n", encoding="utf-8")
     again = run_tool([*args, "--instance", "line1"], env=env)

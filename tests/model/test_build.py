@@ -14,22 +14,14 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.demo.data import write_dataset
 from inspector.model.backbone import LITE0_WEIGHTS_SHA256
-from inspector.model.build import (
-    BuildError,
-    add_to_gallery,
-    build_gallery,
-    calibrate_gallery,
-    calibration_steps,
-    calibration_warning,
-    list_images,
-    threshold_at_rate,
-)
-from inspector.model.calibration import upper_bound
+from inspector.model.build import BuildError, add_to_gallery, build_gallery, list_images
+from inspector.model.calibration import threshold_at_rate, upper_bound
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, FeatureEngine, Features, Inspector, calibrated_score_median
 from inspector.model.gallery import Gallery, load_gallery, save_gallery
 from inspector.model.manifest import Calibration
 from inspector.model.preprocess import ImageReadError, Prepared, read_image
+from inspector.model.thresholds import calibrate_gallery, calibration_steps, calibration_warning
 
 SIZE_PX = 128
 CROP_PX = 112

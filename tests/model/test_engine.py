@@ -14,12 +14,14 @@ from inspector.config.model import ModelConfig
 from inspector.core.names import COMPUTE_STAGES as STAGE_NAMES
 from inspector.demo.data import write_dataset
 from inspector.model import gallery as gallery_module
-from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.build import build_gallery, list_images
 from inspector.model.digest import file_sha256
 from inspector.model.engine import BackboneCache, EngineError, Inspector, ScoreResult, resolve_device
 from inspector.model.gallery import load_gallery, save_gallery, update_calibration
 from inspector.model.header import GalleryError
+from inspector.model.manifest import median
 from inspector.model.preprocess import read_image
+from inspector.model.thresholds import calibrate_gallery
 from tests.support import calibration_config as _calibration
 from tests.support import runtime_config
 
@@ -65,7 +67,8 @@ def _tests(data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def _with_calibration(inspector: Inspector, src: Path, dst: Path, **changes: float) -> Inspector:
     """The inspector's engine bound to a copy of its gallery with a threshold replaced (and, so that the
-    calibration stays consistent, the recorded normal scores it comes from: all equal to it)."""
+    calibration stays consistent and not degenerate, the recorded normal scores it comes from: the threshold
+    once, the others one below it)."""
     shutil.copyfile(src, dst)
     cal = load_gallery(dst).manifest.calibration
     assert cal is not None
@@ -73,7 +76,8 @@ def _with_calibration(inspector: Inspector, src: Path, dst: Path, **changes: flo
     medians = {"image_threshold": "image_score_median", "pixel_threshold": "map_max_median"}
     update: dict[str, object] = {}
     for name, value in changes.items():
-        update |= {name: value, record[name]: [value] * cal.n_images, medians[name]: value}
+        scores = [value - 1.0] * (cal.n_images - 1) + [value]
+        update |= {name: value, record[name]: scores, medians[name]: median(scores)}
     update_calibration(dst, cal.model_copy(update=update))
     return Inspector(inspector.engine, load_gallery(dst))
 

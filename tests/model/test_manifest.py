@@ -17,6 +17,7 @@ from inspector.model.gallery import (
     migrate_legacy,
     read_manifest,
     save_gallery,
+    staged_replace,
     update_calibration,
 )
 from inspector.model.header import GalleryError
@@ -179,3 +180,65 @@ def test_threshold_at_rate_and_median_agree_with_torch(rate: float, n: int) -> N
 def test_the_consistent_calibration_of_the_tests_is_consistent() -> None:
     assert _calibration().inconsistencies() == []
     assert isinstance(_calibration(), Calibration)
+
+
+DEGENERATE: dict[str, tuple[dict[str, Any], str]] = {
+    "zero stage scale": (
+        {"stage_scales": [0.0, 0.0, 0.0]},
+        "stage scales [0.0, 0.0, 0.0] are not all positive",
+    ),
+    "all normal scores equal": (
+        {"image_threshold": 1.0, "normal_scores": [1.0] * 5, "image_score_median": 1.0},
+        "image threshold 1 is at or below the smallest normal score 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", DEGENERATE.values(), ids=list(DEGENERATE))
+def test_a_degenerate_calibration_is_named_refused_by_update_and_by_load_even_rehashed(
+    tmp_path: Path, change: tuple[dict[str, Any], str]
+) -> None:
+    update, named = change
+    degenerate = _calibration().model_copy(update=update)
+    assert degenerate.inconsistencies() == [] and named in " ".join(degenerate.degeneracies())
+    assert _calibration().degeneracies() == []
+    path = tmp_path / "g.safetensors"
+    doc = _calibrated(path)
+    before = path.read_bytes()
+    with pytest.raises(GalleryError, match="degenerate calibration"):
+        update_calibration(path, degenerate)  # the written file is read back before it replaces the old
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+    doc["calibration"] = degenerate.model_dump(mode="json")
+    _rewrite(path, doc, spec_gallery_hash(doc))  # a gallery an older version calibrated on its own images
+    with pytest.raises(GalleryError) as info:
+        load_gallery(path)
+    assert str(path) in str(info.value) and named in info.value.reason
+
+
+def test_staged_replace_renames_over_the_file_only_when_the_block_succeeds(tmp_path: Path) -> None:
+    path = tmp_path / "g.safetensors"
+    path.write_bytes(b"old")
+    path.chmod(0o640)
+    with pytest.raises(KeyboardInterrupt), staged_replace(path, "building") as staging:
+        staging.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    with staged_replace(path, "calibrating", copy_existing=True) as staging:
+        assert staging.read_bytes() == b"old"
+        staging.write_bytes(b"new")
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_review_threshold_is_recomputed_from_the_recorded_scores_and_an_edited_one_refused() -> None:
+    base = _calibration()
+    band = base.model_copy(update={"target_review_rate": 0.2})
+    assert band.inconsistencies() == [
+        "review_threshold None is not the 0.21 rate threshold of the recorded normal scores (1.0)"
+    ]
+    good = band.model_copy(update={"review_threshold": threshold_at_rate(base.normal_scores, 0.21)})
+    assert good.inconsistencies() == [] and good.review_threshold == 1.0
+    assert [good.verdict_of(s) for s in (1.3, 1.25, 1.1, 1.0)] == ["FAIL", "REVIEW", "REVIEW", "PASS"]
+    edited = good.model_copy(update={"review_threshold": 0.9})
+    assert edited.inconsistencies()[0].startswith("review_threshold 0.9 is not the 0.21 rate threshold")
+    assert base.model_dump(mode="json").keys().isdisjoint({"review_threshold", "target_review_rate"})

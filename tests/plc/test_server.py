@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from inspector.bus.wire import CameraStatus, Heartbeat, VerdictHeader, rfc3339
 from inspector.config.opcua import OpcUaConfig
 from inspector.core.names import LATENCY_STAGES
+from inspector.plc.pki import read_certificate, trust
 from inspector.plc.server import PlcServer
 from inspector.plc.users import hash_password
 from tests.plc.opcua_client import call, camera, child, client, read, subscribe_records, wait_for
@@ -31,17 +32,21 @@ FAST_ITERATIONS = 1000  # password hashing cost in tests (the product's default 
 BURST = 40
 
 
+STATUS = {"ok": True, "cameras": {CAMERA: {"product": "a"}}, "products": {"a": {}, "b": {}}}
+
+
 @dataclass
 class Ops:
-    """Line commands as the server calls them: recorded, answered from a script."""
+    """Line commands as the server calls them: recorded (status polls apart), answered from a script."""
 
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    answers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"status": STATUS})
     calls: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
-            self.calls.append(doc)
+            if doc["cmd"] != "status":
+                self.calls.append(doc)
         return self.answers.get(doc["cmd"], {"ok": True})
 
 
@@ -54,7 +59,7 @@ def heartbeat(state: str = "ready", camera_state: str = "up", worker_alive: bool
 
 
 def verdict(seq: int, part_id: str, verdict: str = "PASS", **fields: Any) -> VerdictHeader:
-    scored = verdict in ("PASS", "FAIL")
+    scored = verdict in ("PASS", "REVIEW", "FAIL")
     doc = {
         "boot_id": BOOT, "camera": CAMERA, "seq": seq, "part_id": part_id, "captured_at": rfc3339(1000.0 + seq),
         "published_at": rfc3339(1000.5 + seq), "age_ms": 500.0, "verdict": verdict,
@@ -267,15 +272,19 @@ def write_certificate(folder: Path, name: str, uri: str, use: Any) -> tuple[Path
     return cert_path, key_path
 
 
-def test_basic256sha256_sessions_with_a_password_or_a_trusted_certificate(tmp_path: Path) -> None:
+def test_basic256sha256_sessions_need_a_trusted_channel_certificate_and_a_password_or_identity(
+    tmp_path: Path,
+) -> None:
     server_cert, server_key = write_certificate(
         tmp_path, "server", "urn:inspector:server", ExtendedKeyUsageOID.SERVER_AUTH
     )
     trusted = write_certificate(tmp_path, "trusted", "urn:plc:trusted", ExtendedKeyUsageOID.CLIENT_AUTH)
     stranger = write_certificate(tmp_path, "stranger", "urn:plc:stranger", ExtendedKeyUsageOID.CLIENT_AUTH)
+    pki = tmp_path / "pki"
+    trust(trusted[0], pki)
     server = start(
         allow_anonymous=False, users_file=users_file(tmp_path), certificate=server_cert, private_key=server_key,
-        client_certificates=[trusted[0]],
+        client_certificates=[trusted[0]], application_uri="urn:inspector:server", pki_dir=pki,
     )  # fmt: skip
     try:
 
@@ -293,12 +302,17 @@ def test_basic256sha256_sessions_with_a_password_or_a_trusted_certificate(tmp_pa
             except (TimeoutError, BadUserAccessDenied, UaError, OSError) as exc:
                 return f"refused: {type(exc).__name__}"
 
-        assert asyncio.run(connect("SignAndEncrypt", stranger, user="plc")).startswith("NotReady")
-        assert asyncio.run(connect("Sign", stranger, user="plc")).startswith("NotReady")
+        assert asyncio.run(connect("SignAndEncrypt", trusted, user="plc")).startswith("NotReady")
+        assert asyncio.run(connect("Sign", trusted, user="plc")).startswith("NotReady")
         assert asyncio.run(connect("SignAndEncrypt", trusted)).startswith("NotReady")
-        assert asyncio.run(connect("SignAndEncrypt", stranger)).startswith("refused")
+        assert asyncio.run(connect("SignAndEncrypt", stranger, user="plc")).startswith("refused")
+        assert asyncio.run(connect("Sign", stranger, user="plc")).startswith("refused")
         assert asyncio.run(connect("None", stranger, user="plc")).startswith("refused"), (
             "a clear-text endpoint"
+        )
+        rejected = list((pki / "rejected").iterdir())
+        assert len(rejected) == 1 and rejected[0].read_bytes() == read_certificate(stranger[0]).public_bytes(
+            Encoding.DER
         )
     finally:
         server.stop()

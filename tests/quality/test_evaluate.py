@@ -12,6 +12,7 @@ import pytest
 from inspector.config.load import load_config
 from inspector.config.root import InspectorConfig
 from inspector.demo.data import write_dataset
+from inspector.model.gallery import read_gallery_hash
 from inspector.quality.evaluate import EvalError, find_categories, list_tests, run_eval
 from inspector.quality.metrics import image_auroc, pixel_auroc
 from inspector.quality.report import METRIC_KEYS
@@ -41,7 +42,7 @@ def test_eval_writes_metrics_report_plots_and_montage_with_sane_values(
         return lambda n: None
 
     out = tmp_path / "report"
-    metrics = run_eval(data, None, out, config, progress, with_maps=True)
+    evals, metrics = run_eval(data, None, out, config, progress, with_maps=True)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
     assert list(on_disk) == ["flange"]
@@ -59,7 +60,10 @@ def test_eval_writes_metrics_report_plots_and_montage_with_sane_values(
     for png in ("roc_flange.png", "montage_flange.png"):
         assert (out / png).stat().st_size > 1000
     assert (out / "galleries" / "flange.gallery").is_file()
-    assert [d for d, _ in seen] == ["flange gallery", "flange calibrate", "flange test"]
+    assert [d for d, _ in seen] == ["flange features", "flange calibration", "flange test"]
+    assert [ev.name for ev in evals] == ["flange"] and evals[0].gallery_sha256 == read_gallery_hash(
+        out / "galleries" / "flange.gallery"
+    )
     assert seen[1][1] == 16 + 16  # the stage-scale pass, then every gallery image
     assert seen[2][1] == 4 + 4 * 2  # every test image scored
     assert "| threshold that meets the target on this test set |" in report

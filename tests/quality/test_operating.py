@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from inspector.model.manifest import Calibration
-from inspector.quality.operating import calibration_lines, operating_lines, operating_point
+from inspector.quality.operating import calibration_lines, operating_lines, operating_point, review_point
 
 LABELS = np.array([0] * 190 + [1] * 10)
 
@@ -54,3 +54,38 @@ def test_report_lines_state_the_interval_the_range_and_the_supported_bound() -> 
     assert "leave_m_out (m=5), empirical tail, 54 normal images" in text
     assert "bound the false-reject rate at 5.40%" in text and "needs 299 normal images" in text
     assert calibration_lines(None) == []
+
+
+def test_the_review_band_counts_good_parts_reviewed_and_defects_caught_by_fail_or_review() -> None:
+    normal = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 2.0]
+    cal = Calibration(
+        image_threshold=2.0, target_false_reject_rate=0.01, pixel_threshold=2.0, pixel_target_rate=0.01,
+        method="leave_one_out", n_images=10, score_median=0.95, map_max_median=0.95, normal_scores=normal,
+        normal_knn=normal, normal_map_max=normal, created_at="2026-12-07T06:00:00Z", target_review_rate=0.2,
+        review_threshold=1.2,
+    )  # fmt: skip
+    assert cal.inconsistencies() == []
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.5, 1.5, 1.9, 2.5, 1.0, 1.5, 3.0, 2.0])
+    point = review_point(labels, scores, cal)
+    assert point is not None
+    assert (point.good_reviewed, point.good_failed, point.defects_caught, point.defects_escaped) == (
+        2,
+        1,
+        3,
+        1,
+    )
+    lo, hi = point.review_interval
+    assert lo == pytest.approx(stats.beta.ppf(0.025, 2, 3)) and hi == pytest.approx(
+        stats.beta.ppf(0.975, 3, 2)
+    )
+    assert point.line("tile").startswith(
+        "tile: review band (target 20.0%): 2 of 4 good parts to REVIEW (50.0%"
+    )
+    assert "3 of 4 defects caught by FAIL or REVIEW (75.0%" in point.line("tile")
+    assert (
+        review_point(
+            labels, scores, cal.model_copy(update={"target_review_rate": None, "review_threshold": None})
+        )
+        is None
+    )

@@ -13,11 +13,13 @@ import pytest
 
 from inspector.config.model import ModelConfig
 from inspector.core.names import EXIT_OK, EXIT_UNREADABLE
+from inspector.core.records import CropBox
 from inspector.demo.data import write_dataset
-from inspector.model.build import build_gallery, calibrate_gallery, list_images
+from inspector.model.build import build_gallery, list_images
 from inspector.model.engine import Inspector, ScoreResult
 from inspector.model.gallery import load_gallery
 from inspector.model.preprocess import read_image
+from inspector.model.thresholds import calibrate_gallery
 from inspector.quality.scoring import FileScore, format_line, score_files, score_paths, write_overlays
 from tests.support import calibration_config as _calibration
 from tests.support import read_png, runtime_config
@@ -66,11 +68,15 @@ def _test_paths(data: Path) -> list[Path]:
     return [p for d in sorted((data / "test").iterdir()) for p in list_images(d)]
 
 
-def test_write_overlays_draws_hot_map_regions_redder_and_writes_the_mask_as_is(tmp_path: Path) -> None:
+def test_write_overlays_draw_the_frame_hot_regions_redder_and_the_mask_in_frame_pixels(
+    tmp_path: Path,
+) -> None:
     thr = 2.0
     amap = np.zeros((CROP_PX, CROP_PX), np.float32)
     amap[:, CROP_PX // 2 :] = 3 * thr
     mask = np.where(amap > thr, 255, 0).astype(np.uint8)
+    frame = np.full((CROP_PX, 2 * CROP_PX, 3), 120, np.uint8)  # squashed 2:1 into the crop, no crop
+    box = CropBox(x0=0.0, y0=0.0, x1=2.0 * CROP_PX, y1=float(CROP_PX), side_px=CROP_PX)
     result = ScoreResult(
         score=6.0,
         threshold=5.0,
@@ -83,13 +89,18 @@ def test_write_overlays_draws_hot_map_regions_redder_and_writes_the_mask_as_is(t
         defect_area_px=int(np.count_nonzero(mask)),
         crop=np.full((CROP_PX, CROP_PX, 3), 120, np.uint8),
         timings_ms={},
+        crop_box=box,
+        defect_area_frame_px=2 * int(np.count_nonzero(mask)),
     )
-    write_overlays(tmp_path / "out", FileScore(Path("cams/part_7.png"), result, None), thr)
+    write_overlays(tmp_path / "out", FileScore(Path("cams/part_7.png"), result, None, frame), thr)
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["part_7_mask.png", "part_7_overlay.png"]
-    assert np.array_equal(read_png(tmp_path / "out" / "part_7_mask.png"), mask)
+    frame_mask = read_png(tmp_path / "out" / "part_7_mask.png")
+    assert frame_mask.shape == frame.shape[:2] and set(np.unique(frame_mask).tolist()) == {0, 255}
+    assert int(np.count_nonzero(frame_mask)) == result.defect_area_frame_px  # the right half of the frame
+    assert not frame_mask[:, : CROP_PX - 1].any() and frame_mask[:, CROP_PX + 1 :].all()
     ov = read_png(tmp_path / "out" / "part_7_overlay.png")
-    assert ov.shape == (CROP_PX, CROP_PX, 3) and ov.dtype == np.uint8
-    hot, cold = ov[0, -1].astype(int), ov[0, 0].astype(int)  # BGR
+    assert ov.shape == frame.shape and ov.dtype == np.uint8
+    hot, cold = ov[CROP_PX // 2, -CROP_PX // 2].astype(int), ov[CROP_PX // 2, CROP_PX // 2].astype(int)  # BGR
     assert hot[2] > cold[2] and hot[0] < cold[0]
 
 
@@ -156,9 +167,9 @@ def test_score_paths_writes_lines_overlays_and_masks_matching_the_results(
     for p, d in zip(paths, docs, strict=True):
         mask = read_png(overlays / f"{p.stem}_mask.png")
         ov = read_png(overlays / f"{p.stem}_overlay.png")
-        assert mask.shape == (CROP_PX, CROP_PX) and set(np.unique(mask).tolist()) <= {0, 255}
-        assert ov.shape == (CROP_PX, CROP_PX, 3)
-        assert int(np.count_nonzero(mask)) == d["defect_area_px"]
+        assert mask.shape == (SIZE_PX, SIZE_PX) and set(np.unique(mask).tolist()) <= {0, 255}
+        assert ov.shape == (SIZE_PX, SIZE_PX, 3)  # the frames: 128 px, the middle 112 px inspected
+        assert int(np.count_nonzero(mask)) == d["defect_area_frame_px"] == d["defect_area_px"]
         assert d["verdict"] == ("FAIL" if d["score"] > d["threshold"] else "PASS")
 
 

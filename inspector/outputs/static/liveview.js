@@ -54,7 +54,8 @@ function show(cam) {
   text(node, ".gallery", cam.gallery ? cam.gallery.slice(0, 12) : null);
   text(node, ".seq", cam.seq);
   text(node, ".captured", cam.captured_at ? cam.captured_at.replace("T", " ").slice(0, 23) : null);
-  text(node, ".hour", cam.pass_last_hour + " PASS \u00b7 " + cam.fail_last_hour + " FAIL");
+  text(node, ".hour", cam.pass_last_hour + " PASS \u00b7 " + cam.review_last_hour + " REVIEW \u00b7 " +
+    cam.fail_last_hour + " FAIL");
   text(node, ".error", cam.error || "");
   if (cam.image) {
     node.dataset.wanted = cam.image;

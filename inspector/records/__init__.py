@@ -1,0 +1,1 @@
+"""The parts database: one durable record per inspected part (tables, migrations, writer, spool, queries)."""
