@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inspector.config.load import ConfigError, gallery_field, load_run_config
+from inspector.cli.checks import daemon_problems, outputs_line
+from inspector.config.load import ConfigError, load_run_config
 from inspector.config.proxy import DEFAULT_HWM
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -189,85 +190,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return EXIT_OK if answer.get("ok") else EXIT_FAILURE
 
 
-def gallery_problems(config: InspectorConfig) -> list[str]:
-    """What the galleries say against a daemon configuration: unreadable manifests, settings they decide."""
-    from inspector.model.gallery import read_manifest
-    from inspector.model.header import GalleryError
-    from inspector.model.settings import daemon_config_conflicts
-
-    problems: list[str] = []
-    readable = {}
-    for name, path in config.product_galleries().items():
-        if path in readable:
-            continue
-        try:
-            readable[path] = read_manifest(path)
-        except GalleryError as exc:
-            problems.append(f"{gallery_field(config, name)}: {exc}")
-            continue
-        if readable[path].calibration is None:
-            problems.append(
-                f"{gallery_field(config, name)}: gallery {path} (product {name}) is not calibrated and cannot "
-                f"serve: run `inspector gallery calibrate --gallery {path}`"
-            )
-    if problems:
-        return problems
-    return daemon_config_conflicts(config, lambda path: readable[path])
-
-
-def parts_problems(config: InspectorConfig) -> list[str]:
-    """What ``[parts]`` says: a URL SQLAlchemy cannot read, an unreadable password file, no spool folder."""
-    from inspector.records.store import PartsConfigError, connection_url, database_url, spool_folder
-
-    url = database_url(config.parts, os.environ)
-    if url is None:
-        return []
-    try:
-        spool_folder(config.parts, os.environ, url)
-        connection_url(config.parts, url)  # reads the URL and the password file; connects to nothing
-    except PartsConfigError as exc:
-        return [str(exc)]
-    return []
-
-
-def security_problems(config: InspectorConfig) -> list[str]:
-    """What ``[security]`` says: key files that cannot be used, galleries without an allowed signature."""
-    from inspector.bus.curve import load_curve_server
-    from inspector.core.keyfiles import KeyFileError
-    from inspector.model.gallery import read_gallery_hash
-    from inspector.model.header import GalleryError
-    from inspector.model.signing import load_signers, verify_gallery
-
-    sec = config.security
-    problems: list[str] = []
-    try:
-        load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
-    except KeyFileError as exc:
-        problems.append(f"security: {exc}")
-    try:
-        signers = load_signers(sec.gallery_signers)
-    except KeyFileError as exc:
-        return [*problems, f"security.gallery_signers: {exc}"]
-    for name, path in config.product_galleries().items() if signers else ():
-        try:
-            verify_gallery(path, read_gallery_hash(path), signers)
-        except GalleryError as exc:
-            problems.append(f"{gallery_field(config, name)}: {exc}")
-    return problems
-
-
-def opcua_problems(config: InspectorConfig) -> list[str]:
-    """What the OPC UA server's certificate says against ``[opcua]`` (its URI, validity period and key)."""
-    from inspector.plc.certificates import certificate_problems
-
-    return certificate_problems(config.opcua)
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a configuration as ``run`` would (fields, cameras, gallery files and settings); print a summary."""
     config = load_run_config(args.file)
-    problems = parts_problems(config) + gallery_problems(config)
-    problems = problems or security_problems(config) + opcua_problems(config)
+    problems = daemon_problems(config, opcua=True)
     if problems:
         raise ConfigError(str(args.file), problems)
     cameras = ", ".join(
@@ -286,25 +212,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  bus: {config.bus.bind}  metrics: {metrics}")
     print(f"  {outputs_line(config)}")
     return EXIT_OK
-
-
-def outputs_line(config: InspectorConfig) -> str:
-    """Where the archive, the results endpoint and the live view will be, as ``check-config`` prints it."""
-    from inspector.outputs.assembly import archive_root
-
-    root = archive_root(config.archive, os.environ)
-    archive = (
-        str(root)
-        if root
-        else "off"
-        if not config.archive.enabled
-        else "off (no directory, no $STATE_DIRECTORY)"
-    )
-    served = {
-        name: f"http://{section.bind_address}:{section.port}/" if section.enabled else "off"
-        for name, section in (("results", config.results), ("liveview", config.liveview))
-    }
-    return f"archive: {archive}  results: {served['results']}  liveview: {served['liveview']}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -365,8 +272,7 @@ def _run_daemon(
     notifier: SdNotifier,
 ) -> int:
     """Check the galleries, then run the daemon on the bound publisher (the heavy imports happen here)."""
-    problems = parts_problems(config) + gallery_problems(config)
-    problems += opcua_problems(config) if config.opcua.enabled else []
+    problems = daemon_problems(config, opcua=config.opcua.enabled)
     if problems:
         raise ConfigError(str(args.config), problems)
 

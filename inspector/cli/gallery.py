@@ -207,6 +207,12 @@ def cmd_gallery_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from inspector.cli.review import cmd_gallery_tune
+
+    return cmd_gallery_tune(args)
+
+
 def summarised(calibration: dict[str, Any], full: bool) -> dict[str, Any]:
     """The calibration record with each per-image score list replaced by n / min / median / max."""
     if full:
@@ -272,7 +278,7 @@ LEAVE_OUT_HELP = "what each gallery image is scored without while calibrating (d
 def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     """Register ``gallery build|calibrate|add|info|sign``."""
     gal = sub.add_parser("gallery", help="build, calibrate and inspect galleries").add_subparsers(
-        dest="gallery_command", required=True, metavar="{build,calibrate,add,info,sign}"
+        dest="gallery_command", required=True, metavar="{build,calibrate,add,tune,info,sign}"
     )
     b = gal.add_parser(
         "build", help="build a gallery from known-good images and calibrate it (all or nothing)"
@@ -325,6 +331,18 @@ def add_gallery_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     add_config_option(a)
     a.set_defaults(func=cmd_gallery_add)
+
+    t = gal.add_parser("tune", help="set the thresholds from labelled good and defective parts")
+    t.add_argument("--gallery", type=Path, required=True, help="gallery file (replaced only on success)")
+    t.add_argument(
+        "--labelled", type=Path, required=True,
+        help="good/ and one folder per defect type (or an MVTec category's test/): parts the gallery has not seen",
+    )  # fmt: skip
+    t.add_argument("--key", type=Path, default=None, help="sign the new version with this key")
+    t.add_argument("--user", default=os.environ.get("USER", "engineer"), help="who tunes (the audit trail)")
+    add_calibration_options(t, "unused by tune (thresholds come from the labelled good images)")
+    add_config_option(t)
+    t.set_defaults(func=_tune)
 
     i = gal.add_parser("info", help="validate a gallery and print its manifest")
     i.add_argument("gallery", type=Path, help="gallery file")

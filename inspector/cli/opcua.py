@@ -72,7 +72,7 @@ def add_opcua_commands(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
     """Print ``NAME = "pbkdf2_sha256$..."`` for the ``[users]`` table of ``opcua.users_file``."""
-    from inspector.plc.users import hash_password
+    from inspector.core.passwords import hash_password
 
     password = os.environ.get(PASSWORD_ENV)
     if password is None:

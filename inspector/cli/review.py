@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from inspector.cli.gallery import command_config, identity_line, signature_note
+from inspector.cli.gallery import command_config, identity_line, print_calibration, signature_note
 from inspector.cli.parts import PartsCommandError, open_database, parse_option_time
 from inspector.cli.progress import progress_bar
 from inspector.config.load import load_config
 from inspector.core.names import EXIT_FAILURE, EXIT_OK
 
 SubParsers = argparse._SubParsersAction  # argparse exposes no public name for it
-FRAME_FILE = "frame.png"
-GOOD_FOLDER = ("train", "good")
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -37,17 +33,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE
 
 
-def _target(record: dict[str, Any]) -> tuple[str, ...]:
-    """Where a judged record's frame goes: ``<product>/train/good`` or ``<product>/test/<defect type>``."""
-    product = record["product"] or "unknown_product"
-    if record["judgment"]["judgment"] == "good":
-        return (product, *GOOD_FOLDER)
-    return (product, "test", record["judgment"]["defect_type"] or "defect")
-
-
 def cmd_review_export(args: argparse.Namespace) -> int:
     """Write the judged parts as an MVTec-layout folder (image-level labels), all at once or not at all."""
     from inspector.outputs.assembly import archive_root
+    from inspector.outputs.export import write_export
     from inspector.records.audit import AuditEntry, append
     from inspector.records.judgments import judged
 
@@ -64,7 +53,7 @@ def cmd_review_export(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             records = judged(conn, since)
-        written, missing = _write_export(records, root, args.out)
+        written, missing = write_export(records, root, args.out)
         with engine.begin() as conn:
             detail = {"out": str(args.out), "images": written, "missing": len(missing)}
             append(conn, [AuditEntry("review_export", args.user, str(args.out), detail=detail)])
@@ -76,31 +65,6 @@ def cmd_review_export(args: argparse.Namespace) -> int:
         f"exported {written} judged parts to {args.out} (image-level labels: train/good, test/<defect type>)"
     )
     return EXIT_OK
-
-
-def _write_export(records: list[dict[str, Any]], root: Path, out: Path) -> tuple[int, list[dict[str, Any]]]:
-    """Copy each record's frame into a staging folder beside ``out``, then rename it to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    missing: list[dict[str, Any]] = []
-    written = 0
-    try:
-        for record in records:
-            frame = root / str(record["archive_record"] or "") / FRAME_FILE
-            if not record["archive_record"] or not frame.is_file():
-                missing.append(record)
-                continue
-            folder = staging.joinpath(*_target(record))
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(
-                frame, folder / f"{record['camera']}_{record['seq']:08d}_{record['boot_id'][:8]}.png"
-            )
-            written += 1
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return written, missing
 
 
 def cmd_gallery_reteach(args: argparse.Namespace) -> int:
@@ -160,6 +124,47 @@ def _sign_and_audit(args: argparse.Namespace, before_hash: str, detail: dict[str
     finally:
         engine.dispose()
     print(f"audit: gallery_replaced by {args.user} recorded in {url.split('://')[0]} parts database")
+
+
+def labelled_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(good, defective) images of a labelled folder: ``good/`` and one subfolder per defect type, directly or
+    under ``test/`` (an MVTec category)."""
+    from inspector.model.build import list_images
+
+    root = folder / "test" if (folder / "test").is_dir() else folder
+    if not (root / "good").is_dir():
+        raise PartsCommandError(f"{folder}: no good/ (or test/good/) folder of labelled good images")
+    defects = [p for d in sorted(root.iterdir()) if d.is_dir() and d.name != "good" for p in list_images(d)]
+    return list_images(root / "good"), defects
+
+
+def cmd_gallery_tune(args: argparse.Namespace) -> int:
+    """Set the thresholds from labelled good and defective parts; say what the labelled defects do."""
+    from inspector.model.calibration import clopper_pearson
+    from inspector.model.gallery import read_gallery_hash
+    from inspector.model.tune import tune_gallery
+
+    cfg = command_config(args)
+    goods, defects = labelled_folder(args.labelled)
+    before_hash = read_gallery_hash(args.gallery)
+    with progress_bar(len(goods), "tune") as bar:
+        tuned = tune_gallery(args.gallery, goods, defects, cfg.runtime, cfg.calibration, bar.update)
+    cal = tuned.calibration
+    print(
+        identity_line(args.gallery, "tuned", f"{len(goods)} labelled good, {len(defects)} defective images")
+    )
+    print_calibration("tuned", cal)
+    lo, hi = tuned.escape_bounds()
+    print(f"  labelled defects not FAILed: {len(tuned.escaped)} of {tuned.n_defects} (95% CI {lo:.1%}-{hi:.1%}); "
+          f"passed: {len(tuned.passed)}")  # fmt: skip
+    caught = tuned.n_defects - len(tuned.passed)
+    clo, chi = clopper_pearson(caught, tuned.n_defects)
+    print(f"  caught by FAIL or REVIEW: {caught} of {tuned.n_defects} (95% CI {clo:.1%}-{chi:.1%})")
+    for image in tuned.passed:
+        print(f"  passes: {image}")
+    _sign_and_audit(args, before_hash, {"tuned_on": str(args.labelled), "image_threshold": cal.image_threshold,
+                                        "review_threshold": cal.review_threshold})  # fmt: skip
+    return EXIT_OK
 
 
 def add_review_commands(sub: SubParsers[argparse.ArgumentParser]) -> None:

@@ -22,6 +22,7 @@ from inspector.config.opcua import OpcUaConfig
 from inspector.config.parts import PartsConfig
 from inspector.config.products import ProductConfig
 from inspector.config.results import ResultsConfig
+from inspector.config.review import ReviewConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.security import SecurityConfig
 from inspector.config.sources import ENV_NESTED_DELIMITER, ENV_PREFIX
@@ -64,6 +65,7 @@ class InspectorConfig(BaseSettings):
     parts: PartsConfig = Field(default_factory=PartsConfig)
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)

@@ -19,7 +19,13 @@ from inspector.model.gallery import load_gallery, save_gallery, staged_replace
 from inspector.model.manifest import GALLERY_FORMAT_VERSION, Calibration, GalleryManifest, SourceImage
 from inspector.model.preprocess import read_image
 from inspector.model.settings import manifest_preprocessing, spade_params
-from inspector.model.thresholds import MIN_CALIBRATION_IMAGES, calibrate_gallery, calibration_steps, utc_now
+from inspector.model.thresholds import (
+    HELD_OUT_METHODS,
+    MIN_CALIBRATION_IMAGES,
+    calibrate_gallery,
+    calibration_steps,
+    utc_now,
+)
 
 Progress = Callable[[int], None]
 
@@ -240,7 +246,12 @@ def add_to_gallery(
         *(source_image(p, d, size) for (p, d), size in zip(added.items(), sizes, strict=True)),
     ]
     old_cal = old.manifest.calibration
-    keep = old_cal is not None and old_cal.method == "holdout" and not normal_images and calibration is None
+    keep = (
+        old_cal is not None
+        and old_cal.method in HELD_OUT_METHODS
+        and not normal_images
+        and calibration is None
+    )
     manifest = old.manifest.model_copy(
         update={"image_count": len(sources), "sources": sources, "calibration": old_cal if keep else None}
     )
@@ -262,7 +273,7 @@ def _recorded_targets(calibration: Calibration | None) -> CalibrationConfig:
         "pixel_target_rate": calibration.pixel_target_rate,
         "tail": calibration.tail,
     }
-    if calibration.method != "holdout":
+    if calibration.method not in HELD_OUT_METHODS:
         recorded["leave_out"] = calibration.method
     for key in ("neighbours_left_out", "folds", "tail_fraction"):
         if getattr(calibration, key) is not None:

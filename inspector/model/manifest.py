@@ -121,7 +121,9 @@ class Calibration(_Strict):
     target_false_reject_rate: float = Field(gt=0.0, lt=1.0)
     pixel_threshold: float
     pixel_target_rate: float = Field(gt=0.0, lt=1.0)
-    method: Annotated[str, AfterValidator(_one_of("leave_one_out", "leave_m_out", "k_fold", "holdout"))]
+    method: Annotated[
+        str, AfterValidator(_one_of("leave_one_out", "leave_m_out", "k_fold", "holdout", "labelled"))
+    ]
     n_images: int = Field(ge=1)
     score_median: float
     map_max_median: float

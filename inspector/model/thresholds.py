@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,10 @@ SCALE_SAMPLE_IMAGES = 32  # normal images used to estimate the per-stage distanc
 NEAR_DUPLICATE_FRACTION = 0.02
 SPACING_BLOCK_ROWS = 1024  # gallery rows per block when measuring that spacing (bounded memory)
 LISTED_NAMES = 10  # file names an error lists before "and N more"
+HELD_OUT_METHODS = (
+    "holdout",
+    "labelled",
+)  # calibrations on images outside the gallery (redone only with them)
 
 Progress = Callable[[int], None]
 
@@ -161,7 +166,7 @@ class NormalScores:
 
     raw: RawScores
     scales: list[float] | None
-    method: str  # leave_one_out, leave_m_out, k_fold or holdout
+    method: str  # leave_one_out, leave_m_out, k_fold, holdout or labelled
     overlaps: tuple[Overlap, ...] = ()  # holdout images that are near-duplicates of gallery images
 
 
@@ -275,7 +280,7 @@ def calibration_warning(cal: Calibration) -> str | None:
         return None
     bound = cal.false_reject_upper_bound
     supports = f"; at 95% confidence they bound it only at {bound:.1%}" if bound is not None else ""
-    which = "hold-out folder" if cal.method == "holdout" else "gallery"
+    which = {"holdout": "hold-out folder", "labelled": "labelled set"}.get(cal.method, "gallery")
     return (
         f"{which} too small for the target: {cal.n_images} normal images cannot verify a "
         f"{cal.target_false_reject_rate:.2%} false-reject rate (a zero-failure check needs {needed}){supports}"
@@ -290,13 +295,15 @@ def calibrate_gallery(
     progress: Progress | None = None,
     backbones: BackboneCache | None = None,
     allow_overlap: bool = False,
+    method: str = "holdout",
 ) -> Calibration:
     """Set the image and pixel thresholds from normal images and store them in the gallery manifest.
 
     Without ``normal_images`` each gallery image is scored against the gallery without itself and the images
     ``calibration.leave_out`` names; with them, those images are scored against the whole gallery, and any of
     them that is a gallery image (same SHA-256, or a near-duplicate pooled feature) refuses the calibration
-    unless ``allow_overlap``. A degenerate result (a zero stage scale, a threshold at or below the smallest
+    unless ``allow_overlap`` (``method`` then names where they came from: ``holdout`` or ``labelled``). A
+    degenerate result (a zero stage scale, a threshold at or below the smallest
     normal score) is refused. Nothing is written unless the whole calibration succeeds: the file is either
     the old gallery, byte for byte, or the calibrated one (a format-version-1 gallery is migrated too).
 
@@ -319,6 +326,8 @@ def calibrate_gallery(
         if normal_images and not allow_overlap and (found := hash_overlaps(inspector.gallery, normal_images)):
             raise overlap_error(path, found)
         normal = score_normals(inspector, calibration, normal_images, progress)
+        if normal_images:
+            normal = dataclasses.replace(normal, method=method)
         if normal.overlaps and not allow_overlap:
             raise overlap_error(path, normal.overlaps)
         final = thresholds_from_scores(inspector, normal, calibration)

@@ -61,6 +61,14 @@ class OutputMetrics:
             "inspector_archive_held_records", "Records held by the archive.", registry=r
         )
         self.parts = PartsMetrics(r)
+        self.review_login_failures = Counter(
+            "inspector_review_login_failures_total",
+            "Failed logins on the review page, by reason (unknown_user, wrong_password, locked_out).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("unknown_user", "wrong_password", "locked_out"):
+            self.review_login_failures.labels(reason=reason)
         self._create_drift_metrics(r)
         for reason in ARCHIVE_REMOVED_REASONS:
             self.archive_removed.labels(reason=reason)

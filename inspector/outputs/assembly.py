@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+from aiohttp import web
 
 from inspector.bus.wire import Heartbeat
 from inspector.config.archive import ARCHIVE_SUBDIR, ArchiveConfig
@@ -23,12 +24,15 @@ from inspector.outputs.liveview import LiveView
 from inspector.outputs.parts import PartsRoutes, PartsSink, record_of
 from inspector.outputs.queued import QueuedSink
 from inspector.outputs.results import ResultsApp
+from inspector.outputs.review import ReviewPage
 from inspector.outputs.ring import ResultsRing
+from inspector.outputs.sessions import Sessions, read_review_users
 from inspector.records.audit import AuditEntry
 from inspector.records.spool import Spool
 from inspector.records.store import database_url, display_url, open_engine, spool_folder
 from inspector.records.writer import PartsWriter
 
+REVIEW_EXPORTS_SUBDIR = "review-exports"  # under $STATE_DIRECTORY when review.export_dir is not set
 DAEMON_USER = "daemon"  # the audit trail's user for what the daemon did on a command (product change, reload)
 
 
@@ -117,8 +121,10 @@ class Outputs:
         if cfg.liveview.enabled:
             live = LiveView(cameras, cfg.liveview, ctx.status)
             self.sinks.append(live)
+            application = live.application()
+            self._review_page(ctx, root, application)
             self._servers.append(
-                HttpServer("liveview", live.application(), cfg.liveview.bind_address, cfg.liveview.port)
+                HttpServer("liveview", application, cfg.liveview.bind_address, cfg.liveview.port)
             )
         if self._archive_sink is not None:
             self.sinks.append(self._archive_sink)
@@ -135,6 +141,20 @@ class Outputs:
         self.sinks.append(PartsSink(writer, archive_on))
         self._log.info("parts_database", url=display_url(url), spool=str(spool.folder))
         return writer, PartsRoutes(open_engine(cfg, url, create_folder=False), cfg)
+
+    def _review_page(self, ctx: OutputContext, archive: Path | None, app: web.Application) -> None:
+        """``/review`` on the live view's server when ``[review] enabled`` (and the parts database is on)."""
+        cfg, r = ctx.config, ctx.config.review
+        url = database_url(cfg.parts, ctx.env)
+        if not r.enabled or url is None or r.users_file is None:
+            return
+        users = read_review_users(r.users_file)
+        sessions = Sessions(users, r.session_idle_s, r.lockout_failures, r.lockout_s)
+        state = state_directory(ctx.env)
+        export_dir = r.export_dir or (Path(state) / REVIEW_EXPORTS_SUBDIR if state else None)
+        engine = open_engine(cfg.parts, url, create_folder=False)
+        failures = ctx.metrics.outputs.review_login_failures
+        ReviewPage(sessions, engine, archive, export_dir, r.queue_limit, failures).register(app)
 
     def audit(self, action: str, subject: str, detail: dict[str, Any]) -> None:
         """Append an entry to the audit trail (through the parts writer: spooled like any record when the

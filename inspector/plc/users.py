@@ -7,14 +7,9 @@ dummy hash), off the server's event loop (:meth:`AccessManager.check_user` runs 
 
 from __future__ import annotations
 
-import base64
 import contextvars
-import hashlib
-import hmac
-import os
 import threading
 import time
-import tomllib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +21,9 @@ from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
 from prometheus_client import CollectorRegistry, Counter
 
-from inspector.core.errors import InspectorError
+from inspector.core import passwords
+from inspector.core.passwords import UsersError
 
-HASH_SCHEME = "pbkdf2_sha256"
-HASH_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
-SALT_BYTES = 16
-MIN_PASSWORD_CHARS = 8
 FAILURE_WINDOW_S = 600.0  # failed logins older than this no longer slow an address down
 FIRST_DELAY_S = 0.25  # the first slowed login waits this long; each further failure doubles it
 MAX_ADDRESSES = 4096  # client addresses whose failures are remembered, at most (the oldest are forgotten)
@@ -58,67 +50,13 @@ ATTEMPT: contextvars.ContextVar[LoginAttempt | None] = contextvars.ContextVar("o
 """The attempt being activated (set by ``inspector.plc.stack`` around asyncua's ActivateSession handling)."""
 
 
-class UsersError(InspectorError):
-    """A users file or certificate that cannot be used; the message names the file and the line."""
-
-
-def hash_password(password: str, iterations: int = HASH_ITERATIONS) -> str:
-    """``pbkdf2_sha256$<iterations>$<salt>$<hash>`` (base64) of a password, for the users file.
-
-    Raises:
-        UsersError: a password shorter than MIN_PASSWORD_CHARS.
-    """
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise UsersError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
-    salt = os.urandom(SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return "$".join((HASH_SCHEME, str(iterations), _b64(salt), _b64(digest)))
-
-
-def check_password(password: str, stored: str) -> bool:
-    """True when ``password`` matches a hash from :func:`hash_password` (constant-time comparison)."""
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-        if scheme != HASH_SCHEME:
-            return False
-        got = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), _unb64(salt), int(iterations))
-    except ValueError:
-        return False
-    return hmac.compare_digest(got, _unb64(digest))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
-
-
 def read_users(path: Path) -> dict[str, str]:
-    """The ``[users]`` table of a TOML file: user name -> password hash.
+    """The ``[users]`` table of the OPC UA users file: user name -> password hash.
 
     Raises:
         UsersError: the file is missing, not TOML, or a value is not a hash (the user is named, never the hash).
     """
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsersError(f"opcua.users_file {path}: {exc}") from None
-    users = doc.get("users")
-    if not isinstance(users, dict):
-        raise UsersError(f"opcua.users_file {path}: no [users] table")
-    for name, stored in users.items():
-        if not isinstance(stored, str) or not stored.startswith(HASH_SCHEME + "$"):
-            raise UsersError(f"opcua.users_file {path}: user {name!r} has no {HASH_SCHEME} hash")
-    return dict(users)
-
-
-def _iterations(stored: str) -> int:
-    try:
-        return int(stored.split("$")[1])
-    except (IndexError, ValueError):
-        return HASH_ITERATIONS
+    return passwords.read_users(path, "opcua.users_file")
 
 
 class LoginGuard:
@@ -195,14 +133,13 @@ class AccessManager:
         self._certificates = certificates
         self._anonymous = allow_anonymous
         self._guard = guard
-        iterations = max((_iterations(h) for h in users.values()), default=HASH_ITERATIONS)
         # Unknown users are checked against this, so they cost what a known user costs.
-        self._dummy = hash_password(os.urandom(SALT_BYTES).hex(), iterations)
+        self._dummy = passwords.dummy_hash(users)
 
     def check_user(self, username: str, password: str) -> bool:
         """True for a known user with the right password; one hash computation either way (slow: not on a loop)."""
         stored = self._users.get(username)
-        ok = check_password(password, stored if stored is not None else self._dummy)
+        ok = passwords.check_password(password, stored if stored is not None else self._dummy)
         return ok and stored is not None
 
     def knows(self, username: str) -> bool:

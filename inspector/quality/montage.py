@@ -94,6 +94,13 @@ def _row_kind(ev: CategoryEval, index: int) -> tuple[str, bool]:
     return ("FALSE REJECT", True) if score > ev.threshold else ("GOOD (highest scores)", False)
 
 
+def row_label(ev: CategoryEval, index: int) -> str:
+    """The label band's text: what the row shows, the file (defect type / file name), score and threshold."""
+    kind, _ = _row_kind(ev, index)
+    name = f"{ev.defect_types[index]}/{PurePath(ev.image_paths[index]).name}"
+    return f"{kind}  {name}  score={float(ev.scores[index]):.4g}  thr={ev.threshold:.4g}"
+
+
 def montage_row(ev: CategoryEval, index: int, scale: int, heat: tuple[float, float]) -> np.ndarray:
     """One row: a label band over the image and the heatmap, both with the ground truth outlined, and a bar."""
     image = ev.images[index]
@@ -109,9 +116,8 @@ def montage_row(ev: CategoryEval, index: int, scale: int, heat: tuple[float, flo
         parts += [outline(cv2.resize(tile, (width, height), interpolation=cv2.INTER_NEAREST), big_mask), gap]
     body = np.hstack([*parts, colour_bar(height, *heat, marks)])
     band = np.full((LABEL_BAND_PX, body.shape[1], 3), BAND_BGR, dtype=np.uint8)
-    kind, is_error = _row_kind(ev, index)
-    name = f"{ev.defect_types[index]}/{PurePath(ev.image_paths[index]).name}"
-    text = f"{kind}  {name}  score={float(ev.scores[index]):.4g}  thr={ev.threshold:.4g}"
+    _, is_error = _row_kind(ev, index)
+    text = row_label(ev, index)
     cv2.putText(band, text, (6, LABEL_BAND_PX - 8), FONT, FONT_SCALE,
                 ERROR_TEXT_BGR if is_error else PLAIN_TEXT_BGR, 1, cv2.LINE_AA)  # fmt: skip
     return np.vstack([band, body])

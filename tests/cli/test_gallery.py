@@ -223,3 +223,38 @@ def test_scoring_an_image_of_another_size_warns_naming_both_sizes_and_still_scor
         f"({SIZE_PX}x{SIZE_PX} px, +/-10%): another camera, resolution or product?"
     )
     assert '"kind": "verdict"' in captured.out
+
+
+def test_tune_sets_the_thresholds_from_labelled_parts_and_reports_the_defects(
+    gallery: Path, data: Path, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy, _ = _copy(gallery, tmp_path)
+    argv = ["gallery", "tune", "--gallery", str(copy), "--labelled", str(data), "--target-frr", "0.2"]
+    assert main([*argv, "--config", str(config)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "tuned (labelled, empirical tail, 10 normal images)" in out and "caught by FAIL or REVIEW:" in out
+    cal = load_gallery(copy).manifest.calibration
+    assert cal is not None and cal.method == "labelled"
+    assert main([*argv[:-1], "0.01", "--config", str(config)]) == EXIT_FAILURE
+    assert "at least 100 are needed" in capsys.readouterr().err
+
+
+def test_a_reteach_that_would_pass_a_confirmed_defect_is_refused_naming_it_and_writes_nothing(
+    gallery: Path, data: Path, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy, before = _copy(gallery, tmp_path)
+    review = tmp_path / "review"
+    (review / "train" / "good").mkdir(parents=True)
+    (review / "test" / "stain").mkdir(parents=True)
+    stain = read_image(list_images(data / "test" / "stain")[0])
+    cv2.imwrite(str(review / "test" / "stain" / "confirmed.png"), stain)
+    mistake = (
+        review / "train" / "good" / "judged_good_by_mistake.png"
+    )  # the same part, judged good by mistake
+    cv2.imwrite(str(mistake), stain, [cv2.IMWRITE_PNG_COMPRESSION, 0])  # other bytes, the same pixels
+    argv = ["gallery", "add", "--gallery", str(copy), "--from-review", str(review), "--config", str(config)]
+    assert main(argv) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "would pass 1 confirmed defect(s) it catches today" in err and "confirmed.png" in err
+    assert copy.read_bytes() == before
+    _only_the_gallery_is_left(tmp_path, copy)

@@ -36,6 +36,7 @@ OPTIONAL = {
     "worker": {"gallery"},
     "archive": {"directory"},
     "parts": {"url", "password_file", "spool_dir"},
+    "review": {"users_file", "export_dir"},
     "security": {"curve_server_secret_key"},
     "opcua": {"users_file", "certificate", "private_key", "application_uri", "pki_dir"},
 }  # commented out: examples of values, or offline-only

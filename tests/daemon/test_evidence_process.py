@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 
 from inspector.bus.wire import VerdictHeader
 from inspector.outputs.evidence import Evidence
+from tests.browser import BROWSER_WAIT_S, browser
 from tests.processes import DaemonProcess, Subscriber
 from tests.support import (
     LabelledVideo,
@@ -40,9 +37,6 @@ CAMERA_FPS = 4.0
 FRAME_PX = 160
 ARCHIVE_MAX_MB = 0.25  # a few records of a 160 px camera: retention has to work during the test
 MIB = 1 << 20
-BROWSER_WAIT_S = 120.0
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @dataclass
@@ -163,19 +157,6 @@ def test_results_endpoint_returns_the_image_of_a_verdict_received_on_the_bus(run
     assert boxes["crop"] is not None and boxes["frame"] is not None
     latest = json.loads(http_get(f"{base}/results/{CAMERA}/latest")[1])
     assert latest["header"]["seq"] >= header.seq
-
-
-def browser() -> WebDriver:
-    """Headless Chromium driven by Selenium (Debian's chromium and chromium-driver; nothing downloaded)."""
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium/chromedriver not found: install Debian packages chromium and chromium-driver")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,900"):
-        options.add_argument(arg)
-    if os.geteuid() == 0:
-        options.add_argument("--no-sandbox")  # Chromium's sandbox refuses to run as root
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
 def test_live_view_in_headless_chromium_shows_the_image_and_the_verdict_changes_on_a_defective_frame(

@@ -21,9 +21,9 @@ from cryptography import x509
 
 from inspector.bus.control import request
 from inspector.cli.main import main
+from inspector.core.passwords import hash_password
 from inspector.demo.data import write_demo_video
 from inspector.plc.certificates import application_uris
-from inspector.plc.users import hash_password
 from tests.plc.conformance import DAY, Identity, make_ca, make_client, node_binary, run_node, write_crl
 from tests.processes import DaemonProcess
 from tests.support import REPO_ROOT, SyntheticGallery, build_synthetic_gallery, free_port, metric, scrape

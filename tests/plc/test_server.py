@@ -21,9 +21,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from inspector.bus.wire import CameraStatus, Heartbeat, VerdictHeader, rfc3339
 from inspector.config.opcua import OpcUaConfig
 from inspector.core.names import LATENCY_STAGES
+from inspector.core.passwords import hash_password
 from inspector.plc.pki import read_certificate, trust
 from inspector.plc.server import PlcServer
-from inspector.plc.users import hash_password
 from tests.plc.opcua_client import call, camera, child, client, read, subscribe_records, wait_for
 
 CAMERA = "cam"

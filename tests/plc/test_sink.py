@@ -14,8 +14,8 @@ import pytest
 import zmq
 
 from inspector.bus.wire import VerdictHeader
+from inspector.core.passwords import hash_password
 from inspector.demo.data import write_demo_video
-from inspector.plc.users import hash_password
 from tests.plc.opcua_client import call, camera, client, read, subscribe_records, wait_for
 from tests.processes import DaemonProcess, Subscriber
 from tests.support import SyntheticGallery, build_synthetic_gallery, free_port, wait_until

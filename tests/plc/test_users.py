@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from inspector.core.passwords import UsersError, check_password, hash_password
 from inspector.plc.users import (
     ATTEMPT,
     FAILURE_WINDOW_S,
@@ -14,9 +15,6 @@ from inspector.plc.users import (
     AccessManager,
     LoginAttempt,
     LoginGuard,
-    UsersError,
-    check_password,
-    hash_password,
     read_users,
 )
 
@@ -63,17 +61,17 @@ def test_the_access_manager_admits_known_users_trusted_certificates_and_anonymou
 
 
 def test_an_unknown_user_costs_one_hash_like_a_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    import inspector.plc.users as users_module
+    from inspector.core import passwords
 
     manager = AccessManager({"plc": hash_password("right-password", FAST)}, [], allow_anonymous=False)
     checked: list[str] = []
-    real = users_module.check_password
+    real = passwords.check_password
 
     def counting(password: str, stored: str) -> bool:
         checked.append(stored.split("$")[1])
         return real(password, stored)
 
-    monkeypatch.setattr(users_module, "check_password", counting)
+    monkeypatch.setattr(passwords, "check_password", counting)
     assert manager.check_user("plc", "right-password") and not manager.check_user("plc", "wrong-password")
     assert not manager.check_user("nobody", "right-password")
     assert checked == [str(FAST)] * 3, "an unknown user was not checked against a hash of the same cost"

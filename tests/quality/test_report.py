@@ -236,3 +236,9 @@ def test_category_eval_rejects_inconsistent_fields() -> None:
 def test_write_report_rejects_duplicate_category_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate category names"):
         write_report(tmp_path, [make_eval(), make_eval()], SETTINGS)
+
+
+def test_each_montage_row_names_its_file_by_defect_type_and_name() -> None:
+    ev = make_eval()
+    assert mt.row_label(ev, 1) == "FALSE REJECT  good/001.png  score=0.55  thr=0.5"
+    assert mt.row_label(ev, 3) == "ESCAPE  broken_large/003.png  score=0.4  thr=0.5"
