@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector import __version__
 from inspector.bus.curve import CurveAuthenticator, load_curve_server
-from inspector.bus.publisher import Publisher, run_heartbeats
+from inspector.bus.publisher import Publisher
 from inspector.bus.wire import new_boot_id
 from inspector.capture.manager import CaptureManager
 from inspector.config.root import InspectorConfig
@@ -21,6 +21,7 @@ from inspector.core.names import EXIT_FAILURE, EXIT_OK
 from inspector.daemon.accounting import CaptureEvents, count_undelivered, update_gauges
 from inspector.daemon.batching import Batcher
 from inspector.daemon.early import EarlyHeartbeat
+from inspector.daemon.heartbeat import Heartbeats
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
 from inspector.daemon.linecontrol import LineControl
 from inspector.daemon.pipeline import DROP_PIPELINE_FAILED, Pipeline
@@ -98,6 +99,7 @@ class Daemon:
             config, self.boot_id, self.ledger, lambda: self.publisher.verdicts_published, wall_clock,
             started_at=early.started_at if early is not None else None,
         )  # fmt: skip
+        self._heartbeats = Heartbeats(self.publisher, self.status, config.bus.heartbeat_interval_s)
         self.metrics_port: int | None = None
         self.exit_code = EXIT_OK
         self._registry = registry
@@ -167,7 +169,7 @@ class Daemon:
             self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
         if self._early is not None:
             self._early.stop()
-        self._spawn("heartbeat", self._heartbeat_loop)
+        self._spawn("heartbeat", lambda: self._heartbeats.run(self._aux_stop))
         self._loader, products = load_and_warm_up(self.config, self.stop_event, self._log)
         if self.stop_event.is_set():
             return
@@ -254,8 +256,7 @@ class Daemon:
             self._log.info(f"{section}_bound", endpoint=endpoint)
 
     def _become_ready(self, endpoint: str) -> None:
-        self.status.phase = "ready"
-        self.publisher.publish_heartbeat(self.status.heartbeat())  # on the bus before any verdict
+        self._heartbeats.send("ready")  # on the bus before any verdict
         self._gate.set()
         self.metrics.set_ready(True)
         self._log.info(
@@ -396,14 +397,6 @@ class Daemon:
             self.status.pipeline_failed = True
             self.exit_code = EXIT_FAILURE
             self.request_stop("pipeline failed")
-
-    def _heartbeat_loop(self) -> None:
-        try:
-            run_heartbeats(
-                self.publisher, self.status.heartbeat, self.config.bus.heartbeat_interval_s, self._aux_stop
-            )
-        except Exception:  # noqa: BLE001 - heartbeats must never take the daemon down
-            self._log.error("heartbeat_failed", exc_info=True)
 
     # ------------------------------------------------------------------------------------------ state
 
