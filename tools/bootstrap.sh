@@ -24,12 +24,12 @@ fi
 
 if [ "${1:-}" = "--test" ]; then
     # ffmpeg serves the MJPEG camera; prometheus (with promtool) scrapes the daemon; systemd-analyze verifies
-    # the units; gcc, pkg-config, libzmq3-dev, libcjson-dev build the integration guide's C subscriber;
+    # the units; gcc, pkg-config, libzmq3-dev, libcjson-dev, libpng-dev build the integration guide's C programs;
     # chromium and chromium-driver load the live view in a real headless browser (Selenium drives it);
     # postgresql: the parts database tests start a real server (initdb + pg_ctl as user postgres); sqlite3:
     # the audit test edits a row with the sqlite3 client.
     need=()
-    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev chromium chromium-driver postgresql sqlite3; do
+    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev libpng-dev chromium chromium-driver postgresql sqlite3; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then

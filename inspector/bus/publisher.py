@@ -26,6 +26,7 @@ from inspector.bus.subscriptions import (
     topic_check,
 )
 from inspector.bus.wire import (
+    NO_MASK,
     Heartbeat,
     MaskInfo,
     MaskKind,
@@ -268,7 +269,7 @@ class Publisher:
             and outcome.pixel_threshold is not None
         ):
             return encode_mask(anomaly_map_to_u8(outcome.anomaly_map, outcome.pixel_threshold), kind)
-        return encode_mask(None, kind or "anomaly_map_u8")
+        return b"", NO_MASK
 
     def publish_heartbeat(self, hb: Heartbeat) -> None:
         """Publish a heartbeat (built with this publisher's boot id), stamping ``published_at``.
@@ -355,6 +356,7 @@ def verdict_header(
         verdict=outcome.verdict,
         score=outcome.score,
         threshold=outcome.threshold,
+        pixel_threshold=outcome.pixel_threshold,
         review_threshold=outcome.review_threshold,
         defect_area_px=outcome.defect_area_px,
         product=frame.product,

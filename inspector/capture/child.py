@@ -240,6 +240,7 @@ class _Child:
             self.arm(self.cfg.open_timeout_s)
             source, error = _open_source(self.cfg, self.kind, lambda m: self.emit(EVENT_ERROR, 1.0, m))
             if source is None:
+                self.ints[I_UP] = 0
                 backoff = self.wait_backoff(backoff, error)
                 reconnect = True
                 continue
@@ -247,12 +248,12 @@ class _Child:
             self.emit(EVENT_UP, 1.0)
             outcome, n_frames, error = self.read_loop(source, self.source_fps(source))
             source.close()
+            if outcome == "end" and self.cfg.loop and n_frames > 0:
+                reconnect = False  # a looping file restarts at once: still up, not a failure
+                continue
             self.ints[I_UP] = 0
             if outcome == "stop":
                 break
-            if outcome == "end" and self.cfg.loop and n_frames > 0:
-                reconnect = False
-                continue
             if outcome == "end" and not self.cfg.loop:
                 self.ints[I_ENDED] = 1
                 self.emit(EVENT_ENDED, 1.0, f"camera {self.cfg.name}: source {self.cfg.source!r} ended")

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import cv2
 import structlog
 
+from inspector.capture.outages import EventLog
 from inspector.capture.process import CameraProcess
 from inspector.capture.shared import (
     EVENT_CAPTURED,
@@ -96,6 +97,7 @@ class CaptureManager:
         self.exhausted: str | None = None  # why a camera ran out of restarts (then it is not restarted)
         self.exhausted_camera: str | None = None
         self._log = structlog.stdlib.get_logger(__name__)
+        self._events = EventLog(self._log)
 
     def start(self) -> None:
         """Spawn every camera process and the monitor thread.
@@ -217,10 +219,7 @@ class CaptureManager:
     def _service_cameras(self, restart: bool) -> None:
         for cam in self._cams:
             for name, value, message in cam.poll_events():
-                if message:
-                    self._log.info(
-                        "camera_event", camera=cam.name, event_name=name, value=value, message=message
-                    )
+                self._events.record(cam.name, name, value, message)
                 self._emit(cam.name, name, value)
             self._emit_deltas(cam)
             if restart and (health := cam.supervise()) is not None:
@@ -238,7 +237,7 @@ class CaptureManager:
         )
         self.exhausted_camera = cam.name
         self._log.critical("camera_restart_budget_exhausted", camera=cam.name, budget=budget.describe())
-        cam.pause()  # no more respawns: the daemon stops and exits non-zero
+        cam.give_up()  # no more respawns: the camera reads down, the daemon stops and exits non-zero
 
     def _emit_deltas(self, cam: CameraProcess) -> None:
         st = cam.stats()

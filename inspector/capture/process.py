@@ -80,6 +80,8 @@ class CameraProcess:
         self._events: MpQueue[EventItem] | None = None
         self._stop_writer: mpc.Connection | None = None
         self._stopping = False
+        self._stopped = False
+        self._failed = False
         self._paused = False
         self._process: SpawnProcess | None = None
         self._pending: deque[Frame] = deque()
@@ -138,9 +140,14 @@ class CameraProcess:
         if self._stop_writer is not None:
             self._stop_writer.close()
 
+    def give_up(self) -> None:
+        """Stop capturing for good after a failure (restart budget spent): the camera reads ``down``."""
+        self._failed = True
+        self.pause()
+
     def resume(self, timeout_s: float) -> None:
         """Capture again with a new child (seq continues); a child still finishing is killed after ``timeout_s``."""
-        if not self._paused or self._stopping:
+        if not self._paused or self._stopping or self._failed:
             return
         self._finish_child(timeout_s)
         self._paused = False
@@ -196,6 +203,7 @@ class CameraProcess:
         """Stop the child, draining its channel into the pending buffer; kill it after ``timeout_s``."""
         self.request_stop()
         self._finish_child(timeout_s)
+        self._stopped = True
 
     def _finish_child(self, timeout_s: float) -> None:
         """Wait for a child told to finish, draining its channel; kill it (stop_timeout) after ``timeout_s``."""
@@ -287,4 +295,7 @@ class CameraProcess:
             last_frame_at=last if last > 0.0 else None,
             last_error=self.last_error,
             paused=self._paused,
+            stopping=self._stopping,
+            stopped=self._stopped,
+            failed=self._failed,
         )

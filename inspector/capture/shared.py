@@ -66,15 +66,26 @@ class CameraStats:
     last_frame_at: float | None
     last_error: str
     paused: bool = False
+    stopping: bool = False  # a clean stop asked the camera to finish
+    stopped: bool = False  # ... and it has finished
+    failed: bool = False  # given up past its restart budget (the daemon exits non-zero)
 
     @property
     def state(self) -> CameraState:
-        """paused, up, ended (a finite source finished), starting (no frame and no failure yet) or down."""
+        """down (failed or reconnecting), ended, stopping/stopped (clean stop), paused, up or starting.
+
+        A camera given up past its restart budget stays ``down``; a finished file stays ``ended``; any other
+        camera reads ``stopping`` then ``stopped`` during a clean stop, never ``down``.
+        """
+        if self.failed:
+            return "down"
+        if self.ended:
+            return "ended"
+        if self.stopping:
+            return "stopped" if self.stopped else "stopping"
         if self.paused:
             return "paused"
         if self.up:
             return "up"
-        if self.ended:
-            return "ended"
         never_failed = not (self.captured or self.reconnects or self.restarts or self.last_error)
         return "starting" if never_failed else "down"

@@ -332,6 +332,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 args.connect, context, sys.stdout, args.count, topics, stop,
                 as_json=args.json, max_age_ms=args.max_age_ms, curve=curve_client(args),
             )  # fmt: skip
+    except BrokenPipeError:
+        # The reader closed the pipe (inspector tail | head): nothing is lost, so end quietly with status 0;
+        # stdout goes to /dev/null so the interpreter's last flush of it raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         context.term()
 

@@ -1,4 +1,4 @@
-"""The metrics HTTP endpoint: ``/metrics`` without ``_created`` series, and ``/healthz`` for readiness.
+"""The metrics HTTP endpoint: ``/metrics`` without ``_created`` series, ``/healthz`` (ready) and ``/livez`` (alive).
 
 Its own listener, with its own limits (``MetricsConfig``): one request per connection, every connection closed
 ``header_timeout_s`` after it was accepted whatever it is doing, at most ``max_connections`` open (and
@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -35,8 +36,27 @@ POLL_INTERVAL_S = 0.5  # serve_forever's poll: connections past their time are c
 CREATED_SUFFIX = "_created"
 METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
+LIVENESS_PATH = "/livez"
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the health paths answer.
+
+    Attributes:
+        ready: ``/healthz`` answers 200 (else 503): every verdict can be published (heartbeat state ready).
+        alive: ``/livez`` answers 200 (else 503): the process needs no restart (starting, or its worker progresses).
+        reason: the body's one line: ``ready``, or the state and why (``degraded: camera cam1 down: ...``).
+    """
+
+    ready: bool
+    alive: bool
+    reason: str
+
+
+NOT_STARTED = Health(ready=False, alive=True, reason="starting")
 
 
 class MetricsError(RuntimeError):
@@ -157,9 +177,9 @@ def get_and_head_only(
 
 
 def metrics_app(
-    registry: CollectorRegistry, ready: Callable[[], bool]
+    registry: CollectorRegistry, health: Callable[[], Health]
 ) -> Callable[[Environ, StartResponse], list[bytes]]:
-    """The WSGI application of the endpoint: ``/metrics``, ``/healthz`` (200 ready, 503 not), else 404."""
+    """The WSGI application of the endpoint: ``/metrics``, ``/healthz`` and ``/livez`` (200 or 503), else 404."""
     exposition = make_wsgi_app(WithoutCreated(registry))
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
@@ -167,14 +187,15 @@ def metrics_app(
         if path == METRICS_PATH:
             body: list[bytes] = exposition(environ, start_response)
             return body
-        if path == HEALTH_PATH:
-            ok = ready()
+        if path in (HEALTH_PATH, LIVENESS_PATH):
+            now = health()
+            ok = now.ready if path == HEALTH_PATH else now.alive
             status = "200 OK" if ok else "503 Service Unavailable"
-            text = b"ready\n" if ok else b"not ready\n"
+            text = (now.reason + "\n").encode()
         else:
             status, text = (
                 "404 Not Found",
-                f"not found: {path} (try {METRICS_PATH} or {HEALTH_PATH})\n".encode(),
+                f"not found: {path} (try {METRICS_PATH}, {HEALTH_PATH} or {LIVENESS_PATH})\n".encode(),
             )
         start_response(
             status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(text)))]
@@ -208,7 +229,7 @@ def serve_metrics(
     address: str,
     port: int,
     registry: CollectorRegistry,
-    ready: Callable[[], bool],
+    health: Callable[[], Health],
     limits: MetricsConfig | None = None,
     connections: ConnectionMetrics | None = None,
 ) -> tuple[MetricsServer, int]:
@@ -228,7 +249,7 @@ def serve_metrics(
         server: WSGIServer = make_server(
             address,
             port,
-            get_and_head_only(metrics_app(registry, ready)),
+            get_and_head_only(metrics_app(registry, health)),
             server_class=server_class,
             handler_class=handler,
         )

@@ -20,7 +20,7 @@ from inspector.config.metrics import DEFAULT_SCORE_BUCKETS, MetricsConfig
 from inspector.core.names import DROP_REASONS, LATENCY_STAGES, QUEUES, VERDICTS
 from inspector.ops.children import ChildProcessCollector
 from inspector.ops.connections import ConnectionMetrics
-from inspector.ops.endpoint import MetricsServer, serve_metrics
+from inspector.ops.endpoint import NOT_STARTED, Health, MetricsServer, serve_metrics
 from inspector.ops.output_metrics import OutputMetrics
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -256,12 +256,12 @@ class InspectorMetrics:
             ).set(1)
 
     def set_ready(self, ready: bool) -> None:
-        """Set ``inspector_ready`` to 1 or 0 (and what ``/healthz`` answers)."""
+        """Set ``inspector_ready`` to 1 (started, until the stop begins) or 0."""
         self._ready = ready
         self.ready.set(1 if ready else 0)
 
     def is_ready(self) -> bool:
-        """What :meth:`set_ready` last said (``/healthz`` answers 200 only while it is True)."""
+        """What :meth:`set_ready` last said."""
         return self._ready
 
     def record_batch(self, size: int) -> None:
@@ -294,13 +294,14 @@ class InspectorMetrics:
 def start_http_server(
     config: MetricsConfig,
     registry: CollectorRegistry,
-    ready: Callable[[], bool] = lambda: False,
+    health: Callable[[], Health] = lambda: NOT_STARTED,
     connections: ConnectionMetrics | None = None,
 ) -> tuple[MetricsServer, int]:
-    """Serve ``/metrics`` (``registry``, without ``_created`` series) and ``/healthz`` from a daemon thread.
+    """Serve ``/metrics`` (``registry``, without ``_created`` series), ``/healthz`` and ``/livez`` from a thread.
 
-    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404; methods other
-    than GET and HEAD are 405. The listener holds what ``config``'s limits allow (connections counted in
+    ``/healthz`` answers 200 while ``health().ready`` and 503 otherwise, ``/livez`` the same for
+    ``health().alive``, both with ``health().reason`` as the body; any other path is 404; methods other than GET
+    and HEAD are 405. The listener holds what ``config``'s limits allow (connections counted in
     ``connections``). The caller checks ``config.enabled`` and calls ``server.close()`` on shutdown.
 
     Returns:
@@ -309,4 +310,4 @@ def start_http_server(
     Raises:
         MetricsError: the address cannot be bound (in use, not local, ...), naming address and port.
     """
-    return serve_metrics(config.bind_address, config.port, registry, ready, config, connections)
+    return serve_metrics(config.bind_address, config.port, registry, health, config, connections)

@@ -25,7 +25,7 @@ from inspector.config.bus import BusConfig
 from inspector.config.load import load_config
 from inspector.core.names import EXIT_CONFIG, Verdict
 from inspector.core.records import Frame, Outcome
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, bus_outcome
 
 DEPLOY = REPO_ROOT / "deploy"
 UNITS = ("inspector.service", "inspector@.service")
@@ -433,12 +433,9 @@ def build_c_example(folder: Path) -> list[str]:
 
 def outcome(camera: str, seq: int, verdict: Verdict) -> Outcome:
     """A verdict as the daemon would publish it (PASS/FAIL scored, TIMEOUT/ERROR with a reason)."""
-    frame = Frame(camera, seq, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8), part_id=f"p{seq}")
-    if verdict in ("PASS", "FAIL"):
-        return Outcome(
-            frame, verdict, score=2.5 if verdict == "FAIL" else 0.5, threshold=1.0, defect_area_px=0
-        )
-    return Outcome(frame, verdict, error=f"{verdict.lower()} for the test")
+    return bus_outcome(
+        Frame(camera, seq, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8), part_id=f"p{seq}"), verdict
+    )
 
 
 def next_line(lines: queue.Queue[str], deadline_s: float, what: str) -> str:
