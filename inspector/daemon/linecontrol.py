@@ -45,7 +45,7 @@ class LineControl:
     ) -> None:
         """Prepare; :meth:`start` binds the sockets the config asks for (CURVE servers when ``curve``)."""
         self.products = products
-        self.parts = PartSource(capture, config.cameras, products, metrics)
+        self.parts = PartSource(capture, config.cameras, products, metrics, fire=capture.fire_trigger)
         self.commands = LineCommands(status, self.parts, products, capture, self.reload, metrics)
         self._config = config
         self._metrics = metrics
