@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +28,13 @@ def load_aravis() -> Any:
         CaptureError: gi or Aravis' typelib is not installed (the message says which packages to install).
     """
     try:
-        import gi
+        with warnings.catch_warnings():
+            # Debian 12's PyGObject 3.42 importer predates exec_module (fixed in 3.44): harmless, not ours.
+            warnings.simplefilter("ignore", ImportWarning)
+            import gi
 
-        gi.require_version("Aravis", "0.8")
-        from gi.repository import Aravis
+            gi.require_version("Aravis", "0.8")
+            from gi.repository import Aravis
     except (ImportError, ValueError) as exc:
         raise CaptureError(
             f"kind genicam needs Aravis 0.8 through GObject introspection ({exc}): {INSTALL_HINT}"
@@ -80,8 +84,10 @@ class Configurator:
         if not ok:
             raise self.refuse(field, value, f"it has no {feature} feature")
 
-    def offered(self, field: str, value: str, feature: str, entries: list[str]) -> None:
-        if value not in entries:
+    def offered(self, field: str, entry: str, feature: str, entries: list[str]) -> None:
+        """Refuse unless the enumeration offers ``entry`` (its GenICam name; the message shows the field's)."""
+        if entry not in entries:
+            value = getattr(self.settings, field)
             raise self.refuse(field, value, f"{feature} offers {', '.join(entries) or 'nothing'}")
 
     def steps(self) -> list[_Step]:
@@ -158,9 +164,7 @@ class Configurator:
             self.camera.clear_triggers()
             return
         source = s.genicam_trigger_source()
-        self.offered(
-            "trigger_source", s.trigger_source, "TriggerSource", self.camera.dup_available_trigger_sources()
-        )
+        self.offered("trigger_source", source, "TriggerSource", self.camera.dup_available_trigger_sources())
         if s.trigger_source == SOFTWARE and not self.camera.is_software_trigger_supported():
             raise self.refuse("trigger_source", s.trigger_source, "it has no TriggerSoftware command")
         self.camera.set_trigger(source)
@@ -168,9 +172,7 @@ class Configurator:
     def activation(self) -> None:
         value = self.settings.genicam_trigger_activation() or ""
         entries = self.camera.dup_available_enumerations_as_strings("TriggerActivation")
-        self.offered(
-            "trigger_activation", self.settings.trigger_activation or "", "TriggerActivation", entries
-        )
+        self.offered("trigger_activation", value, "TriggerActivation", entries)
         self.camera.set_string("TriggerActivation", value)
 
     def packet_size(self) -> None:
