@@ -148,7 +148,7 @@ def grab_frames(folder: Path, count: int, frame_rate_hz: float = 20.0) -> list[P
     for _ in range(4):
         stream.push_buffer(aravis.Buffer.new_allocate(camera.get_payload()))
     camera.start_acquisition()
-    paths = []
+    paths: list[Path] = []
     try:
         while len(paths) < count:
             buffer = stream.timeout_pop_buffer(GRAB_TIMEOUT_US)

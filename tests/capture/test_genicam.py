@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ TRIGGERS = 10
 TRIGGER_SPACING_S = 0.1
 
 
-def genicam_camera(name: str = "gige", source: str = ADDRESS, **fields: object) -> CameraConfig:
+def genicam_camera(name: str = "gige", source: str = ADDRESS, **fields: Any) -> CameraConfig:
     extra = {k: fields.pop(k) for k in list(fields) if k in CameraConfig.model_fields}
     settings = {"pixel_format": "Mono8", "frame_rate_hz": 20.0, **fields}
     return CameraConfig.model_validate(
@@ -68,7 +70,7 @@ def test_free_run_frames_arrive_as_bgr_with_consecutive_seq_and_the_cameras_fram
     ids = [int(f.frame_id or -1) for f in frames]
     assert ids == list(range(ids[0], ids[0] + 10)), "the camera's block ids, one per frame"
     stamps = [f.camera_timestamp_ns or 0 for f in frames]
-    assert all(b > a > 0 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(b > a > 0 for a, b in itertools.pairwise(stamps))
     assert before <= frames[0].captured_at <= frames[-1].captured_at <= time.time()
     st = manager.stats()["gige"]
     assert st.up and st.incomplete == 0 and st.reconnects == 0
@@ -125,7 +127,7 @@ def test_a_line_triggered_camera_waiting_for_its_photo_eye_stays_up_and_captures
     ids=["out_of_range", "no_such_entry", "format_not_offered"],
 )
 def test_a_value_the_camera_refuses_stops_the_start_naming_camera_field_and_feature(
-    fake_camera: FakeCamera, fields: dict[str, object], named: str
+    fake_camera: FakeCamera, fields: dict[str, Any], named: str
 ) -> None:
     manager = CaptureManager([genicam_camera("refusing", **fields)], threading.Event())
     with pytest.raises(CameraRefusedError) as refused:
@@ -168,13 +170,12 @@ def test_frames_that_lose_packets_are_faults_never_images_and_are_counted(
     try:
         manager = start(managers, genicam_camera(frame_rate_hz=10.0))
         frames: list[Frame] = []
-        wait_until(
-            lambda: (
-                bool(frames.extend(manager.get_frames(64, 0.2))) or manager.stats()["gige"].incomplete >= 2
-            ),
-            "incomplete frames",
-            WAIT_S * 2,
-        )
+
+        def two_incomplete() -> bool:
+            frames.extend(manager.get_frames(64, 0.2))
+            return manager.stats()["gige"].incomplete >= 2
+
+        wait_until(two_incomplete, "incomplete frames", WAIT_S * 2)
         manager.stop()
         while batch := manager.get_frames(64, 0.0):
             frames += batch

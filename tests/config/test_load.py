@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from inspector.cli.main import main
-from inspector.config.load import ConfigError, load_config, load_run_config, run_problems
 from inspector.config.genicam import GenicamConfig
+from inspector.config.load import ConfigError, load_config, load_run_config, run_problems
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG
 from tests.support import REPO_ROOT, SyntheticGallery
