@@ -4,7 +4,8 @@ In one run, on one camera streaming at ``--rate-hz``: first Aravis' own ``arv-ca
 ``--duration-s`` (the reference frame rate), then ``inspector run`` with the same camera as ``kind = "genicam"``
 (free run) for as long. Prints frames/s of both and their ratio (frames the daemon captured, and verdicts it
 published), and per verdict the capture latency: from the frame's arrival on the host (Aravis' buffer time) to
-the model worker taking it, next to the whole path to the published verdict. The gallery is built from the
+the camera process handing it on, then to the model worker taking it, and the whole path to the published
+verdict. The gallery is built from the
 camera's own frames (the demo model, crop 128). ``--fake`` starts Aravis' fake GigE Vision camera on 127.0.0.1
 and stops it by PID at the end (one per host).
 
@@ -199,11 +200,18 @@ def wall(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-def capture_ms(verdict: VerdictHeader) -> tuple[float, float]:
-    """(arrival on the host -> the model worker took it, arrival -> published), milliseconds."""
+LATENCIES = (
+    "capture (arrival -> handed on)",  # Aravis' buffer time to the camera process handing the frame on
+    "arrival -> model worker",  # ... plus the wait in the queues in front of the model
+    "arrival -> verdict published",
+)
+
+
+def capture_ms(verdict: VerdictHeader) -> tuple[float, float, float]:
+    """The :data:`LATENCIES` of one verdict, milliseconds."""
     whole = (wall(verdict.published_at) - wall(verdict.captured_at)) * MS_PER_S
     in_child = whole - verdict.latency_ms.get("end_to_end", 0.0)  # arrival -> the camera process read it
-    return in_child + verdict.latency_ms.get("queue", 0.0), whole
+    return in_child, in_child + verdict.latency_ms.get("queue", 0.0), whole
 
 
 def run_daemon(
@@ -277,7 +285,7 @@ def main() -> int:
         print(f"{name:<28}{rate:>10.2f}{rate / reference if reference else float('nan'):>8.3f}")
     if window:
         pairs = np.array([capture_ms(v) for v in window])
-        for index, name in enumerate(("capture (arrival -> worker)", "arrival -> verdict published")):
+        for index, name in enumerate(LATENCIES):
             values = sorted(pairs[:, index])
             p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
             print(f"{name:<32} p50 {statistics.median(values):8.2f} ms   p95 {p95:8.2f} ms   n={len(values)}")
