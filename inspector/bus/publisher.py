@@ -349,6 +349,7 @@ def verdict_header(
         boot_id=boot_id,
         camera=frame.camera,
         seq=frame.seq,
+        frame_id=frame.frame_id,
         part_id=frame.part_id,
         captured_at=rfc3339(frame.captured_at),
         published_at=published_at,

@@ -281,7 +281,7 @@ def _run_daemon(
     from prometheus_client import CollectorRegistry
 
     from inspector.bus.publisher import PublisherError
-    from inspector.capture.shared import CaptureError
+    from inspector.capture.shared import CameraRefusedError, CaptureError
     from inspector.daemon.lifecycle import Daemon
     from inspector.model.backbone import BackboneError
     from inspector.model.engine import EngineError
@@ -299,9 +299,10 @@ def _run_daemon(
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
-    except (GalleryError, EngineError, BackboneError) as exc:
-        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights or
-        # an unusable device: fixed by an engineer, not by a restart (systemd does not restart on 78)
+    except (GalleryError, EngineError, BackboneError, CameraRefusedError) as exc:
+        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights,
+        # an unusable device, or a camera refusing its settings: fixed by an engineer, not by a restart
+        # (systemd does not restart on 78)
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
     if daemon.pipeline_running:

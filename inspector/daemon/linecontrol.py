@@ -57,7 +57,9 @@ class LineControl:
         ``env`` is read for the fault-injection hook of the hostile-input tests (``FAULT_INJECT_SOCKET_DEATH``).
         """
         self.products = products
-        self.parts = PartSource(capture, config.cameras, products, metrics, triggers=config.triggers)
+        self.parts = PartSource(
+            capture, config.cameras, products, metrics, triggers=config.triggers, fire=capture.fire_trigger
+        )
         self.commands = LineCommands(status, self.parts, products, capture, self.reload, metrics)
         self._config = config
         self._metrics = metrics

@@ -11,6 +11,13 @@ A trigger whose ``at`` lies outside ``[now - triggers.max_at_past_ms, now + trig
 clock far off, a typo in the year) is an ERROR verdict at once: it neither waits for a frame of the future
 (blocking every later trigger of its camera) nor takes a frame that belongs to another part. A part id already
 waiting on the same camera is accepted (it gets its own seq and verdict), but logged and counted as a duplicate.
+
+GenICam cameras pair frames and triggers their own way. With ``trigger_source = "software"`` an accepted trigger
+fires the camera (through ``fire``) and is answered only by the frame that firing took (``Frame.trigger_seq``),
+or that frame's fault. With a line trigger (the photo-eye wired to the camera), frames and triggers pair in
+order: the oldest waiting trigger takes the oldest frame captured within ``pairing_window_ms`` of its pick time;
+an older frame is a frame without a trigger (counted, logged, never scored), and a trigger whose window passed
+without a frame is an ERROR verdict for its part id, so a missing or extra frame never shifts the part ids.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
@@ -51,6 +59,19 @@ REJECT_REASONS = (
     REJECT_MULTIPART,
 )
 STOPPING_FAULT = "the daemon stopped before a frame answered the trigger"
+NOT_FIRED_FAULT = "the camera's process is not running: its software trigger could not be fired"
+Pairing = Literal["time", "software", "line"]
+TriggerFirer = Callable[[str, int, float], bool]  # (camera, trigger seq, wall-clock time to fire) -> sent
+
+
+def pairing(camera: CameraConfig) -> Pairing:
+    """How an external camera's frames answer triggers: by time, by software trigger, or in order (line)."""
+    if camera.kind != "genicam":
+        return "time"
+    settings = camera.settings
+    if settings.trigger_source == "software":
+        return "software"
+    return "line" if settings.line_triggered else "time"
 
 
 class TriggerRejected(InspectorError):
@@ -98,11 +119,13 @@ class PartSource:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         triggers: TriggersConfig | None = None,
+        fire: TriggerFirer | None = None,
     ) -> None:
         """Wrap capture for these cameras (clocks comparable with ``Frame.captured_at`` / ``monotonic_at``).
 
         Accepted, rejected, duplicate and timed-out triggers are counted in ``metrics``; ``triggers`` gives
-        the window a trigger's ``at`` must fall in (default: the ``[triggers]`` defaults).
+        the window a trigger's ``at`` must fall in (default: the ``[triggers]`` defaults); ``fire`` fires a
+        software-triggered camera for an accepted trigger.
         """
         window = triggers if triggers is not None else TriggersConfig()
         self._max_past_s = window.max_at_past_ms / MS_PER_S
@@ -113,6 +136,8 @@ class PartSource:
         self._products = products
         self._wall = wall_clock
         self._monotonic = monotonic
+        self._fire = fire
+        self._pairing = {c.name: pairing(c) for c in cameras}
         self._lock = threading.Lock()
         external = [c.name for c in cameras if c.trigger == "external"]
         self._next_seq = dict.fromkeys(external, 0)
@@ -203,6 +228,9 @@ class PartSource:
                 )
             seq = self._next_seq[camera]
             self._next_seq[camera] = seq + 1
+            if fault is None and self._pairing[camera] == "software":
+                fired = self._fire is not None and self._fire(camera, seq, pick_at)
+                fault = None if fired else NOT_FIRED_FAULT
             chosen = self._products.active(camera) if fault is None or product is None else product
             duplicate = self._waiting_ids[camera][part_id] > 0
             self._waiting_ids[camera][part_id] += 1
@@ -267,11 +295,9 @@ class PartSource:
                 break
             if self._closed and not trigger.fault:
                 trigger = dataclasses.replace(trigger, fault=STOPPING_FAULT)
-            frame = (
-                None if trigger.fault else next((f for f in ring if f.captured_at >= trigger.pick_at), None)
-            )
+            frame, settled = (None, True) if trigger.fault else self._pick(camera, trigger)
             late = self._wall() > trigger.pick_at + timeout_s
-            if frame is None and not trigger.fault and not late:
+            if not settled and not late:
                 break
             with self._lock:
                 queue.popleft()
@@ -281,17 +307,46 @@ class PartSource:
             out.append(self._part(camera, trigger, frame, timeout_s))
         horizon = self._wall() - timeout_s  # an older frame can no longer answer any trigger
         while ring and ring[0].captured_at < horizon:
-            ring.popleft()
+            self._unpaired(camera, ring.popleft())
         return out
+
+    def _pick(self, camera: str, trigger: _Pending) -> tuple[Frame | None, bool]:
+        """The frame answering a trigger now, and whether the trigger is settled (answered or unanswerable)."""
+        ring, mode = self._ring[camera], self._pairing[camera]
+        if mode == "time":
+            frame = next((f for f in ring if f.captured_at >= trigger.pick_at), None)
+            return frame, frame is not None
+        if mode == "software":
+            frame = next((f for f in ring if f.trigger_seq == trigger.seq), None)
+            if frame is not None:
+                ring.remove(frame)
+            return frame, frame is not None
+        window_s = self._cameras[camera].settings.pairing_window_ms / MS_PER_S
+        while ring and ring[0].captured_at < trigger.pick_at - window_s:
+            self._unpaired(camera, ring.popleft())
+        if not ring:
+            return None, False
+        if ring[0].captured_at <= trigger.pick_at + window_s:
+            return ring.popleft(), True
+        return None, True  # the next frame came after this trigger's window: this trigger has none
+
+    def _unpaired(self, camera: str, frame: Frame) -> None:
+        """A frame of a line-triggered camera that no trigger claimed: counted and logged, never scored."""
+        if self._pairing[camera] != "line":
+            return
+        self._log.warning("frame_without_trigger", camera=camera, frame_id=frame.frame_id)
+        if self._metrics is not None:
+            self._metrics.frames_unpaired.labels(camera=camera).inc()
 
     def _part(self, camera: str, trigger: _Pending, frame: Frame | None, timeout_s: float) -> Frame:
         if frame is not None:
             return dataclasses.replace(
                 frame, seq=trigger.seq, part_id=trigger.part_id, product=trigger.product
             )
-        fault = trigger.fault or (
-            f"no frame captured within trigger_timeout_ms={timeout_s * MS_PER_S:g} of the trigger's pick time"
-        )
+        window = f"genicam.pairing_window_ms={self._cameras[camera].settings.pairing_window_ms:g}"
+        if self._pairing[camera] != "line":
+            window = f"trigger_timeout_ms={timeout_s * MS_PER_S:g}"
+        fault = trigger.fault or f"no frame captured within {window} of the trigger's pick time"
         if not trigger.fault:
             self._log.warning("trigger_timeout", camera=camera, seq=trigger.seq, part_id=trigger.part_id)
             if self._metrics is not None:

@@ -98,6 +98,24 @@ class InspectorMetrics:
         self.camera_reconnects = Counter(
             "inspector_camera_reconnects_total", "Camera reconnect attempts.", ["camera"], registry=r
         )
+        self.camera_incomplete_frames = Counter(
+            "inspector_camera_incomplete_frames_total",
+            "Frames the camera delivered incomplete (lost packets, timeout): ERROR verdicts, never scored.",
+            ["camera"],
+            registry=r,
+        )
+        self.camera_lost_packets = Counter(
+            "inspector_camera_lost_packets_total",
+            "Stream packets lost on the way from a GigE Vision camera (resent ones are not counted).",
+            ["camera"],
+            registry=r,
+        )
+        self.frames_unpaired = Counter(
+            "inspector_frames_unpaired_total",
+            "Frames of a line-triggered camera that no PLC trigger claimed within the pairing window.",
+            ["camera"],
+            registry=r,
+        )
         self.restarts = Counter(
             "inspector_restarts_total", "Supervised restarts: a camera process (hung or dead) or the model "
             "worker (stalled).", ["kind", "name"], registry=r,
@@ -226,6 +244,9 @@ class InspectorMetrics:
         self.frames_captured.labels(camera=camera)
         self.frames_scored.labels(camera=camera)
         self.camera_reconnects.labels(camera=camera)
+        self.camera_incomplete_frames.labels(camera=camera)
+        self.camera_lost_packets.labels(camera=camera)
+        self.frames_unpaired.labels(camera=camera)
         self.restarts.labels(kind="camera", name=camera)
         self.camera_up.labels(camera=camera).set(0)
         for verdict in VERDICTS:

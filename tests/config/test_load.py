@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from inspector.cli.main import main
+from inspector.config.genicam import GenicamConfig
 from inspector.config.load import ConfigError, load_config, load_run_config, run_problems
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG
@@ -70,7 +71,11 @@ def test_example_file_validates_and_sets_every_daemon_field_and_shows_the_galler
                 f"[{name}] is incomplete"
             )
     camera_model = type(config.cameras[0])
-    assert missing(data["cameras"][0], camera_model, {"fps", "gallery"}) == set()
+    assert missing(data["cameras"][0], camera_model, {"fps", "gallery", "genicam"}) == set()
+    shown = {f for f in GenicamConfig.model_fields if f"\n# {f} = " in text}
+    assert shown == set(GenicamConfig.model_fields), (
+        f"[cameras.genicam] does not show {set(GenicamConfig.model_fields) - shown}"
+    )
     assert [p.name for p in config.products] == ["flange_a", "flange_b"]
     assert [config.product_for(c) for c in config.cameras] == ["flange_a", "flange_b"]
     assert "# fps = " in text and "# gallery = " in text and "# weights = " in text
