@@ -360,6 +360,7 @@ def test_line_triggered_frames_pair_in_order_inside_the_window_and_a_gap_on_eith
     t = clock.now
     delay = DELAY_MS / 1000
     for i in range(4):  # parts every second; the photo-eye's time is "at", frames come a little after it
+        clock.now = t + i  # each trigger sent as its part passes (an "at" seconds ahead is refused)
         source.submit("hw", f"H{i}", at=t + i)
     capture.film("hw", t + delay + 0.010, frame_id="h0")  # H0's frame
     capture.film("hw", t + 0.5, frame_id="extra")  # the photo-eye fired without a part: no trigger's
