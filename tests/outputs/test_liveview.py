@@ -12,10 +12,10 @@ import pytest
 
 from inspector.bus.wire import CameraStatus, Heartbeat, rfc3339
 from inspector.config.liveview import LiveViewConfig
-from inspector.core.records import NO_IMAGE, Frame, Outcome
+from inspector.core.records import NO_IMAGE, Frame
 from inspector.outputs.http import HttpServer
 from inspector.outputs.liveview import STATIC_FILES, LiveView
-from tests.support import HTTP_TIMEOUT_S, ScoredLine, decode_image, http_get, stamp_published
+from tests.support import HTTP_TIMEOUT_S, ScoredLine, bus_outcome, decode_image, http_get, stamp_published
 
 EXTERNAL_URL = re.compile(r"(https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
@@ -123,7 +123,9 @@ def test_a_verdict_without_a_frame_has_no_picture_and_a_bad_seq_is_refused(
     for outcome in scored_line.outcomes:
         served.view.deliver(outcome)
     fault = Frame("cam1", 60, 1.0, 1.0, NO_IMAGE, "P-60", "a", "no frame")
-    served.view.deliver(stamp_published(Outcome(fault, "ERROR", error="no frame"), scored_line.boot_id, 2.0))
+    served.view.deliver(
+        stamp_published(bus_outcome(fault, "ERROR", error="no frame"), scored_line.boot_id, 2.0)
+    )
     state = json.loads(http_get(served.url + "/state")[1])
     cam1 = next(c for c in state["cameras"] if c["name"] == "cam1")
     assert (cam1["verdict"], cam1["seq"], cam1["image"]) == (

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from inspector.config.archive import ArchiveConfig
-from inspector.core.records import NO_IMAGE, Frame, Outcome
+from inspector.core.records import NO_IMAGE, Frame
 from inspector.model.maps import crop_to_frame
 from inspector.outputs.archive import DefectArchive
 from inspector.outputs.http import HttpServer
 from inspector.outputs.results import ResultsApp
 from inspector.outputs.ring import ResultsRing
-from tests.support import ScoredLine, decode_image, http_get, stamp_published
+from tests.support import ScoredLine, bus_outcome, decode_image, http_get, stamp_published
 
 RING_PER_CAMERA = 2
 JPEG_QUALITY = 90
@@ -108,7 +108,7 @@ def test_an_error_without_a_frame_is_served_as_json_with_no_images_and_its_image
 ) -> None:
     now = time.time()
     fault = Frame("cam1", 50, now, now, NO_IMAGE, "P-50", "a", "no frame within trigger_timeout_ms")
-    outcome = stamp_published(Outcome(fault, "ERROR", error="no frame"), scored_line.boot_id, now)
+    outcome = stamp_published(bus_outcome(fault, "ERROR", error="no frame"), scored_line.boot_id, now)
     ring = ResultsRing(RING_PER_CAMERA, 64.0)
     archive = DefectArchive(tmp_path, ArchiveConfig())
     archive.open()
