@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from inspector.bus.publisher import Publisher, PublisherError, run_heartbeats, verdict_header
 from inspector.bus.wire import (
     MAX_DEFECTS,
-    NO_MASK_ANOMALY_MAP,
+    NO_MASK,
     CameraStatus,
     Heartbeat,
     anomaly_map_to_u8,
@@ -26,7 +26,9 @@ from inspector.bus.wire import (
     rfc3339,
 )
 from inspector.config.bus import BusConfig
+from inspector.core.names import COMPUTE_STAGES
 from inspector.core.records import DefectRegion, Frame, Outcome
+from tests.support import bus_outcome
 
 RECEIVE_DEADLINE_S = 5.0
 TERM_BOUND_S = 30.0  # generous: term() returns at once when linger is honoured, never when it is not
@@ -34,6 +36,7 @@ POLL_MS = 20
 FIXED_NOW = 1_714_564_800.5
 FIXED_MONOTONIC = 5_000.0
 ANY_PORT = "tcp://127.0.0.1:*"
+STAGES_MS = dict.fromkeys(("queue", *COMPUTE_STAGES), 0.0)  # what the worker times for a scored frame
 
 Context = zmq.Context[zmq.Socket[bytes]]
 
@@ -47,11 +50,12 @@ def context() -> Iterator[Context]:
 
 
 def make_outcome(camera: str = "cam1", seq: int = 0, **overrides: Any) -> Outcome:
-    """A PASS outcome of a frame captured 50 ms before FIXED_NOW (monotonic time FIXED_MONOTONIC - 0.05)."""
+    """An outcome (PASS unless ``verdict`` says otherwise) of a frame captured 50 ms before FIXED_NOW
+    (monotonic time FIXED_MONOTONIC - 0.05), image and pixel thresholds 2.0 when scored."""
     frame = Frame(camera, seq, FIXED_NOW - 0.05, FIXED_MONOTONIC - 0.05, np.zeros((4, 4, 3), np.uint8), "A-1")
-    fields: dict[str, Any] = {"verdict": "PASS", "score": 0.5, "threshold": 2.0, "defect_area_px": 0}
-    fields.update(overrides)
-    return Outcome(frame=frame, **fields)
+    verdict = overrides.pop("verdict", "PASS")
+    scored = {"threshold": 2.0, "pixel_threshold": 2.0} if verdict in ("PASS", "FAIL") else {}
+    return bus_outcome(frame, verdict, **(scored | overrides))
 
 
 def fixed_publisher(context: Context, boot_id: str, **bus: Any) -> Publisher:
@@ -120,7 +124,7 @@ def test_publisher_builds_the_header_from_the_outcome_with_boot_id_times_and_lat
     mask = np.zeros((32, 40), dtype=np.uint8)
     mask[4:10, 5:9] = 255
     outcome = make_outcome(verdict="FAIL", score=3.0, defect_area_px=24, mask=mask, gallery="ab" * 32,
-                           latency_ms={"queue": 1.5, "backbone": 7.0})  # fmt: skip
+                           latency_ms={**STAGES_MS, "queue": 1.5, "backbone": 7.0})  # fmt: skip
     with fixed_publisher(context, boot_id, mask="binary") as pub:
         assert pub.endpoint.startswith("tcp://127.0.0.1:")
         sub = subscriber(context, pub.endpoint, b"verdict.")
@@ -160,9 +164,7 @@ def test_anomaly_map_mode_sends_the_map_scaled_with_128_at_the_pixel_threshold(c
 
 def test_no_mask_mode_and_unscored_outcomes_send_an_empty_mask_part(context: Context) -> None:
     scored = make_outcome(mask=np.zeros((8, 8), np.uint8))
-    timeout = make_outcome(
-        seq=1, verdict="TIMEOUT", score=None, threshold=None, defect_area_px=None, error="late"
-    )
+    timeout = make_outcome(seq=1, verdict="TIMEOUT", error="late")
     with fixed_publisher(context, new_boot_id(), mask="none") as pub:
         sub = subscriber(context, pub.endpoint, b"verdict.")
         first = publish_until_received(lambda: pub.publish(scored), sub)
@@ -375,5 +377,5 @@ def test_the_header_carries_the_defect_count_and_the_listed_regions_largest_firs
         (100, 2.0, (0, 0, 3, 4)),
         (99, 3.0, (1, 1, 4, 5)),
     ]
-    plain = verdict_header(make_outcome(), "0" * 32, rfc3339(FIXED_NOW), {}, NO_MASK_ANOMALY_MAP)
+    plain = verdict_header(make_outcome(), "0" * 32, rfc3339(FIXED_NOW), {}, NO_MASK)
     assert plain.defects == [] and plain.defect_count is None

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.core.records import NO_IMAGE, Frame
 from inspector.model.maps import MASK_ON, REGION_BGR, crop_to_frame, mask_bbox
 from inspector.outputs.evidence import (
     EvidenceError,
@@ -17,7 +18,7 @@ from inspector.outputs.evidence import (
     published_header,
     render,
 )
-from tests.support import ScoredLine, decode_image
+from tests.support import ScoredLine, bus_outcome, decode_image, stamp_published
 
 
 def test_evidence_maps_the_defect_box_from_the_crop_into_the_frame(scored_line: ScoredLine) -> None:
@@ -71,3 +72,15 @@ def test_the_overlay_of_a_verdict_from_a_gallery_with_a_region_draws_the_region_
     with_region = dataclasses.replace(outcome, region=region)
     assert not np.all(overlay_of(outcome) == REGION_BGR, axis=2).any()
     assert np.all(overlay_of(with_region) == REGION_BGR, axis=2).any()
+
+
+def test_a_verdict_without_a_frame_has_evidence_with_no_images_and_size_zero(scored_line: ScoredLine) -> None:
+    fault = Frame("cam1", 99, 1.0, 1.0, NO_IMAGE, "P-1", "a", "unknown product 'zzz'")
+    outcome = stamp_published(
+        bus_outcome(fault, "ERROR", error="unknown product 'zzz'"), scored_line.boot_id, 2.0
+    )
+    evidence = evidence_of(outcome, published_header(outcome))
+    assert (evidence.frame_width, evidence.frame_height, evidence.images) == (0, 0, [])
+    assert evidence.evidence == 2 and images_of(outcome) == ()
+    with pytest.raises(EvidenceError, match="has no frame"):
+        render(outcome, "overlay.jpg", 90)
