@@ -287,6 +287,7 @@ def _run_daemon(
     from inspector.ops.endpoint import MetricsError
     from inspector.ops.signals import capture_signals
     from inspector.outputs.http import OutputError
+    from inspector.outputs.mqtt_client import MqttConfigError
 
     daemon = Daemon(
         config, context, CollectorRegistry(), notifier, os.environ, publisher=publisher, early=early
@@ -297,9 +298,9 @@ def _run_daemon(
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
-    except (GalleryError, EngineError, BackboneError) as exc:
+    except (GalleryError, EngineError, BackboneError, MqttConfigError) as exc:
         # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights or
-        # an unusable device: fixed by an engineer, not by a restart (systemd does not restart on 78)
+        # an unusable device, an [mqtt] file changed since the check: fixed by an engineer, not by a restart (systemd does not restart on 78)
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
     if daemon.pipeline_running:
