@@ -39,7 +39,7 @@ def _binary(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class TestCa:
+class CertificateAuthority:
     """A CA, a broker certificate for 127.0.0.1 and localhost, and a client certificate, all made by openssl."""
 
     folder: Path
@@ -62,7 +62,7 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=STOP_TIMEOUT_S)
 
 
-def make_ca(folder: Path, name: str = "ca") -> TestCa:
+def make_ca(folder: Path, name: str = "ca") -> CertificateAuthority:
     """A fresh CA in ``folder`` that signed ``server`` (SAN 127.0.0.1, localhost) and ``client`` certificates."""
     folder.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days",
@@ -78,7 +78,7 @@ def make_ca(folder: Path, name: str = "ca") -> TestCa:
         _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                  "-out", f"{who}.crt", "-days", CA_DAYS, "-extfile", f"{who}.ext", cwd=folder)  # fmt: skip
         (folder / f"{who}.key").chmod(SECRET_MODE)
-    return TestCa(folder)
+    return CertificateAuthority(folder)
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Broker:
     folder: Path
     users: dict[str, str] = field(default_factory=dict)
     acl: str | None = None
-    ca: TestCa | None = None
+    ca: CertificateAuthority | None = None
     require_certificate: bool = False
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)

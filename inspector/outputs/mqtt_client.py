@@ -27,6 +27,7 @@ RECONNECT_MIN_S = 1  # the first wait after a failed attempt; doubles up to reco
 IN_FLIGHT_WINDOW = 64  # messages handed to paho and not yet acknowledged (QoS 1/2) or written (QoS 0)
 COMMAND_QOS = 2  # commands are subscribed exactly once: a trigger sent at QoS 2 never inspects a part twice
 STOP_JOIN_S = 10.0  # the network thread's bound to finish after disconnect
+CALLBACK_FAILED = "Caught exception in"  # how paho's log names an exception it caught in a callback
 AVAILABILITY_ONLINE = b"online"
 AVAILABILITY_OFFLINE = b"offline"
 
@@ -54,6 +55,18 @@ def read_password(config: MqttConfig) -> str | None:
     return text
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """A TLS socket that closes itself when its handshake fails (paho 2 would leave it open until collected)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        """The handshake; on failure the socket is closed before the error goes on."""
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     """The TLS context of ``[mqtt]`` (None without ``tls``): the broker's certificate and host name verified
     against ``tls_ca_file`` (or the system's CAs), TLS 1.2 at least, the client certificate when set.
@@ -70,6 +83,7 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise MqttConfigError(f"mqtt.tls_ca_file: cannot load {config.tls_ca_file}: {_reason(exc)}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.sslsocket_class = _ClosingSSLSocket
     if config.tls_certificate is not None and config.tls_private_key is not None:
         try:
             read_key_file(config.tls_private_key, secret=True)
@@ -157,9 +171,8 @@ class BrokerConnection:
         self._on_connected = on_connected
         self._on_message = on_message
         self.connected = threading.Event()
-        self.changed = (
-            threading.Event()
-        )  # set on connect, disconnect and acknowledgements: the sink re-checks
+        self.changed = threading.Event()  # connected, disconnected or acknowledged: the sink looks again
+        self.subscribed = threading.Event()  # the broker granted the command subscription on this connection
         self._lock = threading.Lock()
         self._pending: dict[int, int] = {}  # mid -> QoS of messages not yet acknowledged (or written)
         self._early: set[int] = set()  # acknowledged before publish() returned their mid
@@ -190,6 +203,7 @@ class BrokerConnection:
         client.on_disconnect = self._disconnected
         client.on_publish = self._acknowledged
         client.on_message = self._message
+        client.on_subscribe = self._subscribe_answered
         client.on_log = self._paho_log
         return client
 
@@ -292,6 +306,7 @@ class BrokerConnection:
     ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         self._metrics.connected.set(0)
         with self._lock:  # QoS 0 messages not yet written are lost with the connection (at most once)
             self._pending = {mid: qos for mid, qos in self._pending.items() if qos > 0}
@@ -313,6 +328,15 @@ class BrokerConnection:
                 self._early.add(mid)
         self.changed.set()
 
+    def _subscribe_answered(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, codes: list[ReasonCode], _props: Any
+    ) -> None:
+        refused = [str(code) for code in codes if code.is_failure]
+        if refused:
+            self._log.error("mqtt_subscribe_refused", topic=self._command_topic, reason=", ".join(refused))
+        else:
+            self.subscribed.set()
+
     def _message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             self._on_message(message.topic, bytes(message.payload), bool(message.retain))
@@ -320,5 +344,10 @@ class BrokerConnection:
             self._log.error("mqtt_message_failed", topic=message.topic, error=repr(exc))
 
     def _paho_log(self, _client: mqtt.Client, _userdata: Any, level: int, text: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR:
-            self._last_error = " ".join(text.split())
+        if level != mqtt.MQTT_LOG_ERR:
+            return
+        line = " ".join(text.split())
+        if line.startswith(CALLBACK_FAILED):  # a bug of ours that paho caught: say so
+            self._log.error("mqtt_callback_failed", error=line)
+        else:
+            self._last_error = line
