@@ -191,9 +191,9 @@ class MqttSink:
             if self._republish.is_set() or self._monotonic() >= next_state:
                 self._publish_states()
                 next_state = self._monotonic() + STATE_INTERVAL_S
+            self.connection.changed.clear()  # before the check: a change after it ends the wait at once
             if not self.connection.can_take():
                 self.connection.changed.wait(WAIT_S)
-                self.connection.changed.clear()
                 continue
             if self._held is None:
                 try:
