@@ -111,14 +111,15 @@ def _accepts(port: int) -> bool:
 
 
 class Subscriber:
-    """``mosquitto_sub`` on ``<prefix>/#`` printing each message's arrival time, topic and payload; read here."""
+    """``mosquitto_sub`` on the verdict topics printing each message's arrival time, topic and payload (one
+    line each: the JSON has no newline); read here."""
 
     def __init__(self, port: int, qos: int) -> None:
         self.arrivals: list[tuple[float, str, bytes]] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [_tool("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(port), "-q", str(qos), "-t", f"{PREFIX}/#",
-             "-F", "%U %t %p"], stdout=subprocess.PIPE,
+            [_tool("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(port), "-q", str(qos), "-t",
+             f"{PREFIX}/+/verdict", "-t", PROBE_TOPIC, "-F", "%U %t %p"], stdout=subprocess.PIPE,
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

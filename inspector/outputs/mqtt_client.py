@@ -25,6 +25,7 @@ from inspector.ops.mqtt_metrics import (
 
 RECONNECT_MIN_S = 1  # the first wait after a failed attempt; doubles up to reconnect_max_s
 IN_FLIGHT_WINDOW = 64  # messages handed to paho and not yet acknowledged (QoS 1/2) or written (QoS 0)
+WINDOW_LOW_WATER = IN_FLIGHT_WINDOW // 2  # acknowledgements wake the sink once this few are left in flight
 COMMAND_QOS = 2  # commands are subscribed exactly once: a trigger sent at QoS 2 never inspects a part twice
 STOP_JOIN_S = 10.0  # the network thread's bound to finish after disconnect
 CALLBACK_FAILED = "Caught exception in"  # how paho's log names an exception it caught in a callback
@@ -326,7 +327,9 @@ class BrokerConnection:
         with self._lock:
             if self._pending.pop(mid, None) is None:
                 self._early.add(mid)
-        self.changed.set()
+            low = len(self._pending) <= WINDOW_LOW_WATER
+        if low:  # the sink refills the window in bursts, not one wake-up per acknowledgement
+            self.changed.set()
 
     def _subscribe_answered(
         self, _client: mqtt.Client, _userdata: Any, _mid: int, codes: list[ReasonCode], _props: Any

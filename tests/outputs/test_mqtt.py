@@ -31,7 +31,8 @@ PREFIX = "plant/line3"
 BOOT = "b" * 32
 USERS = {"daemon": "daemon-secret", "plc": "plc-secret", "viewer": "viewer-secret"}
 ACL = f"""user daemon
-topic readwrite {PREFIX}/#
+topic write {PREFIX}/#
+topic read {PREFIX}/+/command/#
 user plc
 topic write {PREFIX}/+/command/#
 topic read {PREFIX}/#

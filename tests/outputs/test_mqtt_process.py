@@ -17,7 +17,7 @@ from inspector.bus.wire import VerdictHeader
 from inspector.demo.data import write_demo_video
 from tests.mosquitto import Broker, Recorder, missing_reason, retained
 from tests.processes import DaemonProcess, Subscriber
-from tests.support import SyntheticGallery, decode_image, free_port, metric, scrape, wait_until
+from tests.support import REPO_ROOT, SyntheticGallery, decode_image, free_port, metric, scrape, wait_until
 from tests.toml_config import TomlValue, tcp, video_camera, write_daemon_config
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
@@ -25,20 +25,21 @@ pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_rea
 PREFIX = "inspector/line3"
 LINE, GATE = "line", "gate"
 FPS = 5.0
-USERS = {"daemon": "daemon-secret", "plc": "plc-secret", "viewer": "viewer-secret"}
-ACL = f"""user daemon
-topic readwrite {PREFIX}/#
-user plc
-topic write {PREFIX}/+/command/#
-topic read {PREFIX}/#
-user viewer
-topic read {PREFIX}/#
-"""
+USERS = {"inspector": "daemon-secret", "plc": "plc-secret", "dashboard": "dashboard-secret"}
+DOCS = REPO_ROOT / "docs" / "mqtt.md"
+ACL_MARK = "# /etc/mosquitto/inspector.acl\n"
+
+
+def documented_acl() -> str:
+    """The example ACL of docs/mqtt.md, exactly (the daemon runs against it here)."""
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(ACL_MARK)
+    return text[start : text.index("```", start)]
 
 
 @dataclass
 class Plant:
-    """A broker, a daemon publishing to it, a recorder on the broker (as viewer) and one on the bus."""
+    """A broker, a daemon publishing to it, a recorder on the broker (as dashboard) and one on the bus."""
 
     broker: Broker
     daemon: DaemonProcess
@@ -53,13 +54,14 @@ class Plant:
         return [json.loads(payload)["seq"] for payload in self.verdicts(camera)]
 
     def retained(self, topic: str) -> bytes:
-        return retained(self.broker.port, f"{PREFIX}/{topic}", "viewer", USERS["viewer"]).payload
+        return retained(self.broker.port, f"{PREFIX}/{topic}", "dashboard", USERS["dashboard"]).payload
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    """mosquitto with logins and an ACL (the daemon, a PLC that may command, a viewer that may only read)."""
-    started = Broker(tmp_path / "broker", users=USERS, acl=ACL)
+    """mosquitto with logins and the ACL of docs/mqtt.md (the daemon, a PLC that may command, a dashboard that
+    may only read)."""
+    started = Broker(tmp_path / "broker", users=USERS, acl=documented_acl())
     started.start()
     try:
         yield started
@@ -72,7 +74,7 @@ def plant(tmp_path: Path, synthetic_gallery: SyntheticGallery, broker: Broker) -
     """Factory: start the daemon with ``[mqtt]`` fields over a login as ``daemon``; all stopped at the end."""
     started: list[Plant] = []
 
-    def start(password: str = USERS["daemon"], **mqtt: TomlValue) -> Plant:
+    def start(password: str = USERS["inspector"], **mqtt: TomlValue) -> Plant:
         video = tmp_path / "line.avi"
         write_demo_video(video, 24, FPS, 4, 160, seed=11)
         secret = tmp_path / "mqtt-password"
@@ -87,10 +89,10 @@ def plant(tmp_path: Path, synthetic_gallery: SyntheticGallery, broker: Broker) -
                      video_camera(GATE, video, FPS, product="flange_a", trigger="external")],
             bus={"bind": tcp(ports["bus"])}, triggers={"bind": tcp(ports["triggers"])},
             metrics={"port": ports["metrics"]},
-            mqtt={"enabled": True, "port": broker.port, "username": "daemon", "password_file": secret,
+            mqtt={"enabled": True, "port": broker.port, "username": "inspector", "password_file": secret,
                   "topic_prefix": PREFIX, "reconnect_max_s": 2, **mqtt},
         )  # fmt: skip
-        mqtt_recorder = Recorder(broker.port, [f"{PREFIX}/#"], "viewer", USERS["viewer"])
+        mqtt_recorder = Recorder(broker.port, [f"{PREFIX}/#"], "dashboard", USERS["dashboard"])
         wait_until(lambda: mqtt_recorder.connections > 0, "the MQTT recorder connected")
         bus = Subscriber(tcp(ports["bus"]))
         started.append(Plant(broker, DaemonProcess(config), mqtt_recorder, bus, ports["metrics"]))
@@ -139,7 +141,7 @@ def test_every_verdict_is_published_with_the_bus_seq_online_retained_and_command
         "request_id": None,
     }  # fmt: skip
     wait_until(lambda: json.loads(p.retained(f"{GATE}/state"))["product"] == "flange_b", "the new product")
-    viewer = Recorder(broker.port, [], "viewer", USERS["viewer"])
+    viewer = Recorder(broker.port, [], "dashboard", USERS["dashboard"])
     wait_until(lambda: viewer.connections > 0, "the viewer connected")
     viewer.publish(
         f"{PREFIX}/{GATE}/command/trigger", json.dumps({"part_id": "V-1"}).encode()
