@@ -63,6 +63,8 @@ class _ClosingSSLSocket(ssl.SSLSocket):
         """The handshake; on failure the socket is closed before the error goes on."""
         try:
             super().do_handshake(block)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise  # a non-blocking handshake in progress, not a failure
         except BaseException:
             self.close()
             raise
