@@ -299,8 +299,9 @@ def _run_daemon(
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
     except (GalleryError, EngineError, BackboneError, MqttConfigError) as exc:
-        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights or
-        # an unusable device, an [mqtt] file changed since the check: fixed by an engineer, not by a restart (systemd does not restart on 78)
+        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights, an
+        # unusable device, an [mqtt] file changed since the check: fixed by an engineer, not by a restart
+        # (systemd does not restart on 78)
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
     if daemon.pipeline_running:

@@ -37,4 +37,4 @@ def test_an_outcome_that_contradicts_its_verdict_is_refused_naming_the_frame(
 
 def test_latency_stages_are_the_queue_the_compute_stages_encoding_and_end_to_end() -> None:
     assert LATENCY_STAGES == ("queue", *COMPUTE_STAGES, "encode", "end_to_end")
-    assert VERDICTS == ("PASS", "FAIL", "TIMEOUT", "ERROR")
+    assert VERDICTS == ("PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR")
