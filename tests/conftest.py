@@ -11,6 +11,7 @@ import pytest
 
 from inspector.config.parts import PartsConfig
 from inspector.demo.data import write_demo_video
+from tests import genicam
 from tests.postgres import PostgresServer, missing_reason, running_server
 from tests.support import (
     DEFECT_EVERY,
@@ -77,3 +78,13 @@ def parts_db(request: pytest.FixtureRequest, tmp_path: Path) -> PartsConfig:
     return PartsConfig(
         url=server.database(), password_file=server.password_file(tmp_path), spool_dir=tmp_path / "spool"
     )
+
+
+@pytest.fixture(scope="module")
+def fake_camera() -> Iterator[genicam.FakeCamera]:
+    """Aravis' fake GigE Vision camera on 127.0.0.1 for one test module, under the host-wide lock."""
+    reason = genicam.missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with genicam.running_fake_camera() as camera:
+        yield camera

@@ -29,6 +29,7 @@ class Received:
 
     verdicts: list[VerdictHeader] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    messages: list[VerdictHeader | Heartbeat] = field(default_factory=list)  # both, in arrival order
     schema_errors: list[str] = field(
         default_factory=list
     )  # headers breaking docs/*.schema.json or the mask rule
@@ -56,12 +57,48 @@ class Received:
         with self.lock:
             return [h.state for h in self.heartbeats]
 
+    def before_first_verdict(self) -> list[Heartbeat]:
+        """The heartbeats received before the first verdict (all of them when there is none)."""
+        with self.lock:
+            heartbeats = []
+            for message in self.messages:
+                if isinstance(message, VerdictHeader):
+                    break
+                heartbeats.append(message)
+            return heartbeats
+
     @property
     def cameras_up(self) -> dict[str, bool]:
         """Each camera's ``up`` as the latest heartbeat says."""
         with self.lock:
             last = self.heartbeats[-1] if self.heartbeats else None
         return {name: cam.up for name, cam in last.cameras.items()} if last else {}
+
+
+def check_clean_lifecycle(got: Received, last_cameras: dict[str, str]) -> None:
+    """A normal start and a clean stop as a gateway sees them: no verdict before the first ready heartbeat,
+    the worker ``starting`` (never down) until then, no failure state at any time, and the last heartbeat
+    ``stopped`` with the worker and the running cameras ``stopped``."""
+    before = [(h.state, h.worker) for h in got.before_first_verdict()]
+    starting = next((i for i, beat in enumerate(before) if beat != ("starting", "starting")), len(before))
+    assert 0 < starting < len(before), (
+        f"no starting heartbeat, or none ready before the first verdict: {before}"
+    )
+    assert set(before[starting:]) == {("ready", "up")}, before
+    failures = [
+        (h.state, h.worker, {n: c.state for n, c in h.cameras.items()})
+        for h in got.heartbeats
+        if h.state in ("degraded", "failed")
+        or h.worker in ("stalled", "down")
+        or any(c.state == "down" for c in h.cameras.values())
+    ]
+    assert failures == [], f"a clean run reported failures: {failures[:3]}"
+    seen = [h.worker for h in got.heartbeats]
+    workers = [w for i, w in enumerate(seen) if i == 0 or seen[i - 1] != w]
+    assert workers in (["starting", "up", "stopping", "stopped"], ["starting", "up", "stopped"]), workers
+    last = got.heartbeats[-1]
+    assert (last.state, last.worker, last.worker_alive) == ("stopped", "stopped", False)
+    assert {name: cam.state for name, cam in last.cameras.items()} == last_cameras
 
 
 class Subscriber:
@@ -92,12 +129,14 @@ class Subscriber:
             with self.got.lock:
                 if parts[0] == b"heartbeat":
                     self.got.schema_errors += heartbeat_errors(parts[1])
-                    self.got.heartbeats.append(decode_heartbeat(parts))
+                    self.got.heartbeats.append(beat := decode_heartbeat(parts))
+                    self.got.messages.append(beat)
                 else:
                     self.got.schema_errors += verdict_errors(parts[1])
                     header = decode_verdict(parts)[1]
                     self.got.schema_errors += mask_rule_errors(parts[1], decode_mask(parts[2], header.mask))
                     self.got.verdicts.append(header)
+                    self.got.messages.append(header)
 
     def close(self) -> None:
         """Stop recording and close the socket.

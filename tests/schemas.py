@@ -9,17 +9,40 @@ from typing import Any
 
 import numpy as np
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
 
 from inspector.bus.wire import HEARTBEAT_SCHEMA_FILE, U8_AT_PIXEL_THRESHOLD, VERDICT_SCHEMA_FILE
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+STRICT_META_SCHEMA = {
+    # The standard draft 2020-12 meta-schema, extended the way the specification extends meta-schemas: its
+    # subschemas refer back through $dynamicRef "#meta", so they land here too, and unevaluatedProperties
+    # false then refuses any keyword no vocabulary defines, at every depth (what ajv's strict mode refuses).
+    "$schema": DRAFT_2020_12,
+    "$id": "urn:inspector:tests:strict-draft-2020-12",
+    "$dynamicAnchor": "meta",
+    "$ref": DRAFT_2020_12,
+    "unevaluatedProperties": False,
+}
+
+
+def strict_check(schema: Any) -> None:
+    """Check a schema against draft 2020-12 with no unknown keyword anywhere.
+
+    Raises:
+        SchemaError: the schema is invalid or uses a keyword outside the standard vocabularies.
+    """
+    error = best_match(Draft202012Validator(STRICT_META_SCHEMA).iter_errors(schema))
+    if error is not None:
+        raise SchemaError.create_from(error)
 
 
 @cache
 def validator(name: str) -> Any:
-    """A Draft 2020-12 validator of one shipped schema file (the schema itself checked first)."""
+    """A Draft 2020-12 validator of one shipped schema file (the schema itself checked strictly first)."""
     schema = json.loads((DOCS_DIR / name).read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
+    strict_check(schema)
     return Draft202012Validator(schema)
 
 

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inspector.bus.publisher import verdict_header
 from inspector.bus.wire import (
-    NO_MASK_ANOMALY_MAP,
+    NO_MASK,
     new_boot_id,
     rfc3339,
 )
@@ -30,6 +30,7 @@ from inspector.config.model import ModelConfig
 from inspector.config.root import InspectorConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.config.worker import WorkerConfig
+from inspector.core.names import COMPUTE_STAGES, SCORED_VERDICTS, Verdict
 from inspector.core.records import Frame, Outcome
 from inspector.daemon.products import ProductRegistry, load_products, product_loader
 from inspector.daemon.worker import ModelWorker
@@ -167,11 +168,24 @@ class ScoredLine:
     labels: list[str | None]
 
 
+def bus_outcome(frame: Frame, verdict: Verdict = "PASS", **fields: Any) -> Outcome:
+    """An outcome as the model worker makes one, ready for the bus: PASS/FAIL scored (score 0.5 or 2.5
+    against 1.0, pixel threshold 1.0, no defect pixel) with the queue and every compute stage timed;
+    TIMEOUT/ERROR with a reason and only the queue timed. ``fields`` replace any of these."""
+    if verdict in SCORED_VERDICTS:
+        base: dict[str, Any] = {
+            "score": 2.5 if verdict == "FAIL" else 0.5, "threshold": 1.0, "pixel_threshold": 1.0,
+            "defect_area_px": 0, "latency_ms": dict.fromkeys(("queue", *COMPUTE_STAGES), 0.0),
+        }  # fmt: skip
+    else:
+        base = {"error": f"{verdict.lower()} for the test", "latency_ms": {"queue": 0.0}}
+    return Outcome(frame, verdict, **(base | fields))
+
+
 def stamp_published(outcome: Outcome, boot_id: str, published_at: float) -> Outcome:
     """The outcome with ``published`` set as ``daemon.sinks.BusSink`` sets it (the bus's own header code)."""
-    header = verdict_header(
-        outcome, boot_id, rfc3339(published_at), dict(outcome.latency_ms), NO_MASK_ANOMALY_MAP
-    )
+    latency = {**outcome.latency_ms, "encode": 0.0, "end_to_end": outcome.latency_ms.get("queue", 0.0)}
+    header = verdict_header(outcome, boot_id, rfc3339(published_at), latency, NO_MASK)
     return dataclasses.replace(outcome, published=header.model_dump_json())
 
 
@@ -197,7 +211,8 @@ def http_get(url: str) -> tuple[int, bytes, str]:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
             return response.status, response.read(), response.headers.get("Content-Type", "")
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+        with exc:  # closes its connection now, not at garbage collection (a ResourceWarning in a later test)
+            return exc.code, exc.read(), exc.headers.get("Content-Type", "")
 
 
 def decode_image(data: bytes) -> np.ndarray:

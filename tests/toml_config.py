@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TomlScalar = str | int | float | bool | Path
-TomlValue = TomlScalar | Sequence[str]
+TomlValue = TomlScalar | Sequence[str] | Mapping[str, TomlScalar]  # a mapping: an inline table
 Table = Mapping[str, TomlValue]
 
 # What every real-daemon test shares unless it says otherwise: small batches, a deadline far beyond any
@@ -26,6 +26,8 @@ def toml_value(value: TomlValue) -> str:
         return repr(value)
     if isinstance(value, str | Path):
         return json.dumps(str(value))
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + "}"
     return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
 
 

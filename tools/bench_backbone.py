@@ -1,7 +1,8 @@
 """Backbone benchmark: ms per image against its FLOP floor, and the factor of each CPU option, in one run.
 
 Options measured on the real extractor at the default crop (224): the layout (contiguous / channels-last),
-intra-op threads, batch size (batching across cameras) and, with --compile, ``torch.compile``. Every row
+intra-op threads, batch size (batching across cameras), OpenVINO's CPU runtime (float32, as the engine runs
+it) and, with --compile, ``torch.compile``. Every row
 prints its ratio to the floor (the extractor's FLOPs / the float32 GEMM rate measured in the same run) and
 its factor against the baseline row (contiguous, all threads, same batch).
 
@@ -41,6 +42,9 @@ class Variant:
     channels_last: bool
     threads: int
     compiled: bool = False
+    openvino: bool = (
+        False  # OpenVINO's CPU runtime (float32), as runtime.backbone_runtime = "openvino" runs it
+    )
 
 
 def _time_ms(run: Callable[[], object], repeats: int, budget_s: float) -> float:
@@ -61,7 +65,12 @@ def measure(
     """ms per image of one variant at one batch size."""
     gen = torch.Generator().manual_seed(SEED)
     x = torch.randn(batch, 3, crop_px, crop_px, generator=gen)
-    model: torch.nn.Module = engine.extractor
+    if variant.openvino:
+        if engine.backbone_runtime != "openvino":
+            raise RuntimeError(f"openvino backbone refused: {engine.backbone_note}")
+        extractor = engine.extractor
+        return _time_ms(lambda: extractor(x), repeats, budget_s) / batch
+    model: torch.nn.Module = engine.torch_extractor
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -73,7 +82,7 @@ def measure(
             ms = _time_ms(lambda: fn(x), repeats, budget_s)
     finally:
         torch.set_num_threads(previous)
-        engine.extractor.to(memory_format=torch.contiguous_format)
+        engine.torch_extractor.to(memory_format=torch.contiguous_format)
     return ms / batch
 
 
@@ -82,6 +91,7 @@ def variants(threads: int, compiled: bool) -> list[Variant]:
     out = [Variant("contiguous", False, threads), Variant("channels_last", True, threads)]
     if threads > 1:
         out += [Variant("contiguous 1 thread", False, 1), Variant("channels_last 1 thread", True, 1)]
+    out.append(Variant("openvino", False, threads, openvino=True))
     if compiled:
         out += [
             Variant("compiled", False, threads, True),
@@ -110,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ns.backbones.split(","):
         cfg = ModelConfig.model_validate({"backbone": name, "resize_px": ns.crop_px, "crop_px": ns.crop_px})
         cache = BackboneCache(random_weights=name != REAL_WEIGHTS_BACKBONE)
-        engine = FeatureEngine(cfg, RuntimeConfig(device="cpu"), cache)
+        engine = FeatureEngine(cfg, RuntimeConfig(device="cpu", backbone_runtime="openvino"), cache)
         gflop = backbone_gflop(engine, ns.crop_px)
         for batch in (int(b) for b in ns.batches.split(",")):
             for v in variants(threads, ns.compile):

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import importlib
 import multiprocessing
+import os
 import queue
 import sys
 import tempfile
@@ -64,7 +65,18 @@ FIRST_CAMERA_SEED = 100
 PERCENTILES = (50.0, 99.0)
 MIB = float(1 << 20)
 MEMORY_ALLOWANCE_MB = 500.0  # resident memory allowed beyond the gallery and model bytes (issue 12)
-LIBRARIES = ("timm", "cv2")  # imported by the daemon when it builds a backbone / opens a camera
+LIBRARIES = ("timm", "cv2", "openvino")  # imported by the daemon when it builds a backbone / opens a camera
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU unknown"
 
 
 def resident_mb() -> tuple[float, float]:
@@ -83,7 +95,7 @@ def resident_mb() -> tuple[float, float]:
 def model_and_gallery_mb(gallery: Path, runtime: RuntimeConfig) -> tuple[float, float]:
     """(gallery file, backbone parameters and buffers) in MiB."""
     inspector = Inspector.from_gallery(gallery, runtime)
-    module = inspector.engine.extractor
+    module = inspector.engine.torch_extractor
     tensors = [*module.parameters(), *module.buffers()]
     return gallery.stat().st_size / MIB, sum(t.numel() * t.element_size() for t in tensors) / MIB
 
@@ -108,6 +120,7 @@ class PhaseResult:
     parts_p99_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # queue / encode / the rest
     peak_rss_mb: float = 0.0  # VmHWM of the process that ran only this phase's daemon
     libraries_rss_mb: float = 0.0  # its resident memory before the daemon started (libraries imported)
+    cpu_ms_per_frame: float = 0.0  # CPU time of the daemon's process (all its threads) per published verdict
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -138,6 +151,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gallery-images", type=int, default=30)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
+        "--backbone-runtime",
+        dest="backbone_runtime",
+        choices=["auto", "torch", "openvino"],
+        default="auto",
+        help="runtime.backbone_runtime of the engine and the daemon (default auto, the daemon's)",
+    )
+    p.add_argument(
+        "--kernel",
+        dest="pixel_kernel",
+        choices=["auto", "torch", "fused"],
+        default="auto",
+        help="runtime.pixel_kernel of the engine and the daemon (default auto, the daemon's)",
+    )
+    p.add_argument(
         "--model",
         choices=["demo", "defaults"],
         default="demo",
@@ -151,24 +178,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def engine_ms_per_frame(gallery: Path, runtime: RuntimeConfig, frames: list[np.ndarray], batch: int) -> float:
+@dataclass(frozen=True)
+class EngineRun:
+    """The engine alone: median wall and CPU time per frame, and what ran the backbone and the search."""
+
+    ms: float
+    cpu_ms: float
+    used: str
+
+
+def engine_ms_per_frame(
+    gallery: Path, runtime: RuntimeConfig, frames: list[np.ndarray], batch: int
+) -> EngineRun:
     """Median Inspector.score time per frame on batches of ``batch`` frames, after a timed warm-up.
 
     PyTorch on CPU is several times slower on its first calls (kernel selection, allocator), so batches
-    are scored for ENGINE_WARMUP_S before ENGINE_MEASURE_S of measurement.
+    are scored for ENGINE_WARMUP_S before ENGINE_MEASURE_S of measurement. The CPU time (every thread of this
+    process) shows what the machine's other work took away and whether idle threads spin.
     """
     inspector = Inspector.from_gallery(gallery, runtime)
     batches = [frames[i : i + batch] for i in range(0, len(frames) - batch + 1, batch)]
     per_frame: list[float] = []
+    cpu_per_frame: list[float] = []
     started = time.monotonic()
     index = 0
     while time.monotonic() - started < ENGINE_WARMUP_S + ENGINE_MEASURE_S:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         inspector.score(batches[index % len(batches)])
         if time.monotonic() - started >= ENGINE_WARMUP_S:
             per_frame.append((time.perf_counter() - t0) * MS_PER_S / batch)
+            cpu_per_frame.append((time.process_time() - c0) * MS_PER_S / batch)
         index += 1
-    return float(np.median(per_frame))
+    engine = inspector.engine
+    fused = engine.fused.best_isa if engine.fused is not None else f"no ({engine.kernel_note})"
+    used = f"backbone {engine.backbone_runtime}{f' ({engine.backbone_note})' if engine.backbone_note else ''}, fused kernel {fused}"
+    return EngineRun(float(np.median(per_frame)), float(np.median(cpu_per_frame)), used)
 
 
 def phase_config(
@@ -245,9 +289,11 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
     breakdown: dict[str, list[float]] = {"queue": [], "encode": [], "rest": []}
     verdicts: dict[str, int] = {}
     first: Totals | None = None
+    cpu_start = 0.0
     while time.monotonic() < end:
         if first is None and time.monotonic() >= start:
             first = _totals(daemon)
+            cpu_start = time.process_time()
         if not sub.poll(POLL_MS):
             continue
         parts = sub.recv_multipart()
@@ -262,6 +308,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
         breakdown["rest"].append(overheads[-1] - breakdown["queue"][-1] - breakdown["encode"][-1])
         verdicts[header.verdict] = verdicts.get(header.verdict, 0) + 1
     last = _totals(daemon)
+    cpu_s = time.process_time() - cpu_start
     rss_mb = resident_mb()[0]
     daemon.request_stop("benchmark phase done")
     runner.join(JOIN_TIMEOUT_S)
@@ -291,6 +338,7 @@ def run_phase(label: str, config: InspectorConfig, args: argparse.Namespace, off
         o50,
         o99,
         parts_p99,
+        cpu_ms_per_frame=cpu_s * MS_PER_S / len(latencies) if latencies else 0.0,
     )
 
 
@@ -340,22 +388,30 @@ def report(
     args: argparse.Namespace,
     model: ModelConfig,
     runtime: RuntimeConfig,
-    engine: tuple[float, float],
+    engine: tuple[EngineRun, EngineRun],
     phases: list[PhaseResult],
     sizes_mb: tuple[float, float],
 ) -> None:
     """Print the results: the engine's time per frame (before and after the daemon runs), then each phase."""
     device = "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
-    engine_ms = sum(engine) / len(engine)
+    engine_ms = sum(e.ms for e in engine) / len(engine)
+    cpu_ms = sum(e.cpu_ms for e in engine) / len(engine)
+    cpus = os.cpu_count() or 1
     print(
         f"bench_daemon: {args.cameras} file cameras ({args.paced_cameras} paced), {args.size_px}px frames, {args.model} model settings, "
         f"resize {model.resize_px} "
         f"crop {model.crop_px}, max_batch {args.max_batch}, max_wait_ms {args.max_wait_ms:g}, "
         f"device {device}, torch threads {torch.get_num_threads()}"
     )
+    print(f"{engine[0].used}; {cpu_model()}; {cpus} CPUs")
     print(
         f"engine alone (Inspector.score, batch {args.max_batch}): {engine_ms:.1f} ms/frame "
-        f"= {MS_PER_S / engine_ms:.1f} frames/s (before daemon runs {engine[0]:.1f}, after {engine[1]:.1f})"
+        f"= {MS_PER_S / engine_ms:.1f} frames/s (before daemon runs {engine[0].ms:.1f}, after {engine[1].ms:.1f})"
+    )
+    print(
+        f"engine CPU time {cpu_ms:.1f} ms/frame: {cpu_ms / engine_ms:.2f} of {cpus} CPUs busy while scoring "
+        f"(CPU-time bound with all {cpus} CPUs its own: {MS_PER_S * cpus / cpu_ms:.1f} frames/s, reached only "
+        f"if scoring kept every CPU busy; a busy machine also inflates CPU time through shared caches)"
     )
     for ph in phases:
         per_frame = MS_PER_S / ph.throughput_fps if ph.throughput_fps else float("inf")
@@ -368,6 +424,7 @@ def report(
             f" | minus compute p50 {ph.overhead_p50_ms:.1f} ms, p99 {ph.overhead_p99_ms:.1f} ms"
             f" (p99 of its parts: {', '.join(f'{k} {v:.1f}' for k, v in ph.parts_p99_ms.items())} ms)"
             f" | resident {ph.rss_mb:.0f} MiB (peak {ph.peak_rss_mb:.0f})"
+            f" | daemon CPU {ph.cpu_ms_per_frame:.1f} ms/verdict ({ph.cpu_ms_per_frame / cpu_ms:.2f}x the engine's)"
         )
     gallery_mb, model_mb = sizes_mb
     budget = gallery_mb + model_mb + MEMORY_ALLOWANCE_MB
@@ -389,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("warning", "console")
     base = DEMO_MODEL if args.model == "demo" else ModelConfig()
     model = base.model_copy(update={"resize_px": args.resize_px, "crop_px": args.crop_px})
-    runtime = RuntimeConfig(device=args.device)
+    runtime = RuntimeConfig(
+        device=args.device, backbone_runtime=args.backbone_runtime, pixel_kernel=args.pixel_kernel
+    )
     with tempfile.TemporaryDirectory(prefix="bench_daemon_") as tmp:
         work = Path(tmp)
         settings = DaemonDemoSettings(

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.bus.publisher import verdict_header
 from inspector.bus.wire import (
-    NO_MASK_ANOMALY_MAP,
+    NO_MASK,
     CameraStatus,
     Heartbeat,
     new_boot_id,
@@ -61,7 +61,8 @@ PROBE_TOPIC = f"{PREFIX}/probe"
 MS_PER_S = 1000.0
 US_PER_S = 1e6
 PERCENTILES = (50.0, 99.0)
-LATENCY_STAGES_MS = {"queue": 0.3, "preprocess": 2.0, "backbone": 30.0, "image_knn": 1.0, "pixel_match": 5.0}
+LATENCY_STAGES_MS = {"queue": 0.3, "preprocess": 2.0, "backbone": 30.0, "image_knn": 1.0, "pixel_match": 5.0,
+                     "upsample_blur": 1.0}  # fmt: skip
 
 
 def _free_port() -> int:
@@ -166,10 +167,10 @@ def published_outcomes(n: int) -> list[Outcome]:
     made = []
     for seq in range(n):
         frame = Frame(CAMERA, seq, now, time.monotonic(), image, part_id=f"P-{seq:09d}", product="flange")
-        outcome = Outcome(frame, "PASS", score=1.0, threshold=2.0, gallery="a" * 64, defect_area_px=0,
+        outcome = Outcome(frame, "PASS", score=1.0, threshold=2.0, pixel_threshold=1.0, gallery="a" * 64, defect_area_px=0,
                           latency_ms=dict(LATENCY_STAGES_MS))  # fmt: skip
-        header = verdict_header(outcome, boot, rfc3339(now), {**LATENCY_STAGES_MS, "end_to_end": 40.0},
-                                NO_MASK_ANOMALY_MAP)  # fmt: skip
+        header = verdict_header(outcome, boot, rfc3339(now), {**LATENCY_STAGES_MS, "encode": 0.0, "end_to_end": 40.0},
+                                NO_MASK)  # fmt: skip
         made.append(Outcome(frame, "PASS", score=1.0, threshold=2.0, published=header.model_dump_json()))
     return made
 
@@ -177,11 +178,11 @@ def published_outcomes(n: int) -> list[Outcome]:
 def messages_per_second(port: int, n: int, qos: int) -> tuple[float, float, int]:
     """(verdicts/s from the sink's start, its queue full, to the subscriber's last arrival; µs per deliver on
     the pipeline's thread; header bytes)."""
+    outcomes = published_outcomes(n)  # before the subscriber's process: nothing left running if this raises
     subscriber = Subscriber(port, qos)
     config = MqttConfig(enabled=True, port=port, topic_prefix=PREFIX, qos=qos, queue_size=n + 1,
                         client_id=f"bench-qos{qos}")  # fmt: skip
     sink = MqttSink(config, [CAMERA], heartbeat, lambda _c: "flange", OutputMetrics(CollectorRegistry()))
-    outcomes = published_outcomes(n)
     began = time.perf_counter()
     for outcome in outcomes:  # queued before the sink starts: its thread then sends as fast as it can
         sink.deliver(outcome)

@@ -30,6 +30,7 @@ from inspector.config.archive import ArchiveConfig
 from inspector.config.bus import BusConfig
 from inspector.config.drift import DriftConfig
 from inspector.config.liveview import LiveViewConfig
+from inspector.core.names import COMPUTE_STAGES
 from inspector.core.records import Frame, Outcome
 from inspector.daemon.sinks import BusSink
 from inspector.model.maps import defect_mask
@@ -67,7 +68,7 @@ def synthetic_outcome(width: int, height: int, seq: int, rng: np.random.Generato
         frame=Frame("cam1", seq, time.time(), time.monotonic(), frame),
         verdict="FAIL", score=3.0, threshold=2.0, defect_area_px=int(np.count_nonzero(mask)), gallery="0" * 64,
         anomaly_map=amap, mask=mask, pixel_threshold=PIXEL_THRESHOLD, crop=crop,
-        latency_ms={"queue": 1.0}, crop_box=crop_box(height, width, SPEC), neighbours=("a.png", "b.png"),
+        latency_ms=dict.fromkeys(("queue", *COMPUTE_STAGES), 1.0), crop_box=crop_box(height, width, SPEC), neighbours=("a.png", "b.png"),
     )  # fmt: skip
 
 

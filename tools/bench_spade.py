@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,6 +69,8 @@ class Settings:
     window_cells: int = DEFAULTS.window_cells
     float16: bool = False
     reference: bool = False
+    kernels: tuple[str, ...] = ("torch", "fused")
+    runtimes: tuple[str, ...] = ("torch", "openvino")
 
 
 @dataclass
@@ -81,6 +84,8 @@ class Row:
     reps: int
     stage_ms: dict[str, float]
     gflop: dict[str, float] = field(default_factory=dict)
+    runtime: str = "torch"  # what ran the backbone
+    kernel: str = "torch"  # what ran the full pixel search
 
     @property
     def total_ms(self) -> float:
@@ -108,7 +113,7 @@ def backbone_gflop(engine: FeatureEngine, crop_px: int) -> float:
     x = torch.zeros(1, 3, crop_px, crop_px, device=engine.device)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        engine.extractor(x)
+        engine.torch_extractor(x)
     return counter.get_total_flops() / GFLOP
 
 
@@ -165,9 +170,14 @@ class ReferenceInspector(Inspector):
         return reference_stage_maps(test, dense, neighbours, self.chunk_bytes, self.engine.runtime.precision)
 
 
-def build_engines(name: str, st: Settings) -> tuple[FeatureEngine, dict[int, FeatureEngine], str]:
-    """One extractor shared by an engine per K (pixel_k is all that differs); returns them and the weights kind."""
-    weights = "real" if name == REAL_WEIGHTS_BACKBONE else "random"
+def build_engines(
+    name: str, st: Settings, backbones: BackboneCache, runtime_name: str
+) -> tuple[FeatureEngine, dict[tuple[int, str], FeatureEngine]]:
+    """One extractor shared by an engine per K and kernel (pixel_k and pixel_kernel are all that differ).
+
+    Raises:
+        RuntimeError: the backbone runtime or a kernel asked for did not come up (the benchmark names it).
+    """
     base = ModelConfig.model_validate(
         {
             "backbone": name,
@@ -177,11 +187,20 @@ def build_engines(name: str, st: Settings) -> tuple[FeatureEngine, dict[int, Fea
             "window_cells": st.window_cells,
         }
     )
-    runtime = RuntimeConfig(device=st.device.type)
-    backbones = BackboneCache(random_weights=weights == "random")
+    runtime = RuntimeConfig(device=st.device.type, backbone_runtime=runtime_name, pixel_kernel="torch")
     engine = FeatureEngine(base, runtime, backbones)
-    per_k = {k: FeatureEngine(base.model_copy(update={"pixel_k": k}), runtime, backbones) for k in st.ks}
-    return engine, per_k, weights
+    if engine.backbone_runtime != runtime_name:
+        raise RuntimeError(f"{name}: backbone runtime {runtime_name} refused: {engine.backbone_note}")
+    per_k = {
+        (k, kernel): FeatureEngine(
+            base.model_copy(update={"pixel_k": k}),
+            runtime.model_copy(update={"pixel_kernel": kernel}),
+            backbones,
+        )
+        for k in st.ks
+        for kernel in st.kernels
+    }
+    return engine, per_k
 
 
 def _batch_features(
@@ -192,38 +211,63 @@ def _batch_features(
 
 
 def _time_batch(
-    engine: FeatureEngine, inspectors: dict[int, Inspector], images: list[np.ndarray], st: Settings
-) -> tuple[dict[int, list[dict[str, float]]], int]:
-    """Repeat extract + raw_scores for every K until ``repeats`` or the time budget; per-K stage timings."""
-    samples: dict[int, list[dict[str, float]]] = {k: [] for k in inspectors}
+    engine: FeatureEngine,
+    inspectors: dict[tuple[int, str], Inspector],
+    images: list[np.ndarray],
+    st: Settings,
+) -> tuple[dict[tuple[int, str], list[dict[str, float]]], int]:
+    """Repeat extract + raw_scores for every K and kernel until ``repeats`` or the time budget; stage timings."""
+    samples: dict[tuple[int, str], list[dict[str, float]]] = {key: [] for key in inspectors}
     start, reps = time.perf_counter(), 0
     while reps < st.repeats and (reps == 0 or time.perf_counter() - start < st.budget_s):
         timings: dict[str, float] = {}
         feats, prepared = engine.extract(images, timings)
-        for k, inspector in inspectors.items():
+        for key, inspector in inspectors.items():
             scales = UNIT_SCALES[: len(inspector.config.stages)]
             raw = inspector.raw_scores(feats, prepared.valid, None, scales)
-            samples[k].append({**timings, **raw.timings_ms})
+            samples[key].append({**timings, **raw.timings_ms})
         reps += 1
     return samples, reps
 
 
 def bench_backbone(name: str, st: Settings, images: list[np.ndarray]) -> list[Row]:
-    """All batch/K rows of one backbone: warm up, then time the real engine code paths."""
-    engine, per_k, weights = build_engines(name, st)
-    feats, valid = _batch_features(engine, images[:1])
-    gallery = synthetic_gallery(engine, feats, st.gallery_size, st.float16)
-    kind = ReferenceInspector if st.reference else Inspector
-    inspectors = {k: kind(e, gallery, require_calibration=False) for k, e in per_k.items()}
-    warm = inspectors[min(st.ks)]  # warm-up of the matching path (batch 1, smallest K)
-    warm.raw_scores(feats, valid, None, UNIT_SCALES[: len(warm.config.stages)])
+    """All runtime/kernel/batch/K rows of one backbone: warm up, then time the real engine code paths."""
+    weights = "real" if name == REAL_WEIGHTS_BACKBONE else "random"
+    backbones = BackboneCache(random_weights=weights == "random")
+    rows: list[Row] = []
+    gallery: Gallery | None = None
+    for runtime_name in st.runtimes:
+        engine, per_k = build_engines(name, st, backbones, runtime_name)
+        feats, valid = _batch_features(engine, images[:1])
+        gallery = gallery or synthetic_gallery(engine, feats, st.gallery_size, st.float16)
+        kind = ReferenceInspector if st.reference else Inspector
+        inspectors = {key: kind(e, gallery, require_calibration=False) for key, e in per_k.items()}
+        for key, e in per_k.items():
+            if key[1] == "fused" and e.fused is None:
+                raise RuntimeError(f"{name}: the fused kernel is not available: {e.kernel_note}")
+            warm = inspectors[key]  # warm-up of each matching path (batch 1)
+            warm.raw_scores(feats, valid, None, UNIT_SCALES[: len(warm.config.stages)])
+        rows += _bench_batches(name, weights, runtime_name, engine, inspectors, feats, images, st)
+    return rows
+
+
+def _bench_batches(
+    name: str,
+    weights: str,
+    runtime_name: str,
+    engine: FeatureEngine,
+    inspectors: dict[tuple[int, str], Inspector],
+    feats: Features,
+    images: list[np.ndarray],
+    st: Settings,
+) -> list[Row]:
     shapes = {s: (t.shape[1], t.shape[2], t.shape[3]) for s, t in feats.stages.items()}
     bb_gflop = backbone_gflop(engine, st.crop_px)
     rows = []
     for batch in st.batches:
         _batch_features(engine, images[:batch])  # warm-up of the backbone at this batch shape
         samples, reps = _time_batch(engine, inspectors, images[:batch], st)
-        for k, runs in samples.items():
+        for (k, kernel), runs in samples.items():
             k_used = min(k, st.gallery_size)
             knn_used = min(max(engine.config.image_k, k), st.gallery_size)
             stage_ms = {s: statistics.median(r[s] for r in runs) / batch for s in STAGE_NAMES}
@@ -232,7 +276,7 @@ def bench_backbone(name: str, st: Settings, images: list[np.ndarray]) -> list[Ro
                 "image_knn": knn_gflop(st.gallery_size, feats.pooled.shape[1], knn_used),
                 "pixel_match": pixel_gflop(shapes, k_used),
             }
-            rows.append(Row(name, weights, batch, k, reps, stage_ms, gflop))
+            rows.append(Row(name, weights, batch, k, reps, stage_ms, gflop, runtime_name, kernel))
     return rows
 
 
@@ -244,15 +288,16 @@ def floor_ms(row: Row, stage: str, gflops: float) -> float:
 def format_timing_table(rows: Sequence[Row], gflops: float) -> list[str]:
     """Table 1: measured ms per image per stage, total, floor and total/floor."""
     heads = [STAGE_HEADS[s] for s in STAGE_NAMES]
-    head = f"{'backbone':<18} {'weights':<7} {'B':>3} {'K':>3} {'reps':>4} " + " ".join(
-        f"{h:>9}" for h in [*heads, "total", "floor", "ratio"]
+    head = (
+        f"{'backbone':<18} {'runtime':<8} {'kernel':<9} {'weights':<7} {'B':>3} {'K':>3} {'reps':>4} "
+        + " ".join(f"{h:>9}" for h in [*heads, "total", "floor", "ratio"])
     )
     lines = ["== ms per image (median over reps; total = sum of stage medians)", head]
     for r in rows:
         floor = sum(floor_ms(r, s, gflops) for s in FLOOR_STAGES)
         cells = [*(r.stage_ms[s] for s in STAGE_NAMES), r.total_ms]
         lines.append(
-            f"{r.backbone:<18} {r.weights:<7} {r.batch:>3} {r.k:>3} {r.reps:>4} "
+            f"{r.backbone:<18} {r.runtime:<8} {r.kernel:<9} {r.weights:<7} {r.batch:>3} {r.k:>3} {r.reps:>4} "
             + " ".join(f"{v:>9.2f}" for v in cells)
             + f" {floor:>9.3f} {r.total_ms / floor:>9.2f}"
         )
@@ -262,7 +307,9 @@ def format_timing_table(rows: Sequence[Row], gflops: float) -> list[str]:
 def format_floor_table(rows: Sequence[Row], gflops: float) -> list[str]:
     """Table 2: FLOPs, floor and measured/floor per stage that has an arithmetic floor."""
     cols = [f"{p}_{s}" for p in ("gflop", "floor_ms", "ratio") for s in ("bb", "knn", "pix")]
-    head = f"{'backbone':<18} {'B':>3} {'K':>3} " + " ".join(f"{c:>12}" for c in cols)
+    head = f"{'backbone':<18} {'runtime':<8} {'kernel':<9} {'B':>3} {'K':>3} " + " ".join(
+        f"{c:>12}" for c in cols
+    )
     lines = [
         "== arithmetic floor per stage (per image; bb=backbone, knn=image kNN, pix=pixel matching)",
         head,
@@ -271,8 +318,68 @@ def format_floor_table(rows: Sequence[Row], gflops: float) -> list[str]:
         floors = [floor_ms(r, s, gflops) for s in FLOOR_STAGES]
         ratios = [r.stage_ms[s] / f for s, f in zip(FLOOR_STAGES, floors, strict=True)]
         cells = [f"{r.gflop[s]:>12.4g}" for s in FLOOR_STAGES] + [f"{v:>12.4g}" for v in floors + ratios]
-        lines.append(f"{r.backbone:<18} {r.batch:>3} {r.k:>3} " + " ".join(cells))
+        lines.append(
+            f"{r.backbone:<18} {r.runtime:<8} {r.kernel:<9} {r.batch:>3} {r.k:>3} " + " ".join(cells)
+        )
     return lines
+
+
+def _cell(ms: float, floor: float) -> str:
+    return f"{ms:8.2f} ({ms / floor:5.2f})"
+
+
+def format_side_by_side(rows: Sequence[Row], gflops: float, st: Settings) -> list[str]:
+    """Table 3: each kernel's pixel matching and each runtime's backbone with floor ratios, and the frame.
+
+    Pixel matching is read from the rows of the first runtime, the backbone from the rows of the first
+    kernel; the frame (sum of every stage) of the first runtime and kernel (before) against the last (after).
+    """
+    found = {(r.backbone, r.batch, r.k, r.runtime, r.kernel): r for r in rows}
+    first_rt, last_rt, first_k, last_k = st.runtimes[0], st.runtimes[-1], st.kernels[0], st.kernels[-1]
+    pix_heads = [f"pix {k} ms (ratio)" for k in st.kernels]
+    bb_heads = [f"bb {rt} ms (ratio)" for rt in st.runtimes]
+    lines = [
+        (
+            "== side by side, ms per image (ratio to the floor): pixel matching per kernel, backbone per "
+            f"runtime, whole frame before ({first_rt}+{first_k}) and after ({last_rt}+{last_k})"
+        ),
+        f"{'backbone':<18} {'B':>3} {'K':>3} "
+        + " ".join(f"{h:>20}" for h in [*pix_heads, *bb_heads, "frame before", "frame after"])
+        + f" {'pix x':>6} {'bb x':>6} {'frame x':>7} {'after fps':>9}",
+    ]
+    for r in rows:
+        if r.runtime != first_rt or r.kernel != first_k:
+            continue
+        key = (r.backbone, r.batch, r.k)
+        pix = [found[(*key, first_rt, k)].stage_ms["pixel_match"] for k in st.kernels]
+        bb = [found[(*key, rt, first_k)].stage_ms["backbone"] for rt in st.runtimes]
+        before, after = found[(*key, first_rt, first_k)], found[(*key, last_rt, last_k)]
+        pf, bf = floor_ms(r, "pixel_match", gflops), floor_ms(r, "backbone", gflops)
+        full = sum(floor_ms(r, s, gflops) for s in FLOOR_STAGES)
+        cells = [_cell(v, pf) for v in pix] + [_cell(v, bf) for v in bb]
+        cells += [_cell(before.total_ms, full), _cell(after.total_ms, full)]
+        lines.append(
+            f"{r.backbone:<18} {r.batch:>3} {r.k:>3} "
+            + " ".join(f"{c:>20}" for c in cells)
+            + f" {pix[0] / pix[-1]:>6.2f} {bb[0] / bb[-1]:>6.2f} {before.total_ms / after.total_ms:>7.2f}"
+            + f" {MS_PER_S / after.total_ms:>9.1f}"
+        )
+    lines += [
+        "",
+        "x = before / after (first / last kernel, runtime, both); after fps = 1000 / frame after ms",
+    ]
+    return lines
+
+
+def _cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU unknown"
 
 
 def header_lines(st: Settings, gemm: tuple[float, float]) -> list[str]:
@@ -294,6 +401,7 @@ def header_lines(st: Settings, gemm: tuple[float, float]) -> list[str]:
             + (f" (window_cells {st.window_cells})" if st.pixel_search == "window" else "")
             + (" with spade.stage_maps (the reference path)" if st.reference else " with kernel.stage_maps")
         ),
+        f"pixel kernels {', '.join(st.kernels)}; backbone runtimes {', '.join(st.runtimes)}; {_cpu_model()}",
         *(
             ["window search: the floor shown is the full search's, so its ratio is the share of that floor"]
             if st.pixel_search == "window" and not st.reference
@@ -365,12 +473,27 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument(
         "--reference", action="store_true", help="match with spade.stage_maps, the path before the kernel"
     )
+    p.add_argument(
+        "--kernel",
+        dest="kernels",
+        help="comma-separated pixel kernels, first = before: torch,fused (default both on CPU, torch on CUDA)",
+    )
+    p.add_argument(
+        "--backbone-runtime",
+        dest="runtimes",
+        help="comma-separated backbone runtimes, first = before: torch,openvino (default both on CPU, torch on CUDA)",
+    )
     ns = p.parse_args(argv)
     if ns.threads is not None:
         torch.set_num_threads(max(1, ns.threads))
     d = {**(QUICK if ns.quick else FULL), **{k: v for k, v in vars(ns).items() if v is not None}}
+    device = resolve_device(d["device"])
+    cpu = device.type == "cpu"
+    single_kernel = (
+        bool(d["reference"]) or d["pixel_search"] == "window"
+    )  # the fused kernel is not used there
     st = Settings(
-        device=resolve_device(d["device"]),
+        device=device,
         backbones=tuple(str(d["backbones"]).split(",")),
         batches=_ints(str(d["batches"])),
         ks=_ints(str(d["ks"])),
@@ -386,7 +509,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         window_cells=int(d["window_cells"]),
         float16=bool(d["float16"]),
         reference=bool(d["reference"]),
+        kernels=tuple(
+            str(d.get("kernels") or ("torch,fused" if cpu and not single_kernel else "torch")).split(",")
+        ),
+        runtimes=tuple(str(d.get("runtimes") or ("torch,openvino" if cpu else "torch")).split(",")),
     )
+    if not set(st.kernels) <= {"torch", "fused"} or not set(st.runtimes) <= {"torch", "openvino"}:
+        p.error("--kernel takes torch/fused, --backbone-runtime torch/openvino")
     if st.repeats < 1 or st.gallery_size < 1 or not st.batches or not st.ks or min(st.batches + st.ks) < 1:
         p.error("--repeats, --gallery-size, --batches and --ks must be positive")
     return st
@@ -407,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         *format_timing_table(rows, rate),
         "",
         *format_floor_table(rows, rate),
+        "",
+        *format_side_by_side(rows, rate, st),
     ]
     wall = time.perf_counter() - started
     lines.append(

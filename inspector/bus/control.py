@@ -18,11 +18,12 @@ import zmq
 
 from inspector.bus.curve import CurveClient
 from inspector.core.errors import InspectorError
-from inspector.core.names import PART_ID_MAX_CHARS
+from inspector.core.inputs import camera_name_problem, clip, part_id_problem, product_name_problem, quote
 
 MAX_MESSAGE_BYTES = 64 * 1024
 COMMANDS = ("status", "trigger", "product", "reload", "pause", "resume")
 TRIGGER_FIELDS = frozenset({"camera", "part_id", "product", "at"})
+UNKNOWN_FIELDS_NAMED = 3  # unknown fields named in the problem; the rest are counted
 
 Context = zmq.Context[zmq.Socket[bytes]]
 
@@ -50,11 +51,14 @@ def parse_time(text: str) -> float:
     """Unix time of an RFC 3339 timestamp with a zone (``Z`` or an offset).
 
     Raises:
-        ValueError: not RFC 3339, or no time zone.
+        ValueError: not RFC 3339, or no time zone (the message quotes the text bounded).
     """
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"at {quote(text)} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"at {text!r} has no time zone (use Z for UTC)")
+        raise ValueError(f"at {quote(text)} has no time zone (use Z for UTC)")
     return parsed.astimezone(UTC).timestamp()
 
 
@@ -63,28 +67,54 @@ def _text(doc: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _unknown_fields(doc: dict[str, Any]) -> list[str]:
+    unknown = sorted(set(doc) - TRIGGER_FIELDS)
+    if not unknown:
+        return []
+    named = ", ".join(quote(key) for key in unknown[:UNKNOWN_FIELDS_NAMED])
+    more = f" and {len(unknown) - UNKNOWN_FIELDS_NAMED} more" if len(unknown) > UNKNOWN_FIELDS_NAMED else ""
+    return [f"unknown field{'s' if len(unknown) > 1 else ''} {named}{more}"]
+
+
 def parse_trigger(doc: object) -> ParsedTrigger:
-    """Read a decoded trigger object, keeping the camera and part id even when another field is wrong."""
+    """Read a decoded trigger object, keeping the camera and part id even when another field is wrong.
+
+    Every field is checked at the door (``inspector.core.inputs``): a camera that is not a camera name and a
+    part id that breaks the part-id rule leave the trigger without a place in a sequence; a product that is
+    not a product name, an unreadable ``at`` or an unknown field make its verdict an ERROR. The problem text
+    quotes what was sent bounded, never whole.
+    """
     if not isinstance(doc, dict):
         return ParsedTrigger(None, None, None, None, "a trigger must be a JSON object")
-    camera, part_id, product = _text(doc, "camera"), _text(doc, "part_id"), _text(doc, "product")
-    problems = [f"unknown field {key!r}" for key in sorted(set(doc) - TRIGGER_FIELDS)]
-    if camera is None:
-        problems.append("camera must be a non-empty string")
-    if part_id is None or len(part_id) > PART_ID_MAX_CHARS:
-        problems.append(f"part_id must be a string of 1 to {PART_ID_MAX_CHARS} characters")
-        part_id = None
-    if "product" in doc and doc["product"] is not None and product is None:
-        problems.append("product must be a non-empty string")
+    camera, part_id, product = _text(doc, "camera"), doc.get("part_id"), _text(doc, "product")
+    problems = _unknown_fields(doc)
+    camera_problem = camera_name_problem(doc.get("camera"))
+    if camera_problem:
+        problems.append(camera_problem)
+        camera = None
+    id_problem = part_id_problem(part_id)
+    if id_problem:
+        problems.append(id_problem)
+    if "product" in doc and doc["product"] is not None:
+        name_problem = product_name_problem(doc["product"])
+        if name_problem:
+            problems.append(name_problem)
+            product = None
     at: float | None = None
     if doc.get("at") is not None:
         try:
             at = parse_time(doc["at"]) if isinstance(doc["at"], str) else None
             if at is None:
                 problems.append("at must be an RFC 3339 string")
-        except ValueError as exc:
-            problems.append(f"at: {exc}")
-    return ParsedTrigger(camera, part_id, product, at, "; ".join(problems))
+        except (ValueError, OverflowError, OSError) as exc:
+            problems.append(str(exc))
+    return ParsedTrigger(
+        camera,
+        part_id if id_problem is None and isinstance(part_id, str) else None,
+        product,
+        at,
+        clip("; ".join(problems)),
+    )
 
 
 def decode_json(data: bytes, what: str) -> tuple[object, str]:
@@ -93,8 +123,8 @@ def decode_json(data: bytes, what: str) -> tuple[object, str]:
         return None, f"{what} of {len(data)} bytes is longer than {MAX_MESSAGE_BYTES}"
     try:
         return json.loads(data.decode("utf-8")), ""
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        return None, f"{what} is not JSON: {exc}"
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, too many digits
+        return None, clip(f"{what} is not JSON: {exc}")
 
 
 def error_answer(reason: str) -> dict[str, Any]:

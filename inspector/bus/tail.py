@@ -156,16 +156,33 @@ def _fmt_float(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _part_text(part_id: str | None) -> str:
+    """A part id as one token: ``-`` when there is none, JSON-quoted when empty or with white space."""
+    if part_id is None:
+        return "-"
+    return json.dumps(part_id) if not part_id or any(c.isspace() for c in part_id) else part_id
+
+
 def format_verdict_line(header: VerdictHeader) -> str:
-    """One text line per verdict: camera, seq, verdict, score, threshold, area, end-to-end latency."""
+    """One text line per verdict: camera, seq, part id, verdict, score, threshold, area, end-to-end latency."""
     end_to_end = latency_s(header)
     e2e = "-" if end_to_end is None else f"{end_to_end * MS_PER_S:.1f}ms"
     area = "-" if header.defect_area_px is None else str(header.defect_area_px)
+    part = _part_text(header.part_id)
     line = (
-        f"{header.published_at} {header.camera} seq={header.seq} {header.verdict} "
+        f"{header.published_at} {header.camera} seq={header.seq} part={part} {header.verdict} "
         f"score={_fmt_float(header.score)} thr={_fmt_float(header.threshold)} area={area} e2e={e2e}"
     )
     return line + (f" error={header.error!r}" if header.error else "")
+
+
+def format_heartbeat_line(hb: Heartbeat, old_state: str | None) -> str:
+    """One text line for a heartbeat that changed something: daemon state, worker and camera states."""
+    cameras = " ".join(f"{name}={cam.state}" for name, cam in hb.cameras.items()) or "-"
+    return (
+        f"{hb.published_at} heartbeat: state {old_state or '-'} -> {hb.state} "
+        f"(boot {hb.boot_id[:8]}, uptime {hb.uptime_s:.0f}s, worker {hb.worker}, cameras {cameras})"
+    )
 
 
 class TailPrinter:
@@ -189,6 +206,7 @@ class TailPrinter:
         self._clock = clock
         self.tracker = SequenceTracker()
         self._state: str | None = None
+        self._seen: tuple[str, ...] | None = None
 
     def _warning(self, kind: str, text: str) -> str:
         if self.as_json:
@@ -200,19 +218,13 @@ class TailPrinter:
         return [self._warning(kinds[type(e)], e.message()) for e in events]
 
     def on_heartbeat(self, hb: Heartbeat) -> list[str]:
-        """Lines for a heartbeat: a restart warning and/or a state change, else nothing."""
+        """Lines for a heartbeat: a restart warning and/or a change of daemon, worker or camera state."""
         restart = self.tracker.observe_boot(hb.boot_id, hb.cameras.keys())
         lines = self._event_lines([restart] if restart else [])
-        if restart is not None or hb.state != self._state:
-            old, self._state = self._state, hb.state
-            if self.as_json:
-                lines.append(hb.model_dump_json())
-            else:
-                alive = "alive" if hb.worker_alive else "DEAD"
-                lines.append(
-                    f"{hb.published_at} heartbeat: state {old or '-'} -> {hb.state} "
-                    f"(boot {hb.boot_id[:8]}, uptime {hb.uptime_s:.0f}s, worker {alive})"
-                )
+        seen = (hb.state, hb.worker, *(f"{name}={cam.state}" for name, cam in hb.cameras.items()))
+        if restart is not None or seen != self._seen:
+            old, self._state, self._seen = self._state, hb.state, seen
+            lines.append(hb.model_dump_json() if self.as_json else format_heartbeat_line(hb, old))
         return lines
 
     def on_verdict(self, header: VerdictHeader) -> list[str]:
@@ -267,6 +279,10 @@ def tail(
 
     Returns:
         Exit status: 0, or ``EXIT_USAGE`` (2) when the endpoint is invalid.
+
+    Raises:
+        BrokenPipeError: ``out`` is a pipe whose reader has gone (``inspector tail | head``); the socket is
+            closed first.
     """
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)

@@ -9,17 +9,14 @@ Every inspected frame produces one ZeroMQ multipart message ``[topic, header, ma
 * ``mask``: a PNG-encoded 8-bit single-channel image, or empty bytes when ``header.mask.encoding == "none"``.
 
 The daemon also publishes ``[b"heartbeat", header]`` with a :class:`Heartbeat` JSON header about once a second.
-Run ``python -m inspector.bus.wire docs`` to regenerate ``docs/verdict.schema.json`` and ``docs/heartbeat.schema.json``.
+Their JSON Schemas are written by :mod:`inspector.bus.schemas` (``python -m inspector.bus.schemas docs``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import cv2
@@ -27,9 +24,19 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspector.core.errors import validation_lines
-from inspector.core.names import CAMERA_NAME_PATTERN, LATENCY_STAGES, SCORED_VERDICTS, CameraState, Verdict
+from inspector.core.names import (
+    CAMERA_NAME_PATTERN,
+    COMPUTE_STAGES,
+    LATENCY_STAGES,
+    SCORED_VERDICTS,
+    CameraState,
+    Verdict,
+)
 
-SCHEMA_VERSION = 4  # 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict
+# 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict, review_threshold;
+# 5: pixel_threshold, mask kind none, per-verdict field and latency rules, gallery as 64 hex, heartbeat worker
+# state, stopping/stopped/failed states
+SCHEMA_VERSION = 5
 VERDICT_TOPIC_PREFIX = "verdict."
 HEARTBEAT_TOPIC = "heartbeat"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,15 +44,26 @@ PNG_COMPRESSION_LEVEL = 1  # 0..9; 1 trades a little size for much less CPU per 
 U8_AT_PIXEL_THRESHOLD = 128.0  # anomaly_map_u8: the 8-bit value of the gallery's pixel threshold
 U8_MAX = 255
 BOOT_ID_PATTERN = r"^[0-9a-f]{32}$"
+GALLERY_HASH_PATTERN = r"^[0-9a-f]{64}$"  # SHA-256, 64 lowercase hex digits: the one gallery identity
+SEQ_MAX = 2**63 - 1  # seq is a signed 64-bit counter in the daemon: it never wraps within a boot
 RFC3339_UTC_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 RFC3339_UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 VERDICT_SCHEMA_FILE = "verdict.schema.json"
 HEARTBEAT_SCHEMA_FILE = "heartbeat.schema.json"
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 MaskEncoding = Literal["png", "none"]
-MaskKind = Literal["anomaly_map_u8", "binary"]
-DaemonState = Literal["starting", "ready", "degraded", "stopping"]
+MaskKind = Literal["anomaly_map_u8", "binary", "none"]
+DaemonState = Literal["starting", "ready", "degraded", "stopping", "stopped", "failed"]
+WorkerState = Literal["starting", "up", "stalled", "down", "stopping", "stopped"]
+WORKER_ALIVE_STATES: frozenset[str] = frozenset({"up", "stopping"})  # worker_alive is true exactly in these
+ALWAYS_STAGES: tuple[str, ...] = ("queue", "encode", "end_to_end")  # in every verdict's latency_ms
+SCORED_FIELDS: tuple[str, ...] = (
+    "score",
+    "threshold",
+    "pixel_threshold",
+    "defect_area_px",
+)  # set when scored
+NULL_UNLESS_SCORED: tuple[str, ...] = (*SCORED_FIELDS, "review_threshold")  # null for TIMEOUT and ERROR
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 LatencyMs = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 CameraName = Annotated[str, Field(pattern=CAMERA_NAME_PATTERN, description="Camera name from the config.")]
@@ -73,9 +91,13 @@ class _WireModel(BaseModel):
 class MaskInfo(_WireModel):
     """How the third message part (the mask) is encoded."""
 
-    encoding: MaskEncoding = Field(description="png: 8-bit single-channel PNG; none: the mask part is empty.")
+    encoding: MaskEncoding = Field(
+        description="png: the third part is an 8-bit single-channel PNG; none: the third part is empty (0 bytes)."
+    )
     kind: MaskKind = Field(
-        description="anomaly_map_u8: anomaly map scaled to 0..255; binary: 0 = normal, 255 = defect."
+        description="anomaly_map_u8: v = clip(floor(map * 128 / pixel_threshold), 0, 255), then at least 128 "
+        "exactly where map > pixel_threshold and at most 127 elsewhere; binary: 0 = normal, 255 = defect; "
+        "none: no mask (encoding none)."
     )
     width: int = Field(ge=0, description="Mask width in pixels (0 when encoding is none).")
     height: int = Field(ge=0, description="Mask height in pixels (0 when encoding is none).")
@@ -83,14 +105,14 @@ class MaskInfo(_WireModel):
     @model_validator(mode="after")
     def _size_matches_encoding(self) -> MaskInfo:
         has_size = self.width > 0 and self.height > 0
-        if self.encoding == "png" and not has_size:
-            raise ValueError("mask width and height must be positive when encoding is png")
-        if self.encoding == "none" and (self.width or self.height):
-            raise ValueError("mask width and height must be 0 when encoding is none")
+        if self.encoding == "png" and (not has_size or self.kind == "none"):
+            raise ValueError("mask width and height must be positive and kind not none when encoding is png")
+        if self.encoding == "none" and (self.width or self.height or self.kind != "none"):
+            raise ValueError("mask kind must be none and width and height 0 when encoding is none")
         return self
 
 
-NO_MASK_ANOMALY_MAP = MaskInfo(encoding="none", kind="anomaly_map_u8", width=0, height=0)
+NO_MASK = MaskInfo(encoding="none", kind="none", width=0, height=0)
 
 
 class VerdictHeader(_WireModel):
@@ -105,11 +127,20 @@ class VerdictHeader(_WireModel):
     )
     boot_id: BootId
     camera: CameraName
-    seq: int = Field(ge=0, description="Per-camera sequence number, +1 per frame; restarts with boot_id.")
-    frame_id: str | None = Field(
-        default=None, description="Camera frame identifier, if the source provides one."
+    seq: int = Field(
+        ge=0,
+        le=SEQ_MAX,
+        description="Per-camera sequence number, +1 per frame (per trigger for an external camera), from 0 at "
+        "each daemon start; a signed 64-bit counter that never wraps; restarts only with a new boot_id.",
     )
-    part_id: str | None = Field(default=None, description="Part identifier (e.g. from a trigger or barcode).")
+    frame_id: str | None = Field(
+        default=None, description="Reserved for sources that number their frames: null in this release."
+    )
+    part_id: str | None = Field(
+        default=None,
+        description="The trigger's part_id (external cameras), or a folder camera's file name without its "
+        "last suffix (000123.png -> 000123); null for video, stream and device cameras.",
+    )
     captured_at: Timestamp
     published_at: Timestamp
     age_ms: LatencyMs = Field(
@@ -118,49 +149,79 @@ class VerdictHeader(_WireModel):
     )
     verdict: Verdict
     score: FiniteFloat | None = Field(
-        default=None, description="Image anomaly score; required for PASS/FAIL."
+        default=None,
+        description="Image anomaly score: a number for PASS/REVIEW/FAIL, null for TIMEOUT/ERROR.",
     )
     threshold: FiniteFloat | None = Field(
-        default=None, description="Image threshold; FAIL when score > threshold."
+        default=None,
+        description="The gallery's image threshold (FAIL when score > threshold): a number for PASS/REVIEW/FAIL, "
+        "null for TIMEOUT/ERROR.",
+    )
+    pixel_threshold: FiniteFloat | None = Field(
+        default=None,
+        description="The gallery's pixel threshold (a map pixel above it is a defect pixel; the value 128 of "
+        "an anomaly_map_u8 mask): a number for PASS/REVIEW/FAIL, null for TIMEOUT/ERROR.",
     )
     review_threshold: FiniteFloat | None = Field(
         default=None,
-        description="Review threshold of a gallery with a review band (null without one): REVIEW when "
-        "review_threshold < score <= threshold.",
+        description="Review threshold of a gallery with a review band: REVIEW when review_threshold < score "
+        "<= threshold. A number for PASS/REVIEW/FAIL of such a gallery, else null (no band, or TIMEOUT/ERROR).",
     )
     defect_area_px: int | None = Field(
-        default=None, ge=0, description="Mask pixels above the pixel threshold."
+        default=None,
+        ge=0,
+        description="Pixels of the anomaly map above pixel_threshold, counted by the daemon whatever the mask "
+        "encoding (the mask's pixels >= 128, or == 255, when one is sent): a number for PASS/REVIEW/FAIL, null for "
+        "TIMEOUT/ERROR.",
     )
     product: str | None = Field(
         default=None,
-        description="The product (recipe) the frame was inspected as; its gallery is ``gallery``.",
+        description="The product (recipe) the frame was inspected as; its gallery is ``gallery``. Null only "
+        "for an ERROR whose product could not be resolved.",
     )
     gallery: str | None = Field(
         default=None,
-        description="Gallery hash (SHA-256 over its tensors and whole manifest) of the gallery that scored the "
-        "frame; `inspector gallery info` prints it as gallery_sha256.",
+        pattern=GALLERY_HASH_PATTERN,
+        description="The gallery identity: gallery_sha256 (64 lowercase hex, SHA-256 over its tensors and whole "
+        "manifest) of the gallery that scored the frame. Null only for an ERROR whose product names no "
+        "loaded gallery.",
     )
     latency_ms: dict[str, LatencyMs] = Field(
         default_factory=dict,
-        description="Milliseconds per stage: "
-        + ", ".join(LATENCY_STAGES)
-        + " (end_to_end: capture to publish).",
+        json_schema_extra={"propertyNames": {"enum": list(LATENCY_STAGES)}},
+        description="Milliseconds per stage: queue, encode and end_to_end (capture to publish) in every verdict; "
+        "preprocess, backbone, image_knn, pixel_match, upsample_blur (the whole batch's time) in PASS/REVIEW/FAIL "
+        "only.",
     )
-    mask: MaskInfo = NO_MASK_ANOMALY_MAP
+    mask: MaskInfo = NO_MASK
     error: str | None = Field(
-        default=None, description="Reason, required for ERROR and TIMEOUT, absent otherwise."
+        default=None,
+        description="The reason: a non-empty string for TIMEOUT/ERROR, null for PASS/REVIEW/FAIL.",
     )
 
     @model_validator(mode="after")
     def _verdict_fields_consistent(self) -> VerdictHeader:
-        if self.verdict in ("ERROR", "TIMEOUT"):
-            if not self.error:
-                raise ValueError(f"error must give the reason when verdict is {self.verdict}")
-        else:
-            if self.error is not None:
-                raise ValueError(f"error must be null when verdict is {self.verdict}")
-            if self.score is None or self.threshold is None:
-                raise ValueError(f"score and threshold are required when verdict is {self.verdict}")
+        scored = self.verdict in SCORED_VERDICTS
+        set_fields = [name for name in NULL_UNLESS_SCORED if getattr(self, name) is not None]
+        stages = (*ALWAYS_STAGES, *COMPUTE_STAGES) if scored else ALWAYS_STAGES
+        missing = [name for name in SCORED_FIELDS if name not in set_fields]
+        if scored and missing:
+            raise ValueError(f"{', '.join(missing)} required when verdict is {self.verdict}")
+        if scored and self.error is not None:
+            raise ValueError(f"error must be null when verdict is {self.verdict}")
+        if not scored and not self.error:
+            raise ValueError(f"error must give the reason when verdict is {self.verdict}")
+        if not scored and set_fields:
+            raise ValueError(f"{', '.join(set_fields)} must be null when verdict is {self.verdict}")
+        if not scored and self.mask.encoding != "none":
+            raise ValueError(f"mask encoding must be none when verdict is {self.verdict}")
+        missing_stages = [stage for stage in stages if stage not in self.latency_ms]
+        extra_stages = [stage for stage in self.latency_ms if stage not in stages]
+        if missing_stages or extra_stages:
+            raise ValueError(
+                f"latency_ms of a {self.verdict} verdict has the keys {', '.join(stages)}: "
+                f"missing {missing_stages}, not allowed {extra_stages}"
+            )
         return self
 
 
@@ -169,12 +230,19 @@ class CameraStatus(_WireModel):
 
     state: CameraState = Field(
         description="starting: opening its source for the first time (not a fault); up: delivering frames; "
-        "down: not delivering (reconnecting after a failure); paused: stopped by the control socket (not a "
-        "fault); ended: a file or folder source finished."
+        "down: not delivering after a failure (reconnecting, or given up past its restart budget); paused: "
+        "stopped by the control socket (not a fault); ended: a file or folder source finished; stopping, "
+        "stopped: a clean stop of the daemon is finishing, has finished the camera (not a fault)."
     )
     up: bool = Field(description="The camera is connected and delivering frames.")
     frames: int = Field(ge=0, description="Frames captured since the daemon started.")
-    last_seq: int | None = Field(default=None, ge=0, description="seq of the last verdict published, if any.")
+    last_seq: int | None = Field(
+        default=None,
+        ge=0,
+        le=SEQ_MAX,
+        description="seq of the last verdict of this camera published before this heartbeat; null before the "
+        "first one of this boot.",
+    )
 
 
 class Heartbeat(_WireModel):
@@ -189,11 +257,38 @@ class Heartbeat(_WireModel):
     )
     boot_id: BootId
     published_at: Timestamp
-    state: DaemonState
+    state: DaemonState = Field(
+        description="starting: loading galleries and warming up, no verdict yet; ready: every verdict can be "
+        "published; degraded: a camera is down or the worker is stalled or down; stopping: a stop is draining "
+        "(accepted frames still get verdicts); stopped: the last heartbeat of a clean stop (exit 0); failed: "
+        "the last heartbeat of a stop after a failure (non-zero exit, systemd restarts the service)."
+    )
     uptime_s: float = Field(ge=0.0, allow_inf_nan=False, description="Seconds since the daemon started.")
     cameras: dict[str, CameraStatus] = Field(default_factory=dict, description="Camera name -> status.")
     frames_published: int = Field(ge=0, description="Verdict messages published since start.")
-    worker_alive: bool = Field(description="The model worker process is alive and making progress.")
+    worker: WorkerState = Field(
+        default="up",
+        description="The model worker: starting (not started yet, or waiting for ready); up (making "
+        "progress); stalled (one step past worker.stall_timeout_s: supervision replaces it); down (failed: the "
+        "daemon exits non-zero); stopping (draining at a stop); stopped (drained).",
+    )
+    worker_alive: bool = Field(description="true exactly when worker is up or stopping.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _worker_from_alive(cls, data: Any) -> Any:
+        """A heartbeat built without ``worker`` (tests, older callers): up when alive, else stalled."""
+        if isinstance(data, dict) and "worker" not in data and isinstance(data.get("worker_alive"), bool):
+            return {**data, "worker": "up" if data["worker_alive"] else "stalled"}
+        return data
+
+    @model_validator(mode="after")
+    def _alive_matches_worker(self) -> Heartbeat:
+        if self.worker_alive != (self.worker in WORKER_ALIVE_STATES):
+            raise ValueError(
+                f"worker_alive must be true exactly when worker is up or stopping, not {self.worker}"
+            )
+        return self
 
 
 def new_boot_id() -> str:
@@ -231,11 +326,13 @@ def verdict_topic(camera: str) -> bytes:
 
 
 def anomaly_map_to_u8(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
-    """An anomaly map as the ``anomaly_map_u8`` mask kind: linear, with 128 at the pixel threshold.
+    """An anomaly map as the ``anomaly_map_u8`` mask kind: linear, with 128 at the pixel threshold ``t``.
 
-    A pixel is >= 128 exactly where the map is above the threshold (the engine's mask, whose pixel count is
-    ``defect_area_px``): a value equal to the threshold is 127. 0 means no anomaly, and values from about twice
-    the threshold saturate at 255.
+    ``v = clip(floor(a * 128 / t), 0, 255)`` (floor, not rounding), then ``v >= 128`` is forced exactly where
+    ``a > t`` and ``v <= 127`` elsewhere, so the pixels >= 128 are the engine's mask (``defect_area_px``) and a
+    value equal to ``t`` is 127. Back to the map: ``v`` in 1..254 covers ``[v, v + 1) * t / 128``, 0 covers
+    ``a < t / 128``, 127 covers ``[127 t / 128, t]``, 128 covers ``(t, 129 t / 128)``, 255 covers
+    ``a >= 255 t / 128`` (saturated, about twice the threshold). See :func:`u8_to_anomaly_map`.
     """
     per_unit = U8_AT_PIXEL_THRESHOLD / max(pixel_threshold, 1e-12)
     scaled = np.clip(np.floor(amap.astype(np.float64) * per_unit), 0, U8_MAX)
@@ -246,21 +343,37 @@ def anomaly_map_to_u8(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
     return np.asarray(scaled, dtype=np.uint8)
 
 
+def u8_to_anomaly_map(mask_u8: np.ndarray, pixel_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The anomaly-map values each ``anomaly_map_u8`` pixel stands for: ``(low, high)`` arrays.
+
+    The inverse of :func:`anomaly_map_to_u8` up to its quantisation: ``low = v * t / 128`` and
+    ``high = (v + 1) * t / 128``, except ``high = t`` at 127 (the threshold itself is not a defect) and
+    ``high = inf`` at 255 (saturated). ``(low + high) / 2`` is the best single estimate below 255.
+    """
+    per_value = pixel_threshold / U8_AT_PIXEL_THRESHOLD
+    values = mask_u8.astype(np.float64)
+    low = values * per_value
+    high = (values + 1.0) * per_value
+    high[mask_u8 == U8_AT_PIXEL_THRESHOLD - 1] = pixel_threshold
+    high[mask_u8 == U8_MAX] = np.inf
+    return low, high
+
+
 def encode_mask(mask_u8: np.ndarray | None, kind: MaskKind = "anomaly_map_u8") -> tuple[bytes, MaskInfo]:
     """Encode a mask for the third message part.
 
     Args:
-        mask_u8: 2-D uint8 image (H, W), or None when masks are disabled.
+        mask_u8: 2-D uint8 image (H, W), or None when there is no mask.
         kind: what the pixels mean (scaled anomaly map or binary 0/255 mask).
 
     Returns:
-        (PNG bytes, info), or (b"", info with encoding "none") when ``mask_u8`` is None.
+        (PNG bytes, info), or (b"", :data:`NO_MASK`) when ``mask_u8`` is None.
 
     Raises:
         ValueError: the array is not 2-D uint8 or OpenCV cannot encode it.
     """
     if mask_u8 is None:
-        return b"", MaskInfo(encoding="none", kind=kind, width=0, height=0)
+        return b"", NO_MASK
     if mask_u8.dtype != np.uint8 or mask_u8.ndim != 2 or mask_u8.size == 0:
         raise ValueError(
             f"mask must be a non-empty 2-D uint8 array, got {mask_u8.dtype} shape {mask_u8.shape}"
@@ -388,67 +501,3 @@ def latency_s(header: VerdictHeader) -> float | None:
         return header.latency_ms["end_to_end"] / 1000.0
     delta = parse_rfc3339(header.published_at) - parse_rfc3339(header.captured_at)
     return delta if math.isfinite(delta) and delta >= 0.0 else None
-
-
-def _verdict_rules() -> list[dict[str, Any]]:
-    """The per-verdict rules of :class:`VerdictHeader`'s validator, as JSON Schema ``if``/``then`` pairs."""
-    number = {"type": "number"}
-    return [
-        {
-            "if": {"properties": {"verdict": {"enum": list(SCORED_VERDICTS)}}},
-            "then": {"properties": {"score": number, "threshold": number, "error": {"type": "null"}}},
-        },
-        {
-            "if": {"properties": {"verdict": {"enum": ["TIMEOUT", "ERROR"]}}},
-            "then": {"properties": {"error": {"type": "string", "minLength": 1}}},
-        },
-    ]
-
-
-def _mask_rules() -> list[dict[str, Any]]:
-    """:class:`MaskInfo`'s validator as JSON Schema: a PNG has a size, no mask has none."""
-    positive, zero = {"type": "integer", "minimum": 1}, {"const": 0}
-    return [
-        {
-            "if": {"properties": {"encoding": {"const": "png"}}},
-            "then": {"properties": {"width": positive, "height": positive}},
-            "else": {"properties": {"width": zero, "height": zero}},
-        }
-    ]
-
-
-def _schema_document(model: type[BaseModel], topic: str) -> str:
-    schema = model.model_json_schema(by_alias=True, mode="serialization")
-    schema = {"$schema": JSON_SCHEMA_DIALECT, "x-topic": topic, "x-schema-version": SCHEMA_VERSION, **schema}
-    if model is VerdictHeader:
-        schema["allOf"] = _verdict_rules()
-        schema["$defs"]["MaskInfo"]["allOf"] = _mask_rules()
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
-
-
-def export_schemas(out_dir: Path) -> list[Path]:
-    """Write the JSON Schemas of the verdict and heartbeat headers.
-
-    Args:
-        out_dir: folder (normally ``docs/``); created if missing.
-
-    Returns:
-        The paths written: ``verdict.schema.json`` and ``heartbeat.schema.json``.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    documents = {
-        VERDICT_SCHEMA_FILE: _schema_document(VerdictHeader, VERDICT_TOPIC_PREFIX + "<camera>"),
-        HEARTBEAT_SCHEMA_FILE: _schema_document(Heartbeat, HEARTBEAT_TOPIC),
-    }
-    written = []
-    for name, text in documents.items():
-        path = out_dir / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":
-    for written_path in export_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "docs")):
-        print(written_path)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from inspector.capture.genicam import GENICAM_READ_BOUND_S, Counter, open_genicam
 from inspector.capture.shared import (
     EVENT_DOWN,
     EVENT_ENDED,
@@ -25,12 +26,18 @@ from inspector.capture.shared import (
     I_DROP_CHANNEL_BUSY,
     I_DROP_QUEUE_FULL,
     I_ENDED,
+    I_OPENED,
     I_RECONNECTS,
     I_SEQ,
     I_UP,
+    OPENED_FAILED,
+    OPENED_OK,
+    OPENED_REFUSED,
+    CaptureMeta,
     Clock,
     EventItem,
     FrameItem,
+    ReadResult,
 )
 from inspector.config.camera import CameraConfig
 from inspector.core.names import IMAGE_SUFFIXES
@@ -48,11 +55,12 @@ LOCAL_READ_BOUND_S = 60.0  # a file or folder read (a large image's decode on a 
 PNG_SIZE_END = 24  # bytes 16..24 of a PNG (IHDR) hold its width and height, big-endian
 
 
-SourceRead = tuple[Image | None, str | None, str | None]  # image (None: end or failure), part_id, fault
+Channels = tuple["MpQueue[FrameItem]", "MpQueue[EventItem]", mpc.Connection, mpc.Connection]
+# frames, events, the stop signal's reading end, the software triggers' reading end
 
 
 class _Source(Protocol):
-    def read(self) -> SourceRead: ...
+    def read(self) -> ReadResult: ...
     def close(self) -> None: ...
 
 
@@ -62,9 +70,9 @@ class _CvSource:
     def __init__(self, cap: cv2.VideoCapture) -> None:
         self.cap = cap
 
-    def read(self) -> SourceRead:
+    def read(self) -> ReadResult:
         ok, image = self.cap.read()
-        return (_to_bgr(image) if ok and image is not None else None), None, None
+        return ReadResult(_to_bgr(image) if ok and image is not None else None)
 
     def close(self) -> None:
         self.cap.release()
@@ -79,16 +87,16 @@ class _FolderSource:
         self.report = report
         self.max_frame_px = max_frame_px
 
-    def read(self) -> SourceRead:
+    def read(self) -> ReadResult:
         if self.index >= len(self.files):
-            return None, None, None
+            return ReadResult(None)
         path = self.files[self.index]
         self.index += 1
         image, fault = read_folder_image(path, self.max_frame_px)
         if fault is not None:
             self.report(fault)
-            return NO_IMAGE, path.stem, fault
-        return image, path.stem, None
+            return ReadResult(NO_IMAGE, path.stem, fault)
+        return ReadResult(image, path.stem)
 
     def close(self) -> None:
         self.index = len(self.files)
@@ -138,8 +146,22 @@ def _to_bgr(image: Any) -> Image:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def _open_source(cfg: CameraConfig, kind: str, report: Callable[[str], None]) -> tuple[_Source | None, str]:
-    """Open the camera's source; return (source, "") or (None, error message naming the camera)."""
+def _open_source(
+    cfg: CameraConfig, kind: str, report: Callable[[str], None], extras: tuple[mpc.Connection, Counter]
+) -> tuple[_Source | None, str, bool]:
+    """Open the camera's source; return (source, "", False) or (None, error naming the camera, refused).
+
+    ``refused``: the camera answered and refused its configuration (GenICam); ``extras``: the software
+    triggers' pipe and the shared counters (GenICam).
+    """
+    if kind == "genicam":
+        return open_genicam(cfg, *extras)
+    source, error = _open_opencv(cfg, kind, report)
+    return source, error, False
+
+
+def _open_opencv(cfg: CameraConfig, kind: str, report: Callable[[str], None]) -> tuple[_Source | None, str]:
+    """Open a source OpenCV reads; return (source, "") or (None, error message naming the camera)."""
     if kind == "folder":
         folder = Path(cfg.source)
         listing = folder.iterdir() if folder.is_dir() else iter(())
@@ -207,14 +229,14 @@ class _Child:
     def __init__(
         self,
         cfg: CameraConfig,
-        channels: tuple[MpQueue[FrameItem], MpQueue[EventItem], mpc.Connection],
+        channels: Channels,
         shared: tuple[Any, Any],
         clock: Clock,
         margin_s: float,
     ) -> None:
         self.cfg = cfg
         self.kind = cfg.resolved_kind()
-        self.frames, self.events, stop_conn = channels
+        self.frames, self.events, stop_conn, self.triggers = channels
         self.stop = _StopReader(stop_conn)
         self.ints, self.floats = shared
         self.clock = clock
@@ -238,21 +260,24 @@ class _Child:
             if reconnect:
                 self.ints[I_RECONNECTS] += 1
             self.arm(self.cfg.open_timeout_s)
-            source, error = _open_source(self.cfg, self.kind, lambda m: self.emit(EVENT_ERROR, 1.0, m))
+            report = lambda m: self.emit(EVENT_ERROR, 1.0, m)
+            source, error, refused = _open_source(self.cfg, self.kind, report, (self.triggers, self.count))
             if source is None:
-                backoff = self.wait_backoff(backoff, error)
+                self.ints[I_UP] = 0
+                backoff = self.wait_backoff(backoff, error, OPENED_REFUSED if refused else OPENED_FAILED)
                 reconnect = True
                 continue
+            self.ints[I_OPENED] = OPENED_OK
             self.ints[I_UP] = 1
             self.emit(EVENT_UP, 1.0)
             outcome, n_frames, error = self.read_loop(source, self.source_fps(source))
             source.close()
+            if outcome == "end" and self.cfg.loop and n_frames > 0:
+                reconnect = False  # a looping file restarts at once: still up, not a failure
+                continue
             self.ints[I_UP] = 0
             if outcome == "stop":
                 break
-            if outcome == "end" and self.cfg.loop and n_frames > 0:
-                reconnect = False
-                continue
             if outcome == "end" and not self.cfg.loop:
                 self.ints[I_ENDED] = 1
                 self.emit(EVENT_ENDED, 1.0, f"camera {self.cfg.name}: source {self.cfg.source!r} ended")
@@ -261,9 +286,18 @@ class _Child:
             reconnect = True
         self.floats[F_DEADLINE] = math.inf  # finished: flushing the channel may take as long as the consumer
 
-    def wait_backoff(self, backoff: float, error: str) -> float:
-        """Report the camera down, wait ``backoff`` seconds (or until stop) and return the next wait."""
+    def count(self, slot: int, amount: int) -> None:
+        """Add to one of the shared counters (single writer: this process)."""
+        self.ints[slot] += amount
+
+    def wait_backoff(self, backoff: float, error: str, opened: int | None = None) -> float:
+        """Report the camera down, wait ``backoff`` seconds (or until stop) and return the next wait.
+
+        ``opened``: how the attempt to open ended, published after the report (the parent reads it first).
+        """
         self.emit(EVENT_DOWN, backoff, error)
+        if opened is not None:
+            self.ints[I_OPENED] = opened
         self.arm(backoff)
         self.stop.wait(backoff)
         return min(backoff * 2.0, self.cfg.retry_max_s)
@@ -288,25 +322,49 @@ class _Child:
                         break
                 next_due = max(next_due + period, time.monotonic() - period)  # no burst after a stall
             local = self.kind in ("file", "folder")
-            self.arm(max(timeout, LOCAL_READ_BOUND_S) if local else timeout)
+            self.arm(self.read_bound_s(local))
             started = time.monotonic()
-            image, part_id, fault = source.read()
+            got = source.read()
             now = time.monotonic()
-            if image is None:
+            if got.idle:
+                continue
+            if got.image is None:
                 if local:
                     return "end", n_frames, ""
-                return "fail", n_frames, f"camera {self.cfg.name}: read failed on {self.cfg.source!r}"
-            self.publish(now, part_id, image, fault)  # a frame that arrived has its place, late or not
+                return (
+                    "fail",
+                    n_frames,
+                    got.fault or f"camera {self.cfg.name}: read failed on {self.cfg.source!r}",
+                )
+            self.publish(
+                now, got.part_id, got.image, got.fault, got.meta
+            )  # a frame that arrived has its place
             n_frames += 1
-            if now - started > timeout and not local:  # a slow local decode is not a stalled stream
+            if now - started > timeout and not local and self.kind != "genicam":  # genicam: checks itself
                 return "fail", n_frames, f"camera {self.cfg.name}: no frame within read_timeout_s={timeout}"
         return "stop", n_frames, ""
 
-    def publish(self, monotonic_at: float, part_id: str | None, image: Image, fault: str | None) -> None:
+    def read_bound_s(self, local: bool) -> float:
+        """How long one read may block before the parent's watchdog takes the process as hung."""
+        if local:
+            return max(self.cfg.read_timeout_s, LOCAL_READ_BOUND_S)
+        if self.kind == "genicam":
+            return max(self.cfg.read_timeout_s, GENICAM_READ_BOUND_S)
+        return self.cfg.read_timeout_s
+
+    def publish(
+        self,
+        monotonic_at: float,
+        part_id: str | None,
+        image: Image,
+        fault: str | None,
+        meta: CaptureMeta | None = None,
+    ) -> None:
         """Assign the next seq and enqueue; a full channel loses its oldest frame, never blocks."""
         seq = int(self.ints[I_SEQ])
         self.ints[I_SEQ] = seq + 1
-        item: FrameItem = (seq, self.clock(), monotonic_at, part_id, image, fault)
+        captured_at = meta.captured_at if meta is not None and meta.captured_at is not None else self.clock()
+        item: FrameItem = (seq, captured_at, monotonic_at, part_id, image, fault, meta)
         self.floats[F_LAST_FRAME_AT] = item[1]
         for attempt in range(PUT_ATTEMPTS):
             try:
@@ -325,7 +383,7 @@ class _Child:
 
 def child_main(
     cfg_json: str,
-    channels: tuple[MpQueue[FrameItem], MpQueue[EventItem], mpc.Connection],
+    channels: Channels,
     shared: tuple[Any, Any],
     clock: Clock,
     margin_s: float,

@@ -24,12 +24,19 @@ from collections.abc import Sequence
 import cv2
 import structlog
 
-from inspector.capture.process import CameraProcess
+from inspector.capture.aravis import load_aravis
+from inspector.capture.outages import EventLog
+from inspector.capture.process import STARTUP_GRACE_S, CameraProcess
 from inspector.capture.shared import (
     EVENT_CAPTURED,
     EVENT_DROPPED_PREFIX,
+    EVENT_INCOMPLETE,
+    EVENT_LOST_PACKETS,
     EVENT_RECONNECT,
     EVENT_RESTART,
+    OPENED_NOT_YET,
+    OPENED_REFUSED,
+    CameraRefusedError,
     CameraStats,
     CaptureError,
     Clock,
@@ -44,6 +51,7 @@ WATCHDOG_MARGIN_S = 2.0  # slack on top of a child's own timeout before the pare
 MONITOR_INTERVAL_S = 0.05
 WAIT_SLICE_S = 0.1  # get_frames re-checks stop and new channels this often
 STOP_TIMEOUT_S = 5.0
+REFUSAL_MESSAGE_WAIT_S = 5.0  # a refusal's message travels on the event channel, its flag in shared memory
 
 
 def gstreamer_available() -> bool:
@@ -96,23 +104,68 @@ class CaptureManager:
         self.exhausted: str | None = None  # why a camera ran out of restarts (then it is not restarted)
         self.exhausted_camera: str | None = None
         self._log = structlog.stdlib.get_logger(__name__)
+        self._events = EventLog(self._log)
 
     def start(self) -> None:
-        """Spawn every camera process and the monitor thread.
+        """Spawn every camera process and the monitor thread; wait for each GenICam camera's first open.
 
         Raises:
-            CaptureError: A camera needs GStreamer and this OpenCV lacks it.
+            CaptureError: A camera needs GStreamer and this OpenCV lacks it, or Aravis and it is missing.
+            CameraRefusedError: A GenICam camera answered and refused its configuration (named in the
+                message); the cameras are stopped again.
         """
         for cam in self._cams:
-            if cam.config.resolved_kind() == "gstreamer" and not gstreamer_available():
+            kind = cam.config.resolved_kind()
+            if kind == "gstreamer" and not gstreamer_available():
                 raise CaptureError(
                     f"camera {cam.name}: source kind gstreamer needs OpenCV built with GStreamer support; "
                     f"OpenCV {cv2.__version__} here has none (the opencv-python wheels ship without it)"
                 )
+            if kind == "genicam":
+                try:
+                    load_aravis()
+                except CaptureError as exc:
+                    raise CaptureError(f"camera {cam.name}: {exc}") from None
         for cam in self._cams:
             cam.start()
         self._monitor = threading.Thread(target=self._monitor_loop, name="capture-monitor", daemon=True)
         self._monitor.start()
+        refused = self._first_opens()
+        if refused:
+            self.stop()
+            raise CameraRefusedError("; ".join(refused))
+
+    def _first_opens(self) -> list[str]:
+        """Wait until every GenICam camera tried to open once; the refusals (reachable cameras saying no)."""
+        genicam = [c for c in self._cams if c.config.resolved_kind() == "genicam"]
+        bound = STARTUP_GRACE_S + max((c.config.open_timeout_s for c in genicam), default=0.0)
+        deadline = time.monotonic() + bound
+        while any(c.opened == OPENED_NOT_YET and c.running for c in genicam) and time.monotonic() < deadline:
+            if self._stop_event.is_set() or self._halt.wait(MONITOR_INTERVAL_S):
+                break
+        refused = []
+        for cam in genicam:
+            if cam.opened == OPENED_REFUSED:
+                refused.append(self._refusal(cam))
+        return refused
+
+    def _refusal(self, cam: CameraProcess) -> str:
+        """The child's message naming the refused feature (sent just before it said so in shared memory)."""
+        deadline = time.monotonic() + REFUSAL_MESSAGE_WAIT_S
+        while "refused" not in cam.last_error and time.monotonic() < deadline:
+            with self._service_lock:
+                self._service_cameras(restart=False)
+            self._halt.wait(MONITOR_INTERVAL_S)
+        return cam.last_error or f"camera {cam.name}: the camera refused its configuration"
+
+    def fire_trigger(self, camera: str, trigger_seq: int, at: float) -> bool:
+        """Fire a GenICam camera's software trigger at wall-clock ``at`` for a trigger's seq (see
+        :meth:`CameraProcess.fire`); False when the camera cannot take it now.
+
+        Raises:
+            CaptureError: unknown camera.
+        """
+        return self._camera(camera).fire(trigger_seq, at)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop all cameras; frames still queued stay available to get_frames (final drain)."""
@@ -217,10 +270,7 @@ class CaptureManager:
     def _service_cameras(self, restart: bool) -> None:
         for cam in self._cams:
             for name, value, message in cam.poll_events():
-                if message:
-                    self._log.info(
-                        "camera_event", camera=cam.name, event_name=name, value=value, message=message
-                    )
+                self._events.record(cam.name, name, value, message)
                 self._emit(cam.name, name, value)
             self._emit_deltas(cam)
             if restart and (health := cam.supervise()) is not None:
@@ -238,11 +288,12 @@ class CaptureManager:
         )
         self.exhausted_camera = cam.name
         self._log.critical("camera_restart_budget_exhausted", camera=cam.name, budget=budget.describe())
-        cam.pause()  # no more respawns: the daemon stops and exits non-zero
+        cam.give_up()  # no more respawns: the camera reads down, the daemon stops and exits non-zero
 
     def _emit_deltas(self, cam: CameraProcess) -> None:
         st = cam.stats()
         counters = {EVENT_CAPTURED: st.captured, EVENT_RECONNECT: st.reconnects}
+        counters.update({EVENT_INCOMPLETE: st.incomplete, EVENT_LOST_PACKETS: st.lost_packets})
         counters.update({EVENT_DROPPED_PREFIX + r: n for r, n in st.dropped_by_reason.items()})
         for name, total in counters.items():
             delta = total - self._seen.get((cam.name, name), 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing.connection as mpc
+import os
 import queue
 import threading
 import time
@@ -12,6 +13,7 @@ from multiprocessing.queues import Queue as MpQueue
 from typing import Any, TypeVar
 
 from inspector.capture.child import child_main
+from inspector.capture.genicam import TRIGGER_RECORD
 from inspector.capture.shared import (
     CHILD_DROP_SLOTS,
     DROP_PENDING_FULL,
@@ -22,6 +24,9 @@ from inspector.capture.shared import (
     F_DEADLINE,
     F_LAST_FRAME_AT,
     I_ENDED,
+    I_INCOMPLETE,
+    I_LOST_PACKETS,
+    I_OPENED,
     I_RECONNECTS,
     I_SEQ,
     I_UP,
@@ -79,7 +84,10 @@ class CameraProcess:
         self._frames: MpQueue[FrameItem] | None = None
         self._events: MpQueue[EventItem] | None = None
         self._stop_writer: mpc.Connection | None = None
+        self._trigger_writer: mpc.Connection | None = None
         self._stopping = False
+        self._stopped = False
+        self._failed = False
         self._paused = False
         self._process: SpawnProcess | None = None
         self._pending: deque[Frame] = deque()
@@ -109,22 +117,54 @@ class CameraProcess:
         frames: MpQueue[FrameItem] = self._ctx.Queue(self.config.queue_size)
         events: MpQueue[EventItem] = self._ctx.Queue(EVENT_QUEUE_SIZE)
         stop_reader, stop_writer = self._ctx.Pipe(duplex=False)
+        trigger_reader, trigger_writer = self._ctx.Pipe(duplex=False)
+        os.set_blocking(trigger_writer.fileno(), False)  # a child that stopped reading never blocks a trigger
         self._floats[F_DEADLINE] = time.monotonic() + STARTUP_GRACE_S
+        channels = (frames, events, stop_reader, trigger_reader)
         process = self._ctx.Process(
             target=child_main,
-            args=(self.config.model_dump_json(), (frames, events, stop_reader), (self._ints, self._floats)),
+            args=(self.config.model_dump_json(), channels, (self._ints, self._floats)),
             kwargs={"clock": self._clock, "margin_s": self._margin_s},
             name=f"camera-{self.name}",
             daemon=True,
         )
         process.start()
         # The child holds its own copies now; dropping ours makes a dead child read as EOF, not a hang.
-        for conn in (getattr(frames, "_writer", None), getattr(events, "_writer", None), stop_reader):
+        for conn in (
+            getattr(frames, "_writer", None),
+            getattr(events, "_writer", None),
+            stop_reader,
+            trigger_reader,
+        ):
             if isinstance(conn, mpc.Connection):
                 conn.close()
         with self._lock:
             self._frames, self._events, self._stop_writer = frames, events, stop_writer
+            old, self._trigger_writer = self._trigger_writer, trigger_writer
             self._process = process
+        if old is not None:
+            old.close()
+
+    def fire(self, trigger_seq: int, at: float) -> bool:
+        """Ask the child to fire the camera's software trigger at wall-clock ``at`` for this trigger's seq.
+
+        Returns False when the child cannot take it (not running, or not reading): the trigger's part then
+        ends by its timeout, as for a camera that is down.
+        """
+        with self._lock:
+            writer = self._trigger_writer
+            if writer is None or not self.running:
+                return False
+            try:
+                writer.send_bytes(TRIGGER_RECORD.pack(trigger_seq, at))
+            except (OSError, ValueError):  # BlockingIOError (full), a closed pipe
+                return False
+        return True
+
+    @property
+    def opened(self) -> int:
+        """How the child's latest attempt to open the source ended (``OPENED_*`` of capture.shared)."""
+        return int(self._ints[I_OPENED])
 
     @property
     def paused(self) -> bool:
@@ -138,9 +178,14 @@ class CameraProcess:
         if self._stop_writer is not None:
             self._stop_writer.close()
 
+    def give_up(self) -> None:
+        """Stop capturing for good after a failure (restart budget spent): the camera reads ``down``."""
+        self._failed = True
+        self.pause()
+
     def resume(self, timeout_s: float) -> None:
         """Capture again with a new child (seq continues); a child still finishing is killed after ``timeout_s``."""
-        if not self._paused or self._stopping:
+        if not self._paused or self._stopping or self._failed:
             return
         self._finish_child(timeout_s)
         self._paused = False
@@ -196,6 +241,7 @@ class CameraProcess:
         """Stop the child, draining its channel into the pending buffer; kill it after ``timeout_s``."""
         self.request_stop()
         self._finish_child(timeout_s)
+        self._stopped = True
 
     def _finish_child(self, timeout_s: float) -> None:
         """Wait for a child told to finish, draining its channel; kill it (stop_timeout) after ``timeout_s``."""
@@ -234,8 +280,13 @@ class CameraProcess:
                 self._pending.append(self._to_frame(item))
 
     def _to_frame(self, item: FrameItem) -> Frame:
-        seq, captured_at, monotonic_at, part_id, image, fault = item
-        return Frame(self.name, seq, captured_at, monotonic_at, image, part_id, fault=fault)
+        seq, captured_at, monotonic_at, part_id, image, fault, meta = item
+        if meta is None:
+            return Frame(self.name, seq, captured_at, monotonic_at, image, part_id, fault=fault)
+        return Frame(
+            self.name, seq, captured_at, monotonic_at, image, part_id, fault=fault, frame_id=meta.frame_id,
+            camera_timestamp_ns=meta.camera_timestamp_ns, trigger_seq=meta.trigger_seq,
+        )  # fmt: skip
 
     def take_one(self) -> Frame | None:
         """Return the oldest available frame (drained ones first) and count it delivered, or None."""
@@ -287,4 +338,9 @@ class CameraProcess:
             last_frame_at=last if last > 0.0 else None,
             last_error=self.last_error,
             paused=self._paused,
+            stopping=self._stopping,
+            stopped=self._stopped,
+            failed=self._failed,
+            incomplete=int(self._ints[I_INCOMPLETE]),
+            lost_packets=int(self._ints[I_LOST_PACKETS]),
         )

@@ -242,7 +242,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     curve = load_curve_server(sec.curve_server_secret_key, sec.curve_allowed_clients)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     auth = CurveAuthenticator(context, curve) if curve is not None else None  # serves every socket of context
-    publisher = Publisher(config.bus, context, new_boot_id(), curve=curve)
+    publisher = Publisher(
+        config.bus, context, new_boot_id(), curve=curve, cameras=[c.name for c in config.cameras]
+    )
     early = EarlyHeartbeat(publisher, config, started_at)
     try:
         if auth is not None:
@@ -279,7 +281,7 @@ def _run_daemon(
     from prometheus_client import CollectorRegistry
 
     from inspector.bus.publisher import PublisherError
-    from inspector.capture.shared import CaptureError
+    from inspector.capture.shared import CameraRefusedError, CaptureError
     from inspector.daemon.lifecycle import Daemon
     from inspector.model.backbone import BackboneError
     from inspector.model.engine import EngineError
@@ -298,9 +300,9 @@ def _run_daemon(
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
-    except (GalleryError, EngineError, BackboneError, MqttConfigError) as exc:
-        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights, an
-        # unusable device, an [mqtt] file changed since the check: fixed by an engineer, not by a restart
+    except (GalleryError, EngineError, BackboneError, CameraRefusedError, MqttConfigError) as exc:
+        # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights,
+        # an unusable device, a camera refusing its settings, an [mqtt] file changed since the check: fixed by an engineer, not by a restart
         # (systemd does not restart on 78)
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG
@@ -332,6 +334,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 args.connect, context, sys.stdout, args.count, topics, stop,
                 as_json=args.json, max_age_ms=args.max_age_ms, curve=curve_client(args),
             )  # fmt: skip
+    except BrokenPipeError:
+        # The reader closed the pipe (inspector tail | head): nothing is lost, so end quietly with status 0;
+        # stdout goes to /dev/null so the interpreter's last flush of it raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         context.term()
 

@@ -34,6 +34,20 @@ class BusConfig(StrictModel):
     heartbeat_interval_s: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between heartbeat messages."
     )
+    max_subscribers: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Subscriber connections at once; past it the newest are disconnected (each can hold "
+        "sndhwm messages).",
+    )
+    max_subscription_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=16 << 20,
+        description="Bytes of subscriptions one subscriber may send (beyond its handshake and heartbeat pings, "
+        "about 200 of the longest topics); past it the subscriber is disconnected and its subscriptions freed.",
+    )
     mask: MaskMode = Field(
         default="anomaly_map",
         description="Mask part content: anomaly_map (map scaled to 0..255), binary (0/255 defect mask) or none.",

@@ -9,9 +9,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from inspector.config.base import StrictModel
+from inspector.config.genicam import SOFTWARE, GenicamConfig
 from inspector.core.names import CAMERA_NAME_PATTERN
 
-SourceKind = Literal["auto", "device", "url", "file", "folder", "gstreamer"]
+SourceKind = Literal["auto", "device", "url", "file", "folder", "gstreamer", "genicam"]
 TriggerMode = Literal["free_run", "external"]
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
 FILE_SOURCE_KINDS = ("file", "folder")
@@ -25,9 +26,13 @@ class CameraConfig(StrictModel):
         "characters (it becomes the bus topic verdict.<name> and a metrics label)."
     )
     source: str = Field(
-        min_length=1, description='Device index "0", URL, video file, folder or GStreamer pipeline.'
+        min_length=1,
+        description='Device index "0", URL, video file, folder, GStreamer pipeline, or for kind genicam the '
+        "camera's device id (vendor-model-serial), serial number or IP address.",
     )
-    kind: SourceKind = Field("auto", description="Source type; auto guesses it from source.")
+    kind: SourceKind = Field(
+        "auto", description="Source type; auto guesses it from source (never genicam: name it)."
+    )
     fps: float | None = Field(
         None, gt=0, le=1000, description="File/folder pacing, frames/s; None: file rate."
     )
@@ -67,6 +72,10 @@ class CameraConfig(StrictModel):
         description="A trigger that no frame answers within this long after its pick time gets an ERROR verdict.",
     )
 
+    genicam: GenicamConfig | None = Field(
+        None, description="[cameras.genicam]: the GenICam settings of a kind = genicam camera."
+    )
+
     @field_validator("name")
     @classmethod
     def _name_is_a_topic(cls, name: str) -> str:
@@ -85,7 +94,28 @@ class CameraConfig(StrictModel):
             raise ValueError(f"camera {self.name}: set gallery or product, not both")
         if self.resolved_kind() == "device" and not self.source.strip().isdigit():
             raise ValueError(f"camera {self.name}: kind device needs a device index, got {self.source!r}")
+        self._consistent_genicam()
         return self
+
+    def _consistent_genicam(self) -> None:
+        if self.kind != "genicam":
+            if self.genicam is not None:
+                raise ValueError(f'camera {self.name}: a [cameras.genicam] table needs kind = "genicam"')
+            return
+        settings = self.settings
+        if settings.trigger_source == SOFTWARE and self.trigger != "external":
+            raise ValueError(
+                f'camera {self.name}: genicam.trigger_source = "software" needs trigger = "external" '
+                "(the PLC's triggers fire the camera)"
+            )
+        line_paired = settings.line_triggered and self.trigger == "external"
+        if line_paired and settings.pairing_window_ms > self.trigger_timeout_ms:
+            raise ValueError(f"camera {self.name}: genicam.pairing_window_ms must be <= trigger_timeout_ms")
+
+    @property
+    def settings(self) -> GenicamConfig:
+        """The GenICam settings (defaults for a camera of another kind, which never reads them)."""
+        return self.genicam if self.genicam is not None else GenicamConfig()
 
     def resolved_kind(self) -> str:
         """Return the concrete source kind, guessing it from ``source`` when kind is auto."""

@@ -98,7 +98,38 @@ def run_problems(config: InspectorConfig) -> list[str]:
             problems.append(
                 f"{gallery_field(config, name)}: gallery file {gallery} (product {name}) not found"
             )
-    return problems
+    return problems + plaintext_network_problems(config)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]", "lo"})
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for a ZeroMQ endpoint only this machine can reach: ipc://, inproc://, or tcp:// on loopback."""
+    transport, _, rest = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def plaintext_network_problems(config: InspectorConfig) -> list[str]:
+    """The ZeroMQ sockets that would listen beyond this machine without CURVE (unless allowed explicitly)."""
+    security = config.security
+    if security.curve_server_secret_key is not None or security.allow_plaintext_network:
+        return []
+    endpoints = {"bus.bind": config.bus.bind}
+    if config.external_cameras:
+        endpoints["triggers.bind"] = config.triggers.bind
+    if config.control.enabled:
+        endpoints["control.bind"] = config.control.bind
+    return [
+        f"{field}: {endpoint} listens beyond this machine without CURVE: set [security] "
+        "curve_server_secret_key and curve_allowed_clients, bind to 127.0.0.1, or set "
+        "security.allow_plaintext_network = true"
+        for field, endpoint in endpoints.items()
+        if not is_local_endpoint(endpoint)
+    ]
 
 
 def gallery_field(config: InspectorConfig, product: str) -> str:

@@ -12,6 +12,8 @@ from inspector.config.model import BackboneName
 
 Precision = Literal["float32", "tf32", "bfloat16"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+BackboneRuntime = Literal["auto", "torch", "openvino"]
+PixelKernel = Literal["auto", "fused", "torch"]
 
 
 class RuntimeConfig(StrictModel):
@@ -36,6 +38,22 @@ class RuntimeConfig(StrictModel):
         True,
         description="Run the backbone in the channels-last memory layout (faster convolutions on CPU and "
         "CUDA; same features within rounding).",
+    )
+    backbone_runtime: BackboneRuntime = Field(
+        "auto",
+        description="What runs the backbone: torch, or openvino (CPU only, float32 pinned; its features are "
+        "checked against torch's at load, else refused and torch used, logged). auto: openvino on CPU where "
+        "it imports, torch on CUDA.",
+    )
+    openvino_cache_dir: Path | None = Field(
+        None,
+        description="Where the OpenVINO backbone converted at load is kept for the next start (seconds saved); "
+        "default $STATE_DIRECTORY/openvino under systemd, else ~/.cache/inspector/openvino.",
+    )
+    pixel_kernel: PixelKernel = Field(
+        "auto",
+        description="The full pixel search: fused (the C++ kernel built at install, CPU only, float32 "
+        "galleries) or torch. auto: fused where it applies and is built, else torch.",
     )
     distance_chunk_mb: int = Field(
         64, ge=8, le=65_536, description="Upper bound on one distance block's memory in MiB."

@@ -33,6 +33,13 @@ class SecurityConfig(StrictModel):
         description="Public key files (NAME.key) of the CURVE clients allowed: subscribers, PLCs, ctl, proxies.",
     )
 
+    allow_plaintext_network: bool = Field(
+        False,
+        description="Let the bus, trigger and control sockets listen beyond this machine without CURVE "
+        "(anyone on that network can then read every verdict, subscribe without limit of identity, and "
+        "drive the line). Off: such a config is refused at start.",
+    )
+
     @model_validator(mode="after")
     def _curve_complete(self) -> SecurityConfig:
         if self.curve_server_secret_key is not None and not self.curve_allowed_clients:

@@ -19,3 +19,17 @@ class TriggersConfig(StrictModel):
         le=1_000_000,
         description="Triggers queued before the sender blocks (ZeroMQ high-water mark).",
     )
+    max_at_past_ms: float = Field(
+        10_000.0,
+        gt=0.0,
+        le=3_600_000.0,
+        description="A trigger's at may lie at most this far in the past (on the trigger and control sockets); "
+        "older: an ERROR verdict at once (its frame is gone).",
+    )
+    max_at_future_ms: float = Field(
+        2_000.0,
+        ge=0.0,
+        le=60_000.0,
+        description="A trigger's at may lie at most this far in the future (clock skew between PLC and line PC); "
+        "later: an ERROR verdict at once, instead of holding back every later trigger of its camera.",
+    )

@@ -24,10 +24,11 @@ LATENCY_STAGES: tuple[str, ...] = ("queue", *COMPUTE_STAGES, "encode", "end_to_e
 """Keys of a verdict's ``latency_ms``: time waiting for the worker, the compute stages, mask encoding and
 the whole path from capture to publish (``end_to_end``)."""
 
-CameraState = Literal["starting", "up", "down", "paused", "ended"]
+CameraState = Literal["starting", "up", "down", "paused", "ended", "stopping", "stopped"]
 """starting: opening its source for the first time (no failure yet, not a fault); up: delivering frames; down:
-not delivering (reconnecting after a failure); paused: stopped by the control socket (not a fault); ended: a
-file or folder source finished."""
+not delivering after a failure (reconnecting, or given up past its restart budget); paused: stopped by the
+control socket (not a fault); ended: a file or folder source finished; stopping, stopped: a clean stop of the
+daemon (SIGTERM) is finishing the camera's last read, and has finished it (not a fault)."""
 
 Verdict = Literal["PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR"]
 VERDICTS: tuple[Verdict, ...] = ("PASS", "REVIEW", "FAIL", "TIMEOUT", "ERROR")

@@ -30,6 +30,9 @@ class Frame:
     part_id: str | None = None  # from the trigger, or a folder source's file stem
     product: str | None = None  # the product (gallery) the frame is scored with, stamped as it enters
     fault: str | None = None  # why there is nothing to score
+    frame_id: str | None = None  # the camera's own id of the frame (GenICam block id), when it gives one
+    camera_timestamp_ns: int | None = None  # the camera's clock when it took the frame (GenICam)
+    trigger_seq: int | None = None  # the trigger whose software trigger took this frame (GenICam)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from inspector.capture.shared import (
     EVENT_DOWN,
     EVENT_DROPPED_PREFIX,
     EVENT_ENDED,
+    EVENT_INCOMPLETE,
+    EVENT_LOST_PACKETS,
     EVENT_RECONNECT,
     EVENT_RESTART,
     EVENT_UP,
@@ -33,6 +35,10 @@ class CaptureEvents:
             m.frames_captured.labels(camera=camera).inc(value)
         elif name == EVENT_RECONNECT:
             m.camera_reconnects.labels(camera=camera).inc(value)
+        elif name == EVENT_INCOMPLETE:
+            m.camera_incomplete_frames.labels(camera=camera).inc(value)
+        elif name == EVENT_LOST_PACKETS:
+            m.camera_lost_packets.labels(camera=camera).inc(value)
         elif name.startswith(EVENT_DROPPED_PREFIX):
             reason = name[len(EVENT_DROPPED_PREFIX) :]
             m.frames_dropped.labels(camera=camera, reason=reason).inc(value)

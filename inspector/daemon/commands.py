@@ -8,6 +8,7 @@ from typing import Any
 from inspector.bus.control import COMMANDS, error_answer
 from inspector.capture.manager import CaptureManager
 from inspector.core.errors import InspectorError
+from inspector.core.inputs import camera_name_problem, product_name_problem, quote
 from inspector.daemon.parts import PartSource, TriggerRejected
 from inspector.daemon.products import ProductRegistry, ReloadResult
 from inspector.daemon.status import DaemonStatus
@@ -52,7 +53,7 @@ class LineCommands:
             return error_answer(f"a request is a JSON object with a cmd, one of {', '.join(COMMANDS)}")
         handler = self._handlers.get(doc["cmd"])
         if handler is None:
-            return error_answer(f"unknown cmd {doc['cmd']!r}: use one of {', '.join(COMMANDS)}")
+            return error_answer(f"unknown cmd {quote(doc['cmd'])}: use one of {', '.join(COMMANDS)}")
         try:
             return handler(doc)
         except (InspectorError, ValueError, TypeError) as exc:
@@ -84,18 +85,18 @@ class LineCommands:
         except TriggerRejected as exc:
             return {**error_answer(str(exc)), "reason": exc.reason}
         return {"ok": True, "camera": ack.camera, "seq": ack.seq, "part_id": ack.part_id, "product": ack.product,
-                "fault": ack.fault}  # fmt: skip
+                "fault": ack.fault, "duplicate": ack.duplicate}  # fmt: skip
 
     def _product(self, doc: dict[str, Any]) -> Answer:
-        camera, product = _required(doc, "camera"), _required(doc, "product")
+        camera, product = _camera(doc), _required(doc, "product", product_name_problem)
         previous = self._products.set_active(camera, product)
         self.publish_gallery(camera)
         return {"ok": True, "camera": camera, "product": product, "previous": previous}
 
     def _reload_request(self, doc: dict[str, Any]) -> Answer:
         wanted = doc.get("product")
-        if wanted is not None and not isinstance(wanted, str):
-            raise ValueError("product must be a product name (or omitted: reload every product)")
+        if wanted is not None and product_name_problem(wanted):
+            raise ValueError(f"{product_name_problem(wanted)} (or omit it: reload every product)")
         results = self._reload([wanted] if wanted else None)
         for camera in self._products.cameras:
             self.publish_gallery(camera)
@@ -112,7 +113,7 @@ class LineCommands:
         return answer
 
     def _pause(self, doc: dict[str, Any], pause: bool) -> Answer:
-        camera = _required(doc, "camera")
+        camera = _camera(doc)
         (self._capture.pause if pause else self._capture.resume)(camera)
         return {"ok": True, "camera": camera, "state": "paused" if pause else "resumed"}
 
@@ -125,8 +126,15 @@ class LineCommands:
         self._metrics.set_gallery(camera, product, info.gallery_hash, info.backbone)
 
 
-def _required(doc: dict[str, Any], key: str) -> str:
+def _required(doc: dict[str, Any], key: str, problem: Callable[[object], str | None]) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value:
         raise ValueError(f"{key} must be a non-empty string")
+    why = problem(value)
+    if why:
+        raise ValueError(why)
     return value
+
+
+def _camera(doc: dict[str, Any]) -> str:
+    return _required(doc, "camera", camera_name_problem)

@@ -33,6 +33,7 @@ def starting_heartbeat(config: InspectorConfig, boot_id: str, uptime_s: float, n
         uptime_s=max(0.0, uptime_s),
         cameras=cameras,
         frames_published=0,
+        worker="starting",
         worker_alive=False,
     )
 

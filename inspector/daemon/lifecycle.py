@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector import __version__
 from inspector.bus.curve import CurveAuthenticator, load_curve_server
-from inspector.bus.publisher import Publisher, run_heartbeats
+from inspector.bus.publisher import Publisher
 from inspector.bus.wire import new_boot_id
 from inspector.capture.manager import CaptureManager
 from inspector.config.root import InspectorConfig
@@ -21,6 +21,7 @@ from inspector.core.names import EXIT_FAILURE, EXIT_OK
 from inspector.daemon.accounting import CaptureEvents, count_undelivered, update_gauges
 from inspector.daemon.batching import Batcher
 from inspector.daemon.early import EarlyHeartbeat
+from inspector.daemon.heartbeat import Heartbeats
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, FrameLedger
 from inspector.daemon.linecontrol import LineControl
 from inspector.daemon.pipeline import DROP_PIPELINE_FAILED, Pipeline
@@ -48,10 +49,12 @@ class Daemon:
     """The inspection daemon: cameras in, verdicts out. Create, then call :meth:`run` (blocks until stopped).
 
     Start-up order: bind the bus and the metrics endpoint, load and validate every gallery, warm the model
-    up, start the cameras and the pipeline; only then is the daemon ready (logged, ``READY=1``, heartbeat
-    state ``ready``). :meth:`request_stop` (from a signal handler or another thread) stops capture, lets
-    the pipeline score and publish every accepted frame within ``shutdown_timeout_s``, flushes the bus and
-    returns 0; frames that could not finish are logged and counted as dropped (``shutdown_timeout``).
+    up, start the cameras and the pipeline (held at its gate); only then is the daemon ready: a ``ready``
+    heartbeat is published, the gate opens (so no verdict precedes it), then ``READY=1`` and the log line.
+    :meth:`request_stop` (from a signal handler or another thread) stops capture, lets the pipeline score and
+    publish every accepted frame within ``shutdown_timeout_s`` (heartbeat ``stopping``), flushes the bus and
+    returns 0 (last heartbeat ``stopped``, or ``failed`` with exit status 1); frames that could not finish
+    are logged and counted as dropped (``shutdown_timeout``).
     """
 
     def __init__(
@@ -88,14 +91,16 @@ class Daemon:
         # A publisher passed in was bound by the caller, who runs the context's ZAP handler (inspector run).
         self._auth = CurveAuthenticator(context, self._curve) if self._curve and publisher is None else None
         self.publisher = publisher or Publisher(
-            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve
-        )
+            config.bus, context, new_boot_id(), clock=wall_clock, curve=self._curve,
+            cameras=[c.name for c in config.cameras],
+        )  # fmt: skip
         self.boot_id = self.publisher.boot_id
         self.ledger = FrameLedger(self.metrics)
         self.status = DaemonStatus(
             config, self.boot_id, self.ledger, lambda: self.publisher.verdicts_published, wall_clock,
             started_at=early.started_at if early is not None else None,
         )  # fmt: skip
+        self._heartbeats = Heartbeats(self.publisher, self.status, config.bus.heartbeat_interval_s)
         self.metrics_port: int | None = None
         self.exit_code = EXIT_OK
         self._registry = registry
@@ -110,6 +115,7 @@ class Daemon:
         self._pipeline: Pipeline | None = None
         self._workers: WorkerSupervisor | None = None
         self._threads: dict[str, threading.Thread] = {}
+        self._gate = threading.Event()  # opens right after the first ready heartbeat: no verdict before it
         self._aux_stop = threading.Event()
         self._metrics_server: MetricsServer | None = None
         self._outputs: Outputs | None = None
@@ -135,6 +141,7 @@ class Daemon:
             self._start()
         except BaseException as exc:
             self._log.error("startup_failed", error=str(exc), error_type=type(exc).__name__)
+            self.status.phase = "failed"
             if self.line is not None:
                 self.line.stop()
             self._capture_stop.set()
@@ -158,12 +165,12 @@ class Daemon:
         self._log.info("bus_bound", endpoint=endpoint, curve=self._curve is not None)
         if cfg.metrics.enabled:
             self._metrics_server, self.metrics_port = start_http_server(
-                cfg.metrics, self._registry, self.metrics.is_ready
+                cfg.metrics, self._registry, self.status.health, self.metrics.connections
             )
             self._log.info("metrics_listening", address=cfg.metrics.bind_address, port=self.metrics_port)
         if self._early is not None:
             self._early.stop()
-        self._spawn("heartbeat", self._heartbeat_loop)
+        self._spawn("heartbeat", lambda: self._heartbeats.run(self._aux_stop))
         self._loader, products = load_and_warm_up(self.config, self.stop_event, self._log)
         if self.stop_event.is_set():
             return
@@ -226,8 +233,9 @@ class Daemon:
         self._capture.start()
         self.metrics.children.watch(self._child_pids)
         self.line = LineControl(
-            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve
-        )
+            cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve,
+            self._env,
+        )  # fmt: skip
         if self._outputs is not None:  # MQTT commands (when enabled) are the control socket's commands
             self._outputs.attach_commands(self.line.commands.handle)
         batcher = Batcher(cfg.batching)
@@ -240,7 +248,7 @@ class Daemon:
 
         def make_pipeline() -> Pipeline:
             worker = ModelWorker(products, before_score=stall)
-            return Pipeline(parts, batcher, worker, bus, self.ledger, self.metrics, sinks)
+            return Pipeline(parts, batcher, worker, bus, self.ledger, self.metrics, sinks, gate=self._gate)
 
         self._pipeline = make_pipeline()
         self._workers = WorkerSupervisor(
@@ -253,7 +261,8 @@ class Daemon:
             self._log.info(f"{section}_bound", endpoint=endpoint)
 
     def _become_ready(self, endpoint: str) -> None:
-        self.status.phase = "ready"
+        self._heartbeats.send("ready")  # on the bus before any verdict
+        self._gate.set()
         self.metrics.set_ready(True)
         self._log.info(
             "daemon_ready", bus=endpoint, metrics_port=self.metrics_port, cameras=len(self.config.cameras)
@@ -331,6 +340,7 @@ class Daemon:
             pipeline.join(max(0.0, deadline - time.monotonic()))
         self._account_unfinished(pipeline is not None and pipeline.is_alive())
         self._update_gauges()
+        self.status.phase = "stopped" if self.exit_code == EXIT_OK else "failed"  # the last heartbeat says it
         self._close_outputs()
         self._log.info(
             "daemon_stopped", seconds=round(time.monotonic() - started, 3), **self.status.summary()
@@ -389,16 +399,9 @@ class Daemon:
             pipeline.run()
         except Exception:  # noqa: BLE001 - logged, then the daemon stops with exit status 1
             self._log.critical("pipeline_failed", exc_info=True)
+            self.status.pipeline_failed = True
             self.exit_code = EXIT_FAILURE
             self.request_stop("pipeline failed")
-
-    def _heartbeat_loop(self) -> None:
-        try:
-            run_heartbeats(
-                self.publisher, self.status.heartbeat, self.config.bus.heartbeat_interval_s, self._aux_stop
-            )
-        except Exception:  # noqa: BLE001 - heartbeats must never take the daemon down
-            self._log.error("heartbeat_failed", exc_info=True)
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -422,5 +425,6 @@ class Daemon:
 
     def _update_gauges(self) -> None:
         update_gauges(self.metrics, self.config, self._pipeline, self._capture, self._wall)
+        self.metrics.record_bus(self.publisher.subscriptions_refused, self.publisher.subscribers_dropped)
         if self._outputs is not None:
             self._outputs.update_gauges()

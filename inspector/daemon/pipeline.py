@@ -39,7 +39,9 @@ class Pipeline:
     The bus is the sink of record: a frame counts as published once the bus took its verdict, and as
     dropped (``publish_failed``) when it refused it. The other sinks (archive, live view...) get every
     published outcome after the bus; their failures are logged and counted, never lose a verdict.
-    The loop ends once :attr:`input_closed` is set and the source and batcher are empty.
+    The loop ends once :attr:`input_closed` is set and the source and batcher are empty. With a ``gate``, it
+    takes no frame before the gate opens (the daemon opens it right after its first ``ready`` heartbeat, so no
+    verdict precedes it) or a stop begins.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Pipeline:
         metrics: InspectorMetrics | None,
         sinks: Sequence[Sink] = (),
         clock: Callable[[], float] = time.monotonic,
+        gate: threading.Event | None = None,
     ) -> None:
         """Wire the stages together (all injected; the clock is the batcher's monotonic clock)."""
         self._source = source
@@ -63,6 +66,7 @@ class Pipeline:
         self._metrics = metrics
         self._clock = clock
         self.input_closed = threading.Event()
+        self._gate = gate
         self.draining = threading.Event()
         self.retired = (
             threading.Event()
@@ -95,6 +99,7 @@ class Pipeline:
 
     def run(self) -> None:
         """Loop until the input is closed and everything accepted is published or dropped, or until retired."""
+        self._wait_for_gate()
         while not self.retired.is_set():
             self._progress_at = self._clock()
             closed = self.input_closed.is_set()
@@ -105,6 +110,14 @@ class Pipeline:
                 return
             if draining and not frames and len(self._batcher) == 0:
                 self.input_closed.wait(POLL_INTERVAL_S)
+
+    def _wait_for_gate(self) -> None:
+        """Wait until the gate opens, or a stop or a retirement makes waiting pointless."""
+        gate = self._gate
+        while gate is not None and not gate.wait(POLL_INTERVAL_S):
+            self._progress_at = self._clock()  # waiting for ready is not a stall
+            if self.retired.is_set() or self.draining.is_set() or self.input_closed.is_set():
+                return
 
     def _pull(self, draining: bool) -> list[Frame]:
         room = self._batcher.room

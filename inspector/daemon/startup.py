@@ -39,6 +39,11 @@ def load_and_warm_up(
             "gallery_validated", product=name, gallery=info.gallery_hash, images=info.image_count,
             backbone=info.backbone, feature_mib=round(info.feature_bytes / MIB, 1), signed_by=info.signed_by,
         )  # fmt: skip
+        runtime = dict(
+            getattr(products.scorer(name), "runtime_summary", {})
+        )  # backbone runtime, pixel kernel
+        if runtime:
+            (log.warning if runtime.get("fallback") else log.info)("model_runtime", product=name, **runtime)
     warn_unused_keys(config, log)
     if config.worker.warmup and not stop.is_set():
         ModelWorker(products).warm_up(config.batching.max_batch)

@@ -1,30 +1,47 @@
-"""The daemon seen from outside: state, health, heartbeat, status line and per-camera accounting (read-only)."""
+"""The daemon seen from outside: state, health, heartbeat, status line and per-camera accounting (read-only).
+
+States tell a stop from a failure: the daemon goes ``starting`` -> ``ready`` (``degraded`` while a camera is
+down or the worker is stalled or down) -> ``stopping`` -> ``stopped`` on a clean stop, or ``failed`` when it
+exits non-zero; the worker ``starting`` -> ``up`` -> ``stopping`` -> ``stopped`` (``stalled``, ``down`` are
+failures); each camera ends ``stopping`` -> ``stopped`` (or ``ended``) on a clean stop, never ``down``.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from inspector.bus.wire import CameraStatus, DaemonState, Heartbeat, rfc3339
+from inspector.bus.wire import WORKER_ALIVE_STATES, CameraStatus, DaemonState, Heartbeat, WorkerState, rfc3339
 from inspector.capture.shared import CameraStats
 from inspector.config.root import InspectorConfig
 from inspector.core.names import VERDICTS
 from inspector.daemon.ledger import DROP_SHUTDOWN_TIMEOUT, CameraTally, FrameLedger
+from inspector.ops.endpoint import Health
 
 if TYPE_CHECKING:  # light at import: the early heartbeat runs before PyTorch is loaded
     from inspector.capture.manager import CaptureManager
     from inspector.daemon.pipeline import Pipeline
 
 FPS_SAMPLES = 6  # samples about a second apart: fps over the last ~5 s
+STOP_PHASES: frozenset[str] = frozenset({"stopping", "stopped", "failed"})
+WORKER_FAILURES: frozenset[str] = frozenset({"stalled", "down"})  # /livez answers 503 (the watchdog stops)
+STATE_REASONS: dict[str, str] = {
+    "starting": "loading galleries and warming up; no verdict before ready",
+    "stopping": "finishing the accepted frames (their verdicts are still published)",
+    "stopped": "clean stop: every accepted frame was published or counted",
+    "failed": "stopped after a failure (a restart budget spent or the pipeline failed): exit status 1",
+}
 
 
 class DaemonStatus:
     """What the heartbeat, ``systemctl status``, the summary (and later the control socket) report.
 
-    The lifecycle writes only :attr:`phase` and attaches the running parts; everything else is derived from
-    the capture counters, the frame ledger and the pipeline's progress on each call, so it can never drift.
+    The lifecycle writes only :attr:`phase` (``starting``, ``ready``, ``stopping``, ``stopped``, ``failed``)
+    and :attr:`pipeline_failed`, and attaches the running parts; everything else is derived from the capture
+    counters, the frame ledger and the pipeline's progress on each call, so it can never drift.
     """
 
     def __init__(
@@ -51,6 +68,7 @@ class DaemonStatus:
         self.config = config
         self.boot_id = boot_id
         self.phase: DaemonState = "starting"
+        self.pipeline_failed = False
         self._ledger = ledger
         self._verdicts_published = verdicts_published
         self._wall = wall_clock
@@ -61,6 +79,8 @@ class DaemonStatus:
         self._pipeline_alive: Callable[[], bool] = lambda: False
         self._undelivered: dict[str, int] = {}
         self._conditions: list[Callable[[], list[str]]] = []
+        self._faults: dict[str, str] = {}
+        self._faults_lock = threading.Lock()
         self._rates: dict[str, deque[tuple[float, int]]] = {
             c.name: deque(maxlen=FPS_SAMPLES) for c in config.cameras
         }
@@ -77,6 +97,21 @@ class DaemonStatus:
         """What the added conditions name now (the parts database unreachable, ...)."""
         return [reason for condition in self._conditions for reason in condition()]
 
+    def set_fault(self, source: str, reason: str) -> None:
+        """Mark a part of the daemon broken (a socket's thread died): ``degraded`` until :meth:`clear_fault`."""
+        with self._faults_lock:
+            self._faults[source] = reason
+
+    def clear_fault(self, source: str) -> None:
+        """The part is working again."""
+        with self._faults_lock:
+            self._faults.pop(source, None)
+
+    def faults(self) -> dict[str, str]:
+        """What is broken now, by source, with the reason."""
+        with self._faults_lock:
+            return dict(self._faults)
+
     def record_undelivered(self, counts: dict[str, int]) -> None:
         """Frames captured but never handed to the pipeline at a failed shutdown (counted as dropped)."""
         self._undelivered = dict(counts)
@@ -91,16 +126,57 @@ class DaemonStatus:
             return False
         return self._pipeline.stalled_for_s() < self.config.worker.stall_timeout_s
 
+    def worker_state(self) -> WorkerState:
+        """starting, up, stalled (one step past ``stall_timeout_s``), down (failed), stopping or stopped."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return "starting" if self.phase == "starting" else "stopped"
+        if self._pipeline_alive():
+            if pipeline.stalled_for_s() >= self.config.worker.stall_timeout_s:
+                return "stalled"
+            if self.phase == "starting":
+                return "starting"  # started, waiting for the ready heartbeat before its first verdict
+            return "stopping" if self.phase in STOP_PHASES else "up"
+        return "stopped" if self.phase in STOP_PHASES and not self.pipeline_failed else "down"
+
     def state(self) -> DaemonState:
-        """starting, ready, degraded (a camera down after a failure, the worker stalled, or an output that
-        cannot do its work) or stopping.
+        """starting, ready, degraded (a camera down after a failure, the worker stalled or down, an output that
+        cannot do its work, or a fault set with :meth:`set_fault`, e.g. a socket thread that died), stopping,
+        stopped (a clean stop's end) or failed (a stop after a failure).
 
         A camera still opening its source for the first time (``starting``) or paused is not down.
         """
         if self.phase != "ready":
             return self.phase
         cameras_ok = all(st.state != "down" for st in self.camera_stats().values())
-        return "ready" if cameras_ok and self.healthy() and not self.degraded_reasons() else "degraded"
+        healthy = (
+            cameras_ok and self.worker_state() == "up" and not self.faults() and not self.degraded_reasons()
+        )
+        return "ready" if healthy else "degraded"
+
+    def health(self) -> Health:
+        """What ``/healthz`` (ready) and ``/livez`` (alive, as the systemd watchdog sees it) answer, and why."""
+        state, worker = self.state(), self.worker_state()
+        alive = worker not in WORKER_FAILURES
+        if state == "ready":
+            return Health(ready=True, alive=alive, reason="ready")
+        if state != "degraded":
+            return Health(ready=False, alive=alive, reason=f"{state}: {STATE_REASONS[state]}")
+        problems = [
+            f"camera {name} down" + (f": {st.last_error}" if st.last_error else "")
+            for name, st in self.camera_stats().items()
+            if st.state == "down"
+        ]
+        if worker == "stalled" and self._pipeline is not None:
+            stalled_s, limit_s = self._pipeline.stalled_for_s(), self.config.worker.stall_timeout_s
+            problems.append(
+                f"model worker stalled for {stalled_s:.1f} s (worker.stall_timeout_s {limit_s:g})"
+            )
+        elif worker != "up":
+            problems.append(f"model worker {worker}")
+        problems += [f"{source}: {reason}" for source, reason in sorted(self.faults().items())]
+        problems += self.degraded_reasons()
+        return Health(ready=False, alive=alive, reason="degraded: " + "; ".join(problems))
 
     def sample_rates(self) -> None:
         """Record each camera's frame count now (call about once a second) for :meth:`fps`."""
@@ -139,6 +215,7 @@ class DaemonStatus:
             "boot_id": self.boot_id,
             "uptime_s": round(self._monotonic() - self._started_at, 3),
             "frames_published": self._verdicts_published(),
+            "faults": self.faults(),
         }
 
     def heartbeat(self) -> Heartbeat:
@@ -155,6 +232,7 @@ class DaemonStatus:
                 frames=st.captured if st else 0,
                 last_seq=last,
             )
+        worker = self.worker_state()
         return Heartbeat(
             boot_id=self.boot_id,
             published_at=rfc3339(self._wall()),
@@ -162,7 +240,8 @@ class DaemonStatus:
             uptime_s=self._monotonic() - self._started_at,
             cameras=cameras,
             frames_published=self._verdicts_published(),
-            worker_alive=self.healthy(),
+            worker=worker,
+            worker_alive=worker in WORKER_ALIVE_STATES,
         )
 
     def status_line(self) -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import structlog
 import zmq
 
 from inspector.bus.control import decode_json, parse_trigger
 from inspector.bus.curve import CurveServer
-from inspector.daemon.parts import REJECT_MALFORMED, PartSource, TriggerAck, TriggerRejected
-from inspector.daemon.serving import Context, SocketServer
+from inspector.daemon.parts import (
+    REJECT_MALFORMED,
+    REJECT_MULTIPART,
+    PartSource,
+    TriggerAck,
+    TriggerRejected,
+)
+from inspector.daemon.serving import Context, DeathCallback, SocketServer
 
 
 def submit_parsed(parts: PartSource, doc: object) -> TriggerAck:
@@ -26,7 +31,10 @@ def submit_parsed(parts: PartSource, doc: object) -> TriggerAck:
 
 
 class TriggerListener(SocketServer):
-    """Receives triggers on a bound PULL socket in its own thread until stopped; never raises on bad input."""
+    """Receives triggers on a bound PULL socket in its own thread until stopped; never raises on bad input.
+
+    A trigger is one message of one frame: a message of several frames is one refusal (``multipart``).
+    """
 
     kind = zmq.PULL
     name = "triggers"
@@ -38,26 +46,32 @@ class TriggerListener(SocketServer):
         context: Context,
         parts: PartSource,
         curve: CurveServer | None = None,
+        on_death: DeathCallback | None = None,
+        die_after: int | None = None,
     ) -> None:
-        """Prepare (nothing is bound yet)."""
-        super().__init__(endpoint, context, curve)
+        """Prepare (nothing is bound yet); see :class:`SocketServer` for ``on_death`` and ``die_after``."""
+        super().__init__(endpoint, context, curve, on_death, die_after)
         self._rcvhwm = rcvhwm
         self._parts = parts
-        self._log = structlog.stdlib.get_logger(__name__)
 
     def configure(self, sock: zmq.Socket[bytes]) -> None:
         """Linger 0 and the configured receive high-water mark."""
         super().configure(sock)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
 
-    def serve_one(self, sock: zmq.Socket[bytes]) -> None:
-        """Receive and handle one trigger."""
-        self.handle(sock.recv())
+    def serve_message(self, sock: zmq.Socket[bytes], first: bytes, frames: int) -> None:
+        """Handle one received trigger message."""
+        self.handle(first, frames)
 
-    def handle(self, data: bytes) -> None:
+    def handle(self, data: bytes, frames: int = 1) -> None:
         """One received message: submitted, or counted and logged with the reason."""
-        doc, problem = decode_json(data, "trigger")
         try:
+            if frames != 1:
+                self._parts.count_rejected(REJECT_MULTIPART)
+                raise TriggerRejected(
+                    REJECT_MULTIPART, f"a trigger is a message of one frame, this one had {frames}"
+                )
+            doc, problem = decode_json(data, "trigger")
             if problem:
                 self._parts.count_rejected(REJECT_MALFORMED)
                 raise TriggerRejected(REJECT_MALFORMED, problem)

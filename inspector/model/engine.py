@@ -17,13 +17,20 @@ from inspector.config.model import ModelConfig
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.errors import InspectorError
 from inspector.core.records import CropBox
-from inspector.model import kernel, spade
+from inspector.model import kernel, nearest, spade
 from inspector.model.backbone import BackboneSpec, FeatureExtractor, build_backbone
 from inspector.model.gallery import Gallery, check_expected, load_gallery
 from inspector.model.geometry import frame_area_px
 from inspector.model.header import GalleryError
 from inspector.model.manifest import Calibration
 from inspector.model.maps import defect_mask
+from inspector.model.openvino_backbone import (
+    Extractor,
+    OpenVinoExtractor,
+    build_or_reason,
+    default_cache_dir,
+    probe_image,
+)
 from inspector.model.preprocess import Prepared, prepare_batch
 from inspector.model.settings import (
     check_feature_shapes,
@@ -33,6 +40,7 @@ from inspector.model.settings import (
 )
 
 MIB = 1 << 20
+PROBE_IMAGE_PX = 256  # the OpenVINO check's probe image, before preprocessing
 
 
 class EngineError(InspectorError):
@@ -46,6 +54,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def wants_openvino(setting: str, device: torch.device) -> bool:
+    """Whether ``runtime.backbone_runtime`` asks for OpenVINO on ``device`` ("openvino" on CUDA is refused).
+
+    Raises:
+        EngineError: openvino asked for on a CUDA device.
+    """
+    if setting == "openvino" and device.type != "cpu":
+        raise EngineError(f"runtime.backbone_runtime: openvino runs on CPU only, the device is {device}")
+    return setting == "openvino" or (setting == "auto" and device.type == "cpu")
 
 
 @dataclass
@@ -118,6 +137,7 @@ class BackboneCache:
         """Create an empty cache; ``random_weights`` builds untrained networks (benchmarks only)."""
         self._random = random_weights
         self._built: dict[tuple[str, str, str, str], tuple[FeatureExtractor, BackboneSpec]] = {}
+        self._openvino: dict[tuple[str, str, tuple[int, ...]], OpenVinoExtractor | str] = {}
 
     def get(
         self, name: str, runtime: RuntimeConfig, device: torch.device
@@ -135,6 +155,27 @@ class BackboneCache:
             self._built[key] = (extractor.to(device).to(memory_format=layout), spec)
         return self._built[key]
 
+    def openvino(
+        self,
+        name: str,
+        runtime: RuntimeConfig,
+        module: FeatureExtractor,
+        spec: BackboneSpec,
+        probe: torch.Tensor,
+    ) -> tuple[OpenVinoExtractor | None, str]:
+        """The OpenVINO conversion of the CPU extractor ``module`` for inputs shaped like ``probe``, built once.
+
+        Returns:
+            The extractor, or None and the reason it was refused (the caller runs torch; the daemon logs it).
+        """
+        key = (name, str(runtime.weights_for(name) or ""), tuple(probe.shape))
+        if key not in self._openvino:
+            cache_dir = None if self._random else (runtime.openvino_cache_dir or default_cache_dir())
+            weights = (name, spec.weights_sha256)
+            self._openvino[key] = build_or_reason(module, probe, weights, cache_dir, torch.get_num_threads())
+        found = self._openvino[key]
+        return (None, found) if isinstance(found, str) else (found, "")
+
     def __len__(self) -> int:
         """Backbones built."""
         return len(self._built)
@@ -151,6 +192,10 @@ class FeatureEngine:
     ) -> None:
         """Build (or take from ``backbones``) the backbone the settings name, on the runtime's device.
 
+        ``extractor`` is what runs the backbone (``backbone_runtime``: torch, or openvino with
+        ``backbone_note`` empty; a refused OpenVINO conversion leaves its reason there), ``torch_extractor``
+        the torch module; ``fused`` the fused pixel kernel, or None with ``kernel_note`` saying why.
+
         Raises:
             BackboneError: the weights file is missing or wrong.
             EngineError: the device is unusable.
@@ -159,8 +204,44 @@ class FeatureEngine:
         self.runtime = runtime
         self.device = resolve_device(runtime.device)
         cache = backbones if backbones is not None else BackboneCache()
-        self.extractor, self.spec = cache.get(config.backbone, runtime, self.device)
+        self.torch_extractor, self.spec = cache.get(config.backbone, runtime, self.device)
         self.prep = preprocess_spec(config, self.spec)
+        self.extractor: Extractor = self.torch_extractor
+        self.backbone_runtime, self.backbone_note = "torch", ""
+        if wants_openvino(runtime.backbone_runtime, self.device):
+            probe = prepare_batch([probe_image(PROBE_IMAGE_PX, PROBE_IMAGE_PX)], self.prep).tensor
+            converted, self.backbone_note = cache.openvino(
+                config.backbone, runtime, self.torch_extractor, self.spec, probe
+            )
+            if converted is not None:  # else refused (the reason in backbone_note): torch runs the backbone
+                self.extractor, self.backbone_runtime = converted, "openvino"
+        try:
+            self.fused, self.kernel_note = kernel.select_fused(runtime.pixel_kernel, self.device)
+        except nearest.NearestError as exc:
+            raise EngineError(str(exc)) from None
+
+    @property
+    def runtime_summary(self) -> dict[str, str | float | bool]:
+        """What runs the backbone and the pixel search; ``fallback`` when "auto" could not take a fast path.
+
+        For the start-up log: the reason a path was refused, the OpenVINO conversion's time and check.
+        """
+        cpu_auto = self.device.type == "cpu"
+        out: dict[str, str | float | bool] = {
+            "backbone_runtime": self.backbone_runtime,
+            "pixel_kernel": f"fused ({self.fused.best_isa})" if self.fused is not None else "torch",
+            "fallback": bool(self.backbone_note)
+            or (self.fused is None and self.runtime.pixel_kernel == "auto" and cpu_auto),
+        }
+        if self.backbone_note:
+            out["backbone_note"] = self.backbone_note
+        if self.fused is None:
+            out["kernel_note"] = self.kernel_note
+        if isinstance(self.extractor, OpenVinoExtractor):
+            c = self.extractor.conversion
+            out |= {"openvino_s": round(c.seconds, 3), "openvino_cached": c.cached}
+            out |= {"probe_rel_diff": float(f"{c.probe_rel_diff:.3g}"), "openvino_threads": c.threads}
+        return out
 
     @contextmanager
     def timed(self, timings: dict[str, float], name: str) -> Iterator[None]:
@@ -178,7 +259,7 @@ class FeatureEngine:
             prepared = prepare_batch(images, self.prep)
             host = prepared.tensor.pin_memory() if self.device.type == "cuda" else prepared.tensor
             x = host.to(self.device, non_blocking=True)  # from pinned memory the copy is asynchronous
-            if self.runtime.channels_last:
+            if self.runtime.channels_last and self.backbone_runtime == "torch":
                 x = x.contiguous(memory_format=torch.channels_last)
         with self.timed(timings, "backbone"):
             pooled, pyramid = self.extractor(x)
@@ -241,7 +322,14 @@ class Inspector:
         block = min(kernel.CPU_BLOCK_BYTES, self.chunk_bytes) if cpu else self.chunk_bytes
         radius = kernel.stage_radius(self.config.window_cells, stage)
         precision = self.engine.runtime.precision
-        return kernel.Search(self.config.pixel_search, radius, block, self.chunk_bytes, precision)
+        return kernel.Search(
+            self.config.pixel_search, radius, block, self.chunk_bytes, precision, self.engine.fused
+        )
+
+    @property
+    def runtime_summary(self) -> dict[str, str | float | bool]:
+        """The engine's :attr:`FeatureEngine.runtime_summary`."""
+        return self.engine.runtime_summary
 
     @property
     def feature_bytes(self) -> int:

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import ValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
@@ -71,13 +71,18 @@ def content_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(name.encode("utf-8") + b"\0")
-        digest.update(str(tensor.dtype).removeprefix("torch.").encode("ascii") + b"\0")
-        digest.update(",".join(str(d) for d in tensor.shape).encode("ascii") + b"\0")
-        array = tensor.numpy().reshape(-1)
-        digest.update(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).view(np.uint8).data)
+        _hash_tensor(digest, name, tensors[name])
     return digest.hexdigest()
+
+
+def _hash_tensor(digest: Any, name: str, tensor: torch.Tensor) -> None:
+    """Add one tensor to a content hash (see :func:`content_sha256`)."""
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(name.encode("utf-8") + b"\0")
+    digest.update(str(tensor.dtype).removeprefix("torch.").encode("ascii") + b"\0")
+    digest.update(",".join(str(d) for d in tensor.shape).encode("ascii") + b"\0")
+    array = tensor.numpy().reshape(-1)
+    digest.update(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).view(np.uint8).data)
 
 
 def _stored_tensors(
@@ -134,7 +139,7 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], manifest: Galler
         os.chmod(tmp_name, mode)
         with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
-        _load_stored(Path(tmp_name))  # what is renamed into place has been read back and validated
+        _verify_written(Path(tmp_name))  # what is renamed into place has been read back and validated
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -300,10 +305,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _check_tensors(path: Path, manifest: GalleryManifest, tensors: dict[str, torch.Tensor]) -> None:
     """Tensor names, dtypes, content hash, finiteness and shapes against the manifest."""
-    expected = {POOLED_NAME, *(stage_name(s) for s in manifest.stages)}
-    missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or extra:
-        raise GalleryError(path, f"wrong tensors: missing {missing}, extra {extra}")
+    _check_names(path, manifest, tensors)
     want_dtype = STORAGE_DTYPES[manifest.storage_dtype]
     for name, tensor in tensors.items():
         if tensor.dtype != want_dtype:
@@ -313,17 +315,56 @@ def _check_tensors(path: Path, manifest: GalleryManifest, tensors: dict[str, tor
     for name in sorted(tensors):
         if not bool(torch.isfinite(tensors[name]).all()):
             raise GalleryError(path, f"{name} contains NaN or Inf")
+    _check_shapes(path, manifest, {name: list(t.shape) for name, t in tensors.items()})
+
+
+def _verify_written(path: Path) -> None:
+    """Validate a file just written, as :func:`_load_stored` does, one tensor in memory at a time (a build's
+    peak memory then holds the gallery once, not twice)."""
+    manifest, _ = _parse_manifest(path, read_header(path))
+    want_dtype = STORAGE_DTYPES[manifest.storage_dtype]
+    digest = hashlib.sha256()
+    non_finite: str | None = None
+    with safe_open(str(path), framework="pt") as handle:
+        names = sorted(handle.keys())
+        _check_names(path, manifest, names)
+        shapes = {name: list(handle.get_slice(name).get_shape()) for name in names}
+        for name in names:
+            tensor = handle.get_tensor(name)
+            if tensor.dtype != want_dtype:
+                raise GalleryError(
+                    path, f"{name} is {tensor.dtype}, storage_dtype is {manifest.storage_dtype}"
+                )
+            _hash_tensor(digest, name, tensor)
+            if non_finite is None and not bool(torch.isfinite(tensor).all()):
+                non_finite = name
+            del tensor
+    if digest.hexdigest() != manifest.content_sha256:
+        raise GalleryError(path, "content hash mismatch (file is corrupt or was modified)")
+    if non_finite is not None:
+        raise GalleryError(path, f"{non_finite} contains NaN or Inf")
+    _check_shapes(path, manifest, shapes)
+
+
+def _check_names(path: Path, manifest: GalleryManifest, names: Iterable[str]) -> None:
+    expected = {POOLED_NAME, *(stage_name(s) for s in manifest.stages)}
+    missing, extra = sorted(expected - set(names)), sorted(set(names) - expected)
+    if missing or extra:
+        raise GalleryError(path, f"wrong tensors: missing {missing}, extra {extra}")
+
+
+def _check_shapes(path: Path, manifest: GalleryManifest, shapes: dict[str, list[int]]) -> None:
+    expected = {POOLED_NAME, *(stage_name(s) for s in manifest.stages)}
     if set(manifest.stage_shapes) != expected:
         raise GalleryError(path, f"wrong shapes: stage_shapes has {sorted(manifest.stage_shapes)}")
     if len(manifest.sources) != manifest.image_count:
         raise GalleryError(
             path, f"wrong shapes: {len(manifest.sources)} sources, image_count {manifest.image_count}"
         )
-    for name in sorted(tensors):
-        shape = list(tensors[name].shape)
+    for name in sorted(shapes):
         want = [manifest.image_count, *manifest.stage_shapes[name]]
-        if shape != want:
-            raise GalleryError(path, f"wrong shapes: {name} is {shape}, manifest says {want}")
+        if shapes[name] != want:
+            raise GalleryError(path, f"wrong shapes: {name} is {shapes[name]}, manifest says {want}")
 
 
 def check_expected(

@@ -1,4 +1,4 @@
-"""Exact nearest-feature search near the GEMM floor: gallery banks in the search layout, blocked or windowed."""
+"""Exact nearest-feature search near the GEMM floor: gallery banks in the search layout; fused, blocked or windowed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from inspector.model import nearest
 from inspector.model.spade import _search_matmul
 
 BYTES_PER_FLOAT32 = 4
@@ -132,6 +133,43 @@ def full_search(
     return exact
 
 
+def fused_search(
+    query: torch.Tensor, bank: StageBank, images: torch.Tensor, library: nearest.NearestLibrary
+) -> torch.Tensor:
+    """:func:`full_search` by the fused C++ kernel (float32 bank on CPU): the minimum formed in the distance loop.
+
+    The query is centred like the bank; the gallery rows are the bank's augmented rows of ``images`` (views,
+    nothing copied), searched on torch's intra-op thread count. Exact float32 (the winner's distance is
+    recomputed by direct difference).
+    """
+    if images.numel() == 0:
+        raise ValueError("no gallery images to search")
+    q = (query.float() - bank.centre).contiguous()
+    segments = [nearest.Segment(bank.rows[i], bank.sq_norms[i]) for i in images.tolist()]
+    dist, _ = library.search(q, segments, torch.get_num_threads())
+    return dist
+
+
+def select_fused(setting: str, device: torch.device) -> tuple[nearest.NearestLibrary | None, str]:
+    """The fused kernel for ``runtime.pixel_kernel`` on ``device``, or None and why the torch kernel is used.
+
+    Raises:
+        nearest.NearestError: "fused" asked for where it cannot run (CUDA, or the library not built).
+    """
+    if setting == "torch":
+        return None, "runtime.pixel_kernel = torch"
+    if device.type != "cpu":
+        if setting == "fused":
+            raise nearest.NearestError(
+                f"runtime.pixel_kernel: fused runs on CPU only, the device is {device}"
+            )
+        return None, f"the fused kernel runs on CPU only (device {device})"
+    library, reason = nearest.load()
+    if library is None and setting == "fused":
+        raise nearest.NearestError(f"runtime.pixel_kernel: fused: {reason}")
+    return library, reason
+
+
 def _augmented_block(bank: StageBank, image: int, start: int, rows: int) -> torch.Tensor:
     """[rows, C+1] float32 gallery rows of one image from ``start``, each with its squared norm appended."""
     if bank.augmented is not None:
@@ -246,6 +284,7 @@ class Search:
     block_bytes: int = CPU_BLOCK_BYTES  # one distance block of the full search
     chunk_bytes: int = 64 << 20  # one difference chunk of the window search
     precision: str = "float32"  # candidate-search arithmetic of the full search (tf32/bfloat16 on CUDA)
+    fused: nearest.NearestLibrary | None = None  # the full search by the fused kernel (float32 banks on CPU)
 
 
 def stage_maps(test: torch.Tensor, bank: StageBank, neighbours: torch.Tensor, search: Search) -> torch.Tensor:
@@ -255,7 +294,7 @@ def stage_maps(test: torch.Tensor, bank: StageBank, neighbours: torch.Tensor, se
         test: [B, C, H, W] test features.
         bank: the stage's gallery bank.
         neighbours: [B, K] gallery indices searched for each test image.
-        search: full search or a spatial window.
+        search: full search (fused kernel or torch) or a spatial window.
 
     Returns:
         [B, H, W] distances.
@@ -265,6 +304,8 @@ def stage_maps(test: torch.Tensor, bank: StageBank, neighbours: torch.Tensor, se
     for i in range(b):
         if search.mode == "window":
             out[i] = window_search(test[i], bank, neighbours[i], search.radius, search.chunk_bytes)
+        elif search.fused is not None and bank.augmented is not None:
+            out[i] = fused_search(test[i].reshape(c, h * w).T, bank, neighbours[i], search.fused).view(h, w)
         else:
             q = test[i].reshape(c, h * w).T
             out[i] = full_search(q, bank, neighbours[i], search.block_bytes, search.precision).view(h, w)

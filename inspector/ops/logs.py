@@ -1,7 +1,10 @@
 """Structured logging: structlog over the stdlib root logger, JSON lines in production, console on a TTY.
 
 Nothing is configured at import: the daemon calls :func:`configure_logging` once at start-up. Records from
-third-party libraries that use the stdlib ``logging`` module go through the same renderer.
+third-party libraries that use the stdlib ``logging`` module go through the same renderer. Every line is
+bounded: a value longer than ``LOG_VALUE_MAX_CHARS`` is cut, and each event key (logger and event name) may
+write ``LOG_LINES_PER_WINDOW`` lines per ``LOG_WINDOW_S``; the next line let through after a burst carries
+``suppressed``, the number held back, so a flood of bad input costs a few lines, never megabytes.
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import structlog
-from structlog.typing import BindableLogger, Processor
+from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
 
 from inspector.config.logs import LogFormat, LogLevel
 
 HANDLER_MARK = "_inspector_log_handler"
+LOG_VALUE_MAX_CHARS = 1024  # a longer string value in a log line is cut (tracebacks excepted)
+LOG_LINES_PER_WINDOW = 10  # lines per event key per window ...
+LOG_WINDOW_S = 1.0  # ... of this many seconds; the rest are counted and reported by the next line let through
+LOG_KEYS_MAX = 4096  # event keys remembered by the rate limit; stale ones are forgotten beyond it
+UNBOUNDED_KEYS = frozenset({"exception", "stack"})
+SUPPRESSED_KEY = "suppressed"
 
 _LoggerT = TypeVar("_LoggerT", bound=BindableLogger)
 
@@ -76,10 +85,11 @@ def configure_logging(
         final = [structlog.dev.ConsoleRenderer(colors=bool(callable(isatty) and isatty()))]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, clip_values, *final],
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(LineRateLimit())
     setattr(handler, HANDLER_MARK, True)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, HANDLER_MARK, False)]:
@@ -134,3 +144,77 @@ class LogThrottle:
                 return None
             self._last[key] = now
             return self._held.pop(key, 0)
+
+
+def clip_values(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Structlog processor: cut every string value longer than ``LOG_VALUE_MAX_CHARS`` (tracebacks excepted)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > LOG_VALUE_MAX_CHARS and key not in UNBOUNDED_KEYS:
+            event_dict[key] = f"{value[:LOG_VALUE_MAX_CHARS]}... ({len(value)} characters)"
+    return event_dict
+
+
+def _event_key(record: logging.LogRecord) -> tuple[str, str]:
+    """(logger, event) of a record: structlog's event name, or a stdlib record's message template."""
+    msg: Any = record.msg
+    if isinstance(msg, dict):
+        return record.name, str(msg.get("event", ""))[:LOG_VALUE_MAX_CHARS]
+    return record.name, str(msg)[:LOG_VALUE_MAX_CHARS]
+
+
+class LineRateLimit(logging.Filter):
+    """A handler filter: at most ``lines`` lines per event key per ``window_s``; the rest are counted.
+
+    The first line of a key in a new window is let through carrying ``suppressed`` (structlog lines) or a
+    ``[N similar lines suppressed]`` suffix (stdlib lines) when lines were held back in the windows before.
+    """
+
+    def __init__(
+        self,
+        lines: int = LOG_LINES_PER_WINDOW,
+        window_s: float = LOG_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = LOG_KEYS_MAX,
+    ) -> None:
+        """Let ``lines`` lines per key through in each ``window_s`` of ``clock``."""
+        super().__init__()
+        self._lines = lines
+        self._window_s = window_s
+        self._clock = clock
+        self._max_keys = max_keys
+        self._windows: dict[tuple[str, str], list[float]] = {}  # key -> [window start, let through, held]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True: write the line (annotated with what was held back before it); False: hold it back."""
+        key, now = _event_key(record), self._clock()
+        with self._lock:
+            state = self._windows.get(key)
+            if state is not None and now - state[0] < self._window_s:
+                if state[1] < self._lines:
+                    state[1] += 1
+                    return True
+                state[2] += 1
+                return False
+            held = int(state[2]) if state is not None else 0
+            if len(self._windows) >= self._max_keys:
+                self._forget_stale(now)
+            self._windows[key] = [now, 1, 0]
+        if held:
+            _annotate(record, held)
+        return True
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop keys whose window ended (caller holds the lock); all of them if none has."""
+        stale = [k for k, v in self._windows.items() if now - v[0] >= self._window_s and not v[2]]
+        for k in stale or list(self._windows):
+            del self._windows[k]
+
+
+def _annotate(record: logging.LogRecord, held: int) -> None:
+    msg: Any = record.msg
+    if isinstance(msg, dict):
+        msg[SUPPRESSED_KEY] = held
+    else:
+        record.msg = f"{record.getMessage()} [{held} similar lines suppressed]"
+        record.args = ()

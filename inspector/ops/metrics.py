@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from inspector.config.metrics import DEFAULT_SCORE_BUCKETS, MetricsConfig
 from inspector.core.names import DROP_REASONS, LATENCY_STAGES, QUEUES, VERDICTS
 from inspector.ops.children import ChildProcessCollector
-from inspector.ops.endpoint import MetricsServer, serve_metrics
+from inspector.ops.connections import ConnectionMetrics
+from inspector.ops.endpoint import NOT_STARTED, Health, MetricsServer, serve_metrics
 from inspector.ops.output_metrics import OutputMetrics
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -61,11 +62,13 @@ class InspectorMetrics:
         self._galleries: dict[str, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
         self._ready = False
+        self._bus_seen = (0, 0)
         self._create_pipeline_metrics(registry)
         self._create_latency_metrics(registry, score_buckets)
         self._create_state_metrics(registry)
         self._create_line_control_metrics(registry)
         self.outputs = OutputMetrics(registry)
+        self.connections = ConnectionMetrics(registry)
         self.children = ChildProcessCollector(registry if include_process_collector else None)
         if include_process_collector:
             ProcessCollector(registry=registry)
@@ -94,6 +97,24 @@ class InspectorMetrics:
         )
         self.camera_reconnects = Counter(
             "inspector_camera_reconnects_total", "Camera reconnect attempts.", ["camera"], registry=r
+        )
+        self.camera_incomplete_frames = Counter(
+            "inspector_camera_incomplete_frames_total",
+            "Frames the camera delivered incomplete (lost packets, timeout): ERROR verdicts, never scored.",
+            ["camera"],
+            registry=r,
+        )
+        self.camera_lost_packets = Counter(
+            "inspector_camera_lost_packets_total",
+            "Stream packets lost on the way from a GigE Vision camera (resent ones are not counted).",
+            ["camera"],
+            registry=r,
+        )
+        self.frames_unpaired = Counter(
+            "inspector_frames_unpaired_total",
+            "Frames of a line-triggered camera that no PLC trigger claimed within the pairing window.",
+            ["camera"],
+            registry=r,
         )
         self.restarts = Counter(
             "inspector_restarts_total", "Supervised restarts: a camera process (hung or dead) or the model "
@@ -152,14 +173,32 @@ class InspectorMetrics:
         )
         self.triggers_rejected = Counter(
             "inspector_triggers_rejected_total",
-            "Triggers given no place in a sequence (unknown or free-running camera, no part id, backlog full).",
+            "Triggers given no place in a sequence (unknown or free-running camera, no usable part id, backlog "
+            "full, a message of several frames).",
             ["reason"],
+            registry=r,
+        )
+        self.triggers_duplicate = Counter(
+            "inspector_triggers_duplicate_total",
+            "Triggers accepted while another trigger with the same part id still waited on the camera.",
+            ["camera"],
             registry=r,
         )
         self.trigger_timeouts = Counter(
             "inspector_trigger_timeouts_total",
             "Triggers no frame answered within trigger_timeout_ms (ERROR verdicts).",
             ["camera"],
+            registry=r,
+        )
+        self.bus_subscriptions_refused = Counter(
+            "inspector_bus_subscriptions_refused_total",
+            "Bus subscriptions not applied: not a prefix of heartbeat or verdict.<camera> of this daemon.",
+            registry=r,
+        )
+        self.bus_subscribers_dropped = Counter(
+            "inspector_bus_subscribers_dropped_total",
+            "Bus subscribers disconnected for sending more than bus.max_subscription_bytes of subscriptions, "
+            "or beyond bus.max_subscribers.",
             registry=r,
         )
         self.gallery_reloads = Counter(
@@ -186,6 +225,16 @@ class InspectorMetrics:
         self.ready = Gauge("inspector_ready", "1 when the daemon is ready to score frames.", registry=r)
         self.start_time = Gauge("inspector_start_time_seconds", "Unix time the daemon started.", registry=r)
 
+    def record_bus(self, refused: int, dropped: int) -> None:
+        """Bring the bus counters up to the publisher's cumulative counts (they only grow)."""
+        with self._lock:
+            new_refused, new_dropped = refused - self._bus_seen[0], dropped - self._bus_seen[1]
+            self._bus_seen = (max(refused, self._bus_seen[0]), max(dropped, self._bus_seen[1]))
+        if new_refused > 0:
+            self.bus_subscriptions_refused.inc(new_refused)
+        if new_dropped > 0:
+            self.bus_subscribers_dropped.inc(new_dropped)
+
     def set_build_info(self, version: str) -> None:
         """Export ``inspector_build_info{version}`` = 1."""
         self.build_info.labels(version=version).set(1)
@@ -195,11 +244,15 @@ class InspectorMetrics:
         self.frames_captured.labels(camera=camera)
         self.frames_scored.labels(camera=camera)
         self.camera_reconnects.labels(camera=camera)
+        self.camera_incomplete_frames.labels(camera=camera)
+        self.camera_lost_packets.labels(camera=camera)
+        self.frames_unpaired.labels(camera=camera)
         self.restarts.labels(kind="camera", name=camera)
         self.camera_up.labels(camera=camera).set(0)
         for verdict in VERDICTS:
             self.verdicts.labels(camera=camera, verdict=verdict)
         self.triggers.labels(camera=camera)
+        self.triggers_duplicate.labels(camera=camera)
         self.trigger_timeouts.labels(camera=camera)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(camera=camera, reason=reason)
@@ -224,12 +277,12 @@ class InspectorMetrics:
             ).set(1)
 
     def set_ready(self, ready: bool) -> None:
-        """Set ``inspector_ready`` to 1 or 0 (and what ``/healthz`` answers)."""
+        """Set ``inspector_ready`` to 1 (started, until the stop begins) or 0."""
         self._ready = ready
         self.ready.set(1 if ready else 0)
 
     def is_ready(self) -> bool:
-        """What :meth:`set_ready` last said (``/healthz`` answers 200 only while it is True)."""
+        """What :meth:`set_ready` last said."""
         return self._ready
 
     def record_batch(self, size: int) -> None:
@@ -260,12 +313,17 @@ class InspectorMetrics:
 
 
 def start_http_server(
-    config: MetricsConfig, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: False
+    config: MetricsConfig,
+    registry: CollectorRegistry,
+    health: Callable[[], Health] = lambda: NOT_STARTED,
+    connections: ConnectionMetrics | None = None,
 ) -> tuple[MetricsServer, int]:
-    """Serve ``/metrics`` (``registry``, without ``_created`` series) and ``/healthz`` from a daemon thread.
+    """Serve ``/metrics`` (``registry``, without ``_created`` series), ``/healthz`` and ``/livez`` from a thread.
 
-    ``/healthz`` answers 200 while ``ready()`` is True and 503 otherwise; any other path is 404. The caller
-    checks ``config.enabled`` and calls ``server.close()`` on shutdown.
+    ``/healthz`` answers 200 while ``health().ready`` and 503 otherwise, ``/livez`` the same for
+    ``health().alive``, both with ``health().reason`` as the body; any other path is 404; methods other than GET
+    and HEAD are 405. The listener holds what ``config``'s limits allow (connections counted in
+    ``connections``). The caller checks ``config.enabled`` and calls ``server.close()`` on shutdown.
 
     Returns:
         (server, actual port) — the actual port differs from ``config.port`` when it is 0.
@@ -273,4 +331,4 @@ def start_http_server(
     Raises:
         MetricsError: the address cannot be bound (in use, not local, ...), naming address and port.
     """
-    return serve_metrics(config.bind_address, config.port, registry, ready)
+    return serve_metrics(config.bind_address, config.port, registry, health, config, connections)

@@ -328,10 +328,17 @@ class DefectArchive:
         with self._lock:
             return self._by_key.get((camera, boot_id, seq))
 
-    def latest(self, camera: str) -> ArchivedRecord | None:
-        """The newest record of a camera."""
+    def latest(self, camera: str, boot_id: str | None = None) -> ArchivedRecord | None:
+        """The newest record of a camera (of the daemon run ``boot_id`` when given)."""
         with self._lock:
-            return next((r for r in reversed(self._records) if r.camera == camera), None)
+            return next(
+                (
+                    r
+                    for r in reversed(self._records)
+                    if r.camera == camera and (boot_id is None or r.boot_id == boot_id)
+                ),
+                None,
+            )
 
     @staticmethod
     def read(record: ArchivedRecord, file_name: str) -> bytes:

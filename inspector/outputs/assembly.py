@@ -121,7 +121,14 @@ class Outputs:
             if routes is not None:
                 routes.register(application)
             self._servers.append(
-                HttpServer("results", application, cfg.results.bind_address, cfg.results.port)
+                HttpServer(
+                    "results",
+                    application,
+                    cfg.results.bind_address,
+                    cfg.results.port,
+                    cfg.results,
+                    metrics.connections,
+                )
             )
         if cfg.liveview.enabled:
             live = LiveView(cameras, cfg.liveview, ctx.status)
@@ -129,7 +136,14 @@ class Outputs:
             application = live.application()
             self._review_page(ctx, root, application)
             self._servers.append(
-                HttpServer("liveview", application, cfg.liveview.bind_address, cfg.liveview.port)
+                HttpServer(
+                    "liveview",
+                    application,
+                    cfg.liveview.bind_address,
+                    cfg.liveview.port,
+                    cfg.liveview,
+                    metrics.connections,
+                )
             )
         if self._archive_sink is not None:
             self.sinks.append(self._archive_sink)

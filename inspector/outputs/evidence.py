@@ -1,7 +1,9 @@
 """The evidence of one verdict: its images (frame, overlay, masks) and the JSON that explains them.
 
 The archive writes these files and the results endpoint serves them, from memory or from the archive; both
-take them from here, so a record on disk and a response from memory are the same bytes.
+take them from here, so a record on disk and a response from memory are the same bytes. A verdict without a
+frame (an ERROR of a trigger no frame answered, of a file that could not be read) has evidence too: its
+header and ``evidence.json`` with a frame size of 0 and no images.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from inspector.core.names import Verdict
 from inspector.core.records import CropBox, Outcome
 from inspector.model.maps import crop_to_frame, frame_overlay, mask_bbox
 
-EVIDENCE_VERSION = 1
+EVIDENCE_VERSION = 2  # 2: frame_width/frame_height 0 and no images for a verdict without a frame
 PNG_COMPRESSION_LEVEL = 1  # fast: evidence is written off the model's path, but on the same cores
 HEADER_FILE = "header.json"
 EVIDENCE_FILE = "evidence.json"
@@ -58,7 +60,9 @@ class Evidence(_Model):
     """``evidence.json``: what the images are and what the verdict was computed against."""
 
     evidence: int = Field(
-        default=EVIDENCE_VERSION, description="Version of this document; this build writes 1."
+        default=EVIDENCE_VERSION,
+        description=f"Version of this document; this build writes {EVIDENCE_VERSION} (2: a verdict without a "
+        "frame has frame_width and frame_height 0 and no images).",
     )
     camera: str
     seq: int = Field(ge=0)
@@ -66,8 +70,12 @@ class Evidence(_Model):
     verdict: Verdict
     captured_at: str
     part_id: str | None
-    frame_width: int = Field(ge=1)
-    frame_height: int = Field(ge=1)
+    frame_width: int = Field(
+        ge=0, description="The frame's width in pixels; 0 when the verdict has no frame."
+    )
+    frame_height: int = Field(
+        ge=0, description="The frame's height in pixels; 0 when the verdict has no frame."
+    )
     crop: CropGeometry | None = Field(description="The crop in frame coordinates (PASS/FAIL only).")
     pixel_threshold: float | None
     defect_boxes: DefectBoxes | None
@@ -86,8 +94,15 @@ def published_header(outcome: Outcome) -> VerdictHeader:
     return VerdictHeader.model_validate_json(outcome.published)
 
 
+def has_frame(outcome: Outcome) -> bool:
+    """True when the outcome carries a picture (not the empty image of a fault frame)."""
+    return outcome.frame.image.size > 0
+
+
 def images_of(outcome: Outcome) -> tuple[ImageName, ...]:
-    """The images an outcome has: frame and overlay always, the masks when it was scored."""
+    """The images an outcome has: none without a frame; frame and overlay; the masks too when it was scored."""
+    if not has_frame(outcome):
+        return ()
     has_mask = outcome.mask is not None and outcome.crop_box is not None
     return IMAGE_NAMES if has_mask else FRAME_IMAGES
 
@@ -128,9 +143,11 @@ def render(outcome: Outcome, name: ImageName, jpeg_quality: int) -> bytes:
     """One image of the outcome, encoded.
 
     Raises:
-        EvidenceError: the outcome has no such image, or OpenCV cannot encode it.
+        EvidenceError: the outcome has no such image (no frame at all, or no mask), or OpenCV cannot encode it.
     """
     frame = outcome.frame.image
+    if not has_frame(outcome):
+        raise EvidenceError(f"camera {outcome.camera} seq {outcome.seq}: {outcome.verdict} has no frame")
     if name == "frame.png":
         return _encode(".png", frame)
     if name == "overlay.jpg":

@@ -22,8 +22,9 @@ from aiohttp import web
 
 from inspector.bus.wire import Heartbeat
 from inspector.config.liveview import LiveViewConfig
+from inspector.core.inputs import quote
 from inspector.core.records import Outcome
-from inspector.outputs.evidence import overlay_jpeg
+from inspector.outputs.evidence import has_frame, overlay_jpeg
 from inspector.outputs.http import CLOSING_KEY, EXECUTOR_KEY
 
 HOUR_COLUMNS = {
@@ -132,20 +133,25 @@ class LiveView:
             )
             doc.update({key: header.get(key) for key in keys})
             doc["defect_area_px"] = header.get("defect_area_px")
-            doc["image"] = f"/cameras/{name}/image.jpg?seq={header.get('seq')}"
+            # A verdict without a frame (an ERROR of a trigger or a file) has no picture: the page keeps the last.
+            doc["image"] = (
+                f"/cameras/{name}/image.jpg?seq={header.get('seq')}" if has_frame(view.recent[-1]) else None
+            )
         return doc
 
     def _image(self, camera: str, seq: int | None) -> bytes | None:
-        """The JPEG of ``seq`` (or the newest) on ``camera``; the last image again when asked too often."""
+        """The JPEG of ``seq`` (or the newest with a frame) on ``camera``; the last image again when asked too
+        often; None when there is no such picture (nothing yet, or ``seq`` is a verdict without a frame)."""
         view = self._views[camera]
         now = self._clock()
         with self._lock:
-            outcomes = list(view.recent)
+            outcomes = [o for o in view.recent if has_frame(o) or o.seq == seq]
             cached = view.image
             too_soon = now - view.rendered_at < 1.0 / self._config.max_image_fps
-        if not outcomes:
+        pictured = [o for o in outcomes if has_frame(o)]
+        if not pictured or any(o.seq == seq and not has_frame(o) for o in outcomes):
             return None
-        wanted = next((o for o in reversed(outcomes) if o.seq == seq), outcomes[-1])
+        wanted = next((o for o in reversed(pictured) if o.seq == seq), pictured[-1])
         if cached is not None and (cached[0] == wanted.seq or too_soon):
             return cached[1]
         jpeg = overlay_jpeg(wanted, self._config.jpeg_quality, self._config.image_width_px)
@@ -174,7 +180,7 @@ class LiveView:
     @staticmethod
     def _file(name: str) -> web.Response:
         if name not in STATIC_FILES:
-            raise web.HTTPNotFound(text=f"no file {name!r}")
+            raise web.HTTPNotFound(text=f"no file {quote(name)}")
         body = (resources.files("inspector.outputs") / "static" / name).read_bytes()
         return web.Response(body=body, content_type=STATIC_FILES[name], charset="utf-8", headers=NO_STORE)
 
@@ -217,11 +223,15 @@ class LiveView:
     async def _camera_image(self, request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
         if camera not in self._views:
-            raise web.HTTPNotFound(text=f"no camera {camera!r}")
-        seq_text = request.query.get("seq", "")
-        seq = int(seq_text) if seq_text.isdigit() else None
+            raise web.HTTPNotFound(text=f"no camera {quote(camera)}")
+        seq_text = request.query.get("seq")
+        if seq_text is not None and not (seq_text.isascii() and seq_text.isdigit()):
+            raise web.HTTPBadRequest(text=f"seq {quote(seq_text)} is not a number")
+        seq = int(seq_text) if seq_text is not None else None
         loop = asyncio.get_running_loop()
         jpeg = await loop.run_in_executor(request.app[EXECUTOR_KEY], self._image, camera, seq)
         if jpeg is None:
-            raise web.HTTPNotFound(text=f"camera {camera} has no image yet")
+            raise web.HTTPNotFound(
+                text=f"camera {camera} has no image for seq {seq} (none yet, or a verdict without a frame)"
+            )
         return web.Response(body=jpeg, content_type="image/jpeg", headers=NO_STORE)

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inspector.core.inputs import quote
 from inspector.core.records import Outcome
 from inspector.outputs.archive import ArchivedRecord, DefectArchive
 from inspector.outputs.evidence import (
@@ -75,15 +76,15 @@ class ResultsApp:
         camera, seq_text = request.match_info["camera"], request.match_info["seq"]
         if camera not in self._cameras:
             raise _not_found(
-                f"camera {camera!r} is not one of this daemon's cameras: {sorted(self._cameras)}"
+                f"camera {quote(camera)} is not one of this daemon's cameras: {sorted(self._cameras)}"
             )
         boot_id = request.query.get("boot_id", self._boot_id)
         if not BOOT_ID.match(boot_id):
-            raise _bad_request(f"boot_id {boot_id!r} is not 32 hex digits")
+            raise _bad_request(f"boot_id {quote(boot_id)} is not 32 hex digits")
         if seq_text == LATEST:
-            return self._latest(camera)
-        if not seq_text.isdigit():
-            raise _bad_request(f"seq {seq_text!r} is not a number or {LATEST!r}")
+            return self._latest(camera, boot_id)
+        if not (seq_text.isascii() and seq_text.isdigit()):
+            raise _bad_request(f"seq {quote(seq_text)} is not a number or {LATEST!r}")
         seq = int(seq_text)
         outcome = self._ring.find(camera, seq) if boot_id == self._boot_id else None
         record = self._archive.find(camera, seq, boot_id) if self._archive and outcome is None else None
@@ -91,11 +92,14 @@ class ResultsApp:
             raise _not_found(f"camera {camera} seq {seq} (boot {boot_id}) is neither recent nor archived")
         return Found(outcome, record)
 
-    def _latest(self, camera: str) -> Found:
-        outcome = self._ring.latest(camera)
-        record = self._archive.latest(camera) if self._archive and outcome is None else None
+    def _latest(self, camera: str, boot_id: str) -> Found:
+        """The newest verdict of a camera in the daemon run ``boot_id`` (an earlier run: the archive only)."""
+        outcome = self._ring.latest(camera) if boot_id == self._boot_id else None
+        record = self._archive.latest(camera, boot_id) if self._archive and outcome is None else None
         if outcome is None and record is None:
-            raise _not_found(f"camera {camera} has no verdict yet")
+            raise _not_found(
+                f"camera {camera} has no verdict yet in boot {boot_id} (neither in memory nor archived)"
+            )
         return Found(outcome, record)
 
     async def result(self, request: web.Request) -> web.Response:

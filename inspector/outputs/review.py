@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from inspector.outputs.export import write_export
-from inspector.outputs.http import EXECUTOR_KEY
+from inspector.outputs.http import EXECUTOR_KEY, POST_PREFIXES_KEY
 from inspector.outputs.sessions import FAIL_LOCKED_OUT, Session, Sessions
 from inspector.records.audit import AuditEntry, append
 from inspector.records.judgments import JudgmentError, judge, judged, pending
@@ -62,7 +62,8 @@ class ReviewPage:
         self._failures = login_failures
 
     def register(self, app: web.Application) -> None:
-        """Add the routes to the live view's application."""
+        """Add the routes to the live view's application (its server takes POST under ``/review/`` only)."""
+        app[POST_PREFIXES_KEY] = ("/review/",)
         app.router.add_get("/review", self._page)
         app.router.add_get("/review/{name:review\\.js}", self._page)
         app.router.add_post("/review/login", self._login)

@@ -36,7 +36,7 @@ from inspector.config.proxy import ProxyConfig
 from inspector.core.names import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from inspector.core.records import Frame, Outcome
 from inspector.demo.data import write_demo_video
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, bus_outcome, free_port
 from tests.toml_config import tcp, write_daemon_config
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -83,7 +83,9 @@ beats.start()
 sys.stdin.readline()
 image = np.zeros((2, 2, 3), np.uint8)
 for seq in range(count):
-    pub.publish(Outcome(Frame(camera, seq, 0.0, 0.0, image), "PASS", score=0.5, threshold=1.0))
+    stages = dict.fromkeys(("queue", "preprocess", "backbone", "image_knn", "pixel_match", "upsample_blur"), 0.0)
+    pub.publish(Outcome(Frame(camera, seq, 0.0, 0.0, image), "PASS", score=0.5, threshold=1.0,
+                        pixel_threshold=1.0, defect_area_px=0, latency_ms=stages))
 print("done", flush=True)
 sys.stdin.readline()
 stop.set()
@@ -229,9 +231,7 @@ def bind_when_free(publisher: Publisher) -> str:
 
 def outcome(camera: str, seq: int) -> Outcome:
     """A PASS outcome of a tiny frame."""
-    return Outcome(
-        Frame(camera, seq, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8)), "PASS", score=0.5, threshold=1.0
-    )
+    return bus_outcome(Frame(camera, seq, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8)))
 
 
 def receive_topic(sub: zmq.Socket[bytes], prefix: bytes, publish: Any = None) -> list[bytes]:

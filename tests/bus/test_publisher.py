@@ -24,7 +24,9 @@ from inspector.bus.wire import (
     rfc3339,
 )
 from inspector.config.bus import BusConfig
+from inspector.core.names import COMPUTE_STAGES
 from inspector.core.records import Frame, Outcome
+from tests.support import bus_outcome
 
 RECEIVE_DEADLINE_S = 5.0
 TERM_BOUND_S = 30.0  # generous: term() returns at once when linger is honoured, never when it is not
@@ -32,6 +34,7 @@ POLL_MS = 20
 FIXED_NOW = 1_714_564_800.5
 FIXED_MONOTONIC = 5_000.0
 ANY_PORT = "tcp://127.0.0.1:*"
+STAGES_MS = dict.fromkeys(("queue", *COMPUTE_STAGES), 0.0)  # what the worker times for a scored frame
 
 Context = zmq.Context[zmq.Socket[bytes]]
 
@@ -45,11 +48,12 @@ def context() -> Iterator[Context]:
 
 
 def make_outcome(camera: str = "cam1", seq: int = 0, **overrides: Any) -> Outcome:
-    """A PASS outcome of a frame captured 50 ms before FIXED_NOW (monotonic time FIXED_MONOTONIC - 0.05)."""
+    """An outcome (PASS unless ``verdict`` says otherwise) of a frame captured 50 ms before FIXED_NOW
+    (monotonic time FIXED_MONOTONIC - 0.05), image and pixel thresholds 2.0 when scored."""
     frame = Frame(camera, seq, FIXED_NOW - 0.05, FIXED_MONOTONIC - 0.05, np.zeros((4, 4, 3), np.uint8), "A-1")
-    fields: dict[str, Any] = {"verdict": "PASS", "score": 0.5, "threshold": 2.0, "defect_area_px": 0}
-    fields.update(overrides)
-    return Outcome(frame=frame, **fields)
+    verdict = overrides.pop("verdict", "PASS")
+    scored = {"threshold": 2.0, "pixel_threshold": 2.0} if verdict in ("PASS", "FAIL") else {}
+    return bus_outcome(frame, verdict, **(scored | overrides))
 
 
 def fixed_publisher(context: Context, boot_id: str, **bus: Any) -> Publisher:
@@ -118,7 +122,7 @@ def test_publisher_builds_the_header_from_the_outcome_with_boot_id_times_and_lat
     mask = np.zeros((32, 40), dtype=np.uint8)
     mask[4:10, 5:9] = 255
     outcome = make_outcome(verdict="FAIL", score=3.0, defect_area_px=24, mask=mask, gallery="ab" * 32,
-                           latency_ms={"queue": 1.5, "backbone": 7.0})  # fmt: skip
+                           latency_ms={**STAGES_MS, "queue": 1.5, "backbone": 7.0})  # fmt: skip
     with fixed_publisher(context, boot_id, mask="binary") as pub:
         assert pub.endpoint.startswith("tcp://127.0.0.1:")
         sub = subscriber(context, pub.endpoint, b"verdict.")
@@ -158,9 +162,7 @@ def test_anomaly_map_mode_sends_the_map_scaled_with_128_at_the_pixel_threshold(c
 
 def test_no_mask_mode_and_unscored_outcomes_send_an_empty_mask_part(context: Context) -> None:
     scored = make_outcome(mask=np.zeros((8, 8), np.uint8))
-    timeout = make_outcome(
-        seq=1, verdict="TIMEOUT", score=None, threshold=None, defect_area_px=None, error="late"
-    )
+    timeout = make_outcome(seq=1, verdict="TIMEOUT", error="late")
     with fixed_publisher(context, new_boot_id(), mask="none") as pub:
         sub = subscriber(context, pub.endpoint, b"verdict.")
         first = publish_until_received(lambda: pub.publish(scored), sub)

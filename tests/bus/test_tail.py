@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ import zmq
 
 from inspector.bus.tail import Gap, Regression, Restart, SequenceTracker, Stale, TailPrinter, tail
 from inspector.bus.wire import (
+    CameraStatus,
     Heartbeat,
     VerdictHeader,
     encode_heartbeat,
@@ -22,8 +25,10 @@ from inspector.bus.wire import (
     rfc3339,
 )
 from inspector.cli.main import main
+from inspector.core.names import LATENCY_STAGES
 
 WAIT_S = 5.0
+CLI_WAIT_S = 120.0  # a fresh interpreter importing the command line on a busy 2-core machine
 STEP_S = 0.01
 T0 = 1_714_564_800.0
 
@@ -58,34 +63,39 @@ def verdict(boot_id: str, camera: str, seq: int, **overrides: Any) -> VerdictHea
         "captured_at": rfc3339(now - 0.0123),
         "published_at": rfc3339(now),
         "age_ms": 12.3,
-        "latency_ms": {"end_to_end": 12.3},
+        "latency_ms": dict.fromkeys(LATENCY_STAGES, 0.0) | {"end_to_end": 12.3},
         "verdict": "PASS",
         "score": 1.25,
         "threshold": 2.5,
+        "pixel_threshold": 1.0,
         "defect_area_px": 0,
     }
     fields.update(overrides)
     return VerdictHeader.model_validate(fields)
 
 
-def heartbeat(boot_id: str, state: str) -> Heartbeat:
-    """A heartbeat with no cameras."""
+def heartbeat(boot_id: str, state: str, worker: str = "up", **cameras: CameraStatus) -> Heartbeat:
+    """A heartbeat (no cameras unless given)."""
     return Heartbeat.model_validate(
         {
             "boot_id": boot_id,
             "published_at": rfc3339(T0),
             "state": state,
             "uptime_s": 3.0,
+            "cameras": cameras,
             "frames_published": 0,
-            "worker_alive": True,
+            "worker": worker,
+            "worker_alive": worker in ("up", "stopping"),
         }
     )
 
 
-def wait_for(predicate: Callable[[], bool], action: Callable[[], object] | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], bool], action: Callable[[], object] | None = None, timeout_s: float = WAIT_S
+) -> None:
     """Run ``action`` until ``predicate`` holds, waiting on an Event between tries (bounded)."""
     pause = threading.Event()
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -150,6 +160,29 @@ def test_printer_warns_on_a_verdict_older_than_the_budget_on_arrival_counting_it
     assert json.loads(as_json.on_verdict(header)[0])["warning"] == "stale"
 
 
+def test_printer_shows_the_part_id_quoted_only_when_it_has_white_space() -> None:
+    printer, boot = TailPrinter(), new_boot_id()
+    lines = [printer.on_verdict(verdict(boot, "cam1", seq, part_id=part))[-1] for seq, part in enumerate(
+        ["000123", "lot 7 / 12", None]
+    )]  # fmt: skip
+    assert " seq=0 part=000123 PASS " in lines[0]
+    assert ' seq=1 part="lot 7 / 12" PASS ' in lines[1]
+    assert " seq=2 part=- PASS " in lines[2]
+
+
+def test_printer_names_the_worker_and_camera_states_of_a_normal_start_and_a_clean_stop() -> None:
+    printer, boot = TailPrinter(), new_boot_id()
+    cam = {"state": "starting", "up": False, "frames": 0, "last_seq": None}
+    lines = printer.on_heartbeat(heartbeat(boot, "starting", "starting", cam1=CameraStatus(**cam)))
+    assert lines[0].endswith("worker starting, cameras cam1=starting)") and "DEAD" not in lines[0]
+    assert printer.on_heartbeat(heartbeat(boot, "starting", "starting", cam1=CameraStatus(**cam))) == []
+    stopped = CameraStatus(**(cam | {"state": "stopped", "frames": 9, "last_seq": 8}))
+    lines = printer.on_heartbeat(heartbeat(boot, "stopped", "stopped", cam1=stopped))
+    assert "state starting -> stopped" in lines[0] and lines[0].endswith(
+        "worker stopped, cameras cam1=stopped)"
+    )
+
+
 def test_printer_reports_malformed_and_unknown_messages() -> None:
     printer = TailPrinter()
     lines, is_verdict = printer.on_message([b"verdict.cam1", b"{", b""])
@@ -179,7 +212,9 @@ def test_tail_prints_verdicts_and_warns_on_gap_and_restart(
     pub.send_multipart(encode_verdict(verdict(second, "cam1", 0), b""))
     pub.send_multipart(encode_heartbeat(heartbeat(second, "ready")))
     pub.send_multipart(
-        encode_verdict(verdict(second, "cam1", 1, verdict="FAIL", score=3.0, defect_area_px=7), b"")
+        encode_verdict(
+            verdict(second, "cam1", 1, verdict="FAIL", score=3.0, defect_area_px=7, part_id="A-7"), b""
+        )
     )
     thread.join(WAIT_S)
     stop.set()
@@ -189,8 +224,8 @@ def test_tail_prints_verdicts_and_warns_on_gap_and_restart(
     assert "WARNING gap: camera cam1 seq 2 -> 6, 3 missing" in text
     assert f"WARNING restart: daemon boot_id {first} -> {second}" in text
     assert text.count("WARNING") == 2
-    assert "cam1 seq=6 PASS score=1.250 thr=2.500 area=0 e2e=12.3ms" in text
-    assert "cam1 seq=1 FAIL score=3.000 thr=2.500 area=7" in text
+    assert "cam1 seq=6 part=- PASS score=1.250 thr=2.500 area=0 e2e=12.3ms" in text
+    assert "cam1 seq=1 part=A-7 FAIL score=3.000 thr=2.500 area=7" in text
     assert "heartbeat: state - -> ready" in text
 
 
@@ -230,6 +265,33 @@ def test_tail_rejects_an_invalid_endpoint() -> None:
 def test_main_with_count_zero_exits_cleanly(bus: tuple[Context, zmq.Socket[bytes], str]) -> None:
     _, _, endpoint = bus
     assert main(["tail", "--connect", endpoint, "--count", "0"]) == 0
+
+
+def test_tail_into_head_ends_quietly_with_status_0_when_head_closes_the_pipe(
+    bus: tuple[Context, zmq.Socket[bytes], str],
+) -> None:
+    """``inspector tail | head -2``: head exits after two lines; tail must end with 0 and no traceback."""
+    _, pub, endpoint = bus
+    tail_cmd = [sys.executable, "-m", "inspector.cli", "tail", "--connect", endpoint]
+    head = subprocess.Popen(["head", "-2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    tailing = subprocess.Popen(tail_cmd, stdout=head.stdin, stderr=subprocess.PIPE)
+    assert head.stdin is not None
+    head.stdin.close()  # only tail writes into the pipe now
+    boot, seq = new_boot_id(), iter(range(100_000))
+    wait_for(
+        lambda: tailing.poll() is not None,
+        lambda: pub.send_multipart(encode_verdict(verdict(boot, "cam1", next(seq)), b"")),
+        CLI_WAIT_S,
+    )
+    assert head.stdout is not None and tailing.stderr is not None
+    out = head.stdout.read()  # head has exited: its output is complete
+    head.stdout.close()
+    head.wait(CLI_WAIT_S)
+    errors = tailing.stderr.read().decode()
+    tailing.stderr.close()
+    assert tailing.wait() == 0, errors
+    assert errors == ""  # no BrokenPipeError traceback, no "Exception ignored" line
+    assert len(out.decode().splitlines()) == 2
 
 
 def test_two_daemons_behind_one_proxy_are_not_reported_as_restarts() -> None:

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector.bus.wire import (
+    ALWAYS_STAGES,
     Heartbeat,
     VerdictHeader,
     decode_heartbeat,
@@ -17,6 +18,7 @@ from inspector.bus.wire import (
     new_boot_id,
     rfc3339,
 )
+from inspector.core.names import LATENCY_STAGES
 
 EXAMPLES = 200
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,20}\Z")
@@ -40,11 +42,13 @@ def headers(draw: st.DrawFn) -> VerdictHeader:
         "verdict": verdict,
         "score": draw(finite) if scored else None,
         "threshold": draw(finite) if scored else None,
-        "defect_area_px": draw(st.none() | st.integers(0, 10**7)),
+        "pixel_threshold": draw(finite) if scored else None,
+        "defect_area_px": draw(st.integers(0, 10**7)) if scored else None,
         "product": draw(st.none() | text),
-        "latency_ms": draw(
-            st.dictionaries(st.sampled_from(["queue", "backbone", "end_to_end"]), st.floats(0, 1e6))
-        ),
+        "gallery": draw(st.none() | st.from_regex(r"\A[0-9a-f]{64}\Z")),
+        "latency_ms": {
+            stage: draw(st.floats(0, 1e6)) for stage in (LATENCY_STAGES if scored else ALWAYS_STAGES)
+        },
         "error": None if scored else draw(text),
     }
     return VerdictHeader.model_validate(fields)
@@ -59,12 +63,17 @@ def test_a_verdict_header_survives_encode_and_decode_unchanged(header: VerdictHe
 
 @settings(max_examples=EXAMPLES)
 @given(
-    st.sampled_from(["starting", "ready", "degraded", "stopping"]), st.floats(0, 1e9), st.integers(0, 2**40)
+    st.sampled_from(["starting", "ready", "degraded", "stopping", "stopped", "failed"]),
+    st.sampled_from(["starting", "up", "stalled", "down", "stopping", "stopped"]),
+    st.floats(0, 1e9),
+    st.integers(0, 2**40),
 )
-def test_a_heartbeat_survives_encode_and_decode_unchanged(state: str, uptime: float, published: int) -> None:
+def test_a_heartbeat_survives_encode_and_decode_unchanged(
+    state: str, worker: str, uptime: float, published: int
+) -> None:
     hb = Heartbeat.model_validate({
         "boot_id": new_boot_id(), "published_at": rfc3339(0.0), "state": state, "uptime_s": uptime,
-        "frames_published": published, "worker_alive": True,
+        "frames_published": published, "worker": worker, "worker_alive": worker in ("up", "stopping"),
     })  # fmt: skip
     assert decode_heartbeat(encode_heartbeat(hb)) == hb
 

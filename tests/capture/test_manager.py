@@ -38,7 +38,7 @@ CLIP_FPS = 30.0
 SLOW_NOMINAL_FPS = 1.0
 CLIP_SIDE_PX = 64
 LEVEL_STEP = 8  # frame i is filled with grey level i * LEVEL_STEP (survives MJPG exactly after rounding)
-SPAWN_WAIT_S = 15.0  # spawned children import cv2/numpy/pydantic: generous on a loaded 2-core box
+SPAWN_WAIT_S = 30.0  # spawned children import cv2/numpy/pydantic: generous on a loaded 2-core box
 FFMPEG = shutil.which("ffmpeg")
 
 ManagerFactory = Callable[..., CaptureManager]
@@ -336,14 +336,17 @@ def test_hung_or_crashed_child_is_restarted_with_seq_continuing(
     clip: Path, make_manager: ManagerFactory, sig: signal.Signals
 ) -> None:
     events: list[tuple[str, str, float]] = []
-    cfg = camera("cam", clip, loop=True, fps=60.0, read_timeout_s=0.3, retry_initial_s=0.1)
+    # open_timeout_s bounds the watchdog's wait when the stop lands while the looping clip reopens
+    cfg = camera(
+        "cam", clip, loop=True, fps=60.0, read_timeout_s=0.3, retry_initial_s=0.1, open_timeout_s=1.0
+    )
     manager = make_manager([cfg], watchdog_margin_s=0.3, on_event=lambda c, n, v: events.append((c, n, v)))
     before = collect(manager, lambda fs: len(fs) >= 5)
     pid = manager.pid("cam")
     assert pid is not None
     os.kill(pid, sig)  # SIGSTOP: the child "hangs" like a stuck read(); SIGKILL: it dies
-    wait_until(lambda: manager.stats()["cam"].restarts >= 1, "watchdog restart", 10.0)
-    wait_until(lambda: manager.pid("cam") not in (None, pid), "a new camera process", 10.0)
+    wait_until(lambda: manager.stats()["cam"].restarts >= 1, "watchdog restart", SPAWN_WAIT_S)
+    wait_until(lambda: manager.pid("cam") not in (None, pid), "a new camera process", SPAWN_WAIT_S)
     after = collect(manager, lambda fs: len(fs) >= 5)
     seqs = [f.seq for f in before + after]
     assert seqs == sorted(set(seqs)) and after[0].seq > before[-1].seq

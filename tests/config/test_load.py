@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from inspector.cli.main import main
+from inspector.config.genicam import GenicamConfig
 from inspector.config.load import ConfigError, load_config, load_run_config, run_problems
 from inspector.config.root import InspectorConfig
 from inspector.core.names import EXIT_CONFIG
@@ -32,7 +33,7 @@ def problems_of(path: Path) -> list[str]:
 
 GALLERY_SECTIONS = {"model", "calibration"}  # recorded by galleries: shown commented out in a daemon config
 OPTIONAL = {
-    "runtime": {"weights", "batch_size"},
+    "runtime": {"weights", "batch_size", "openvino_cache_dir"},
     "worker": {"gallery"},
     "archive": {"directory"},
     "parts": {"url", "password_file", "spool_dir"},
@@ -71,7 +72,11 @@ def test_example_file_validates_and_sets_every_daemon_field_and_shows_the_galler
                 f"[{name}] is incomplete"
             )
     camera_model = type(config.cameras[0])
-    assert missing(data["cameras"][0], camera_model, {"fps", "gallery"}) == set()
+    assert missing(data["cameras"][0], camera_model, {"fps", "gallery", "genicam"}) == set()
+    shown = {f for f in GenicamConfig.model_fields if f"\n# {f} = " in text}
+    assert shown == set(GenicamConfig.model_fields), (
+        f"[cameras.genicam] does not show {set(GenicamConfig.model_fields) - shown}"
+    )
     assert [p.name for p in config.products] == ["flange_a", "flange_b"]
     assert [config.product_for(c) for c in config.cameras] == ["flange_a", "flange_b"]
     assert "# fps = " in text and "# gallery = " in text and "# weights = " in text
@@ -358,3 +363,23 @@ def test_a_true_false_setting_must_be_a_toml_boolean(
     # the environment holds only strings: there "false" is how a boolean is written
     monkeypatch.setenv("INSPECTOR_ARCHIVE__ENABLED", "false")
     assert load_config(ok).archive.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("tables", "fields"),
+    [
+        ({"bus": {"bind": "tcp://0.0.0.0:5556"}}, ["bus.bind"]),
+        ({"bus": {"bind": "tcp://*:5556"}, "control": {"enabled": True, "bind": "tcp://eth0:5561"}},
+         ["bus.bind", "control.bind"]),
+        ({"bus": {"bind": "tcp://127.0.0.2:5556"}, "control": {"enabled": True, "bind": "ipc:///run/c"}}, []),
+        ({"bus": {"bind": "tcp://[::1]:5556"}, "control": {"enabled": False, "bind": "tcp://0.0.0.0:1"}}, []),
+        ({"bus": {"bind": "tcp://0.0.0.0:5556"}, "security": {"allow_plaintext_network": True}}, []),
+    ],
+)  # fmt: skip
+def test_sockets_off_loopback_without_curve_are_refused_unless_allowed_naming_each_field(
+    tables: dict[str, dict[str, Any]], fields: list[str]
+) -> None:
+    config = InspectorConfig.model_validate({"cameras": [{"name": "c", "source": "0"}], **tables})
+    problems = [p for p in run_problems(config) if "CURVE" in p]
+    assert [p.split(":", 1)[0] for p in problems] == fields
+    assert all("allow_plaintext_network" in p for p in problems)

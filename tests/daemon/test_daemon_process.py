@@ -13,7 +13,7 @@ import pytest
 
 from inspector.config.runtime import RuntimeConfig
 from inspector.core.names import VERDICTS
-from tests.processes import DaemonProcess, Received, Subscriber
+from tests.processes import DaemonProcess, Received, Subscriber, check_clean_lifecycle
 from tests.support import LabelledVideo, Samples, SyntheticGallery, free_port, metric, scrape, wait_until
 from tests.toml_config import BATCHING, NO_METRICS, Table, video_camera, write_daemon_config
 
@@ -107,6 +107,10 @@ def test_two_cameras_deliver_verdicts_survive_a_camera_outage_and_metrics_agree(
         daemons.append(daemon := DaemonProcess(config))
         ready = daemon.wait_event("daemon_ready")
         assert ready["bus"] == bus and ready["metrics_port"] == metrics_port
+        runtime = daemon.event("model_runtime")  # the defaults take the fast CPU paths, float32 checked
+        assert runtime is not None and runtime["level"] == "info" and runtime["fallback"] is False, runtime
+        assert runtime["backbone_runtime"] == "openvino" and runtime["probe_rel_diff"] <= 1e-4
+        assert runtime["pixel_kernel"].startswith("fused")
         got = sub.got
         wait_until(lambda: len(got.of("net")) >= 5 and len(got.of("file")) >= 3, "verdicts from both cameras")
 
@@ -172,7 +176,7 @@ def check_metrics_agree(samples: Samples, got: Received) -> None:
 def check_final_summary(daemon: DaemonProcess, got: Received) -> None:
     stopped = daemon.wait_event("daemon_stopped", WAIT_S)
     # Everything was flushed before the process exited; give the SUB thread a moment to read it.
-    wait_until(lambda: got.states and got.states[-1] == "stopping", "the final 'stopping' heartbeat")
+    wait_until(lambda: got.states and got.states[-1] == "stopped", "the final 'stopped' heartbeat")
     for camera, counts in stopped["cameras"].items():
         assert counts["published"] == len(got.of(camera))
         assert counts["unaccounted"] == 0
@@ -219,7 +223,7 @@ def check_net_verdicts(got: Received) -> None:
 
 
 @pytest.mark.faults
-def test_sigterm_exits_0_after_publishing_every_accepted_frame(
+def test_sigterm_exits_0_after_publishing_every_accepted_frame_and_heartbeats_stopping_then_stopped(
     tmp_path: Path,
     synthetic_gallery: SyntheticGallery,
     labelled_video: LabelledVideo,
@@ -253,8 +257,11 @@ def test_sigterm_exits_0_after_publishing_every_accepted_frame(
         seqs = [v.seq for v in sub.got.of("burst")]
         assert len(seqs) == counts["published"] == len(set(seqs))
         assert daemon.event("shutdown_incomplete") is None
+        wait_until(lambda: sub.got.states[-1] == "stopped", "the last heartbeat of a clean stop")
     finally:
         sub.close()
+    # A clean stop is told from a failure: the looping camera and the worker end stopped, never down.
+    check_clean_lifecycle(sub.got, {"burst": "stopped"})
 
 
 @pytest.mark.faults

@@ -55,7 +55,8 @@ def test_early_heartbeat_says_starting_for_every_camera_with_the_daemons_boot_id
         sub.close(linger=0)
     assert len(got) == HEARTBEATS
     for hb in got:
-        assert (hb.boot_id, hb.state, hb.worker_alive, hb.frames_published) == (boot_id, "starting", False, 0)
+        assert (hb.boot_id, hb.state, hb.worker, hb.worker_alive) == (boot_id, "starting", "starting", False)
+        assert hb.frames_published == 0
         assert {name: cam.state for name, cam in hb.cameras.items()} == {"a": "starting", "b": "starting"}
         assert hb.uptime_s >= 2.0  # counted from the process start, not from the first heartbeat
 

@@ -21,7 +21,7 @@ import pytest
 from inspector.bus.wire import parse_rfc3339
 from inspector.daemon.supervision import REPLACE_GRACE_S
 from tests.badframes import TOO_LARGE, UNDECODABLE, WRONG_SIZE, write_bad_frames
-from tests.processes import DaemonProcess, Subscriber, child_pids
+from tests.processes import DaemonProcess, Subscriber, check_clean_lifecycle, child_pids
 from tests.support import LabelledVideo, SyntheticGallery, free_port, wait_until
 from tests.toml_config import BATCHING, NO_METRICS, Table, video_camera, write_daemon_config
 
@@ -74,7 +74,7 @@ def assert_no_duplicates(sub: Subscriber) -> None:
     assert [k for k, n in keys.items() if n > 1] == [], "a (boot_id, camera, seq) was published twice"
 
 
-def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_and_start_never_reads_degraded(
+def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_start_never_reads_degraded_nor_publishes_before_ready(
     tmp_path: Path,
     synthetic_gallery: SyntheticGallery,
     labelled_video: LabelledVideo,
@@ -95,6 +95,7 @@ def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_and_sta
         wait_until(lambda: len(sub.got.of("line")) >= 20, "the line camera's verdicts", WAIT_S)
         assert daemon.proc.poll() is None, "".join(daemon.raw)[-3000:]
         assert daemon.terminate() == 0
+        wait_until(lambda: sub.got.states[-1] == "stopped", "the last heartbeat of a clean stop", WAIT_S)
     finally:
         sub.close()
     verdicts = sorted(sub.got.of("bad"), key=lambda v: v.seq)
@@ -117,7 +118,8 @@ def test_every_bad_file_in_a_folder_camera_is_scored_or_an_error_verdict_and_sta
     ready_at = datetime.fromisoformat(model_ready["timestamp"]).timestamp()
     assert parse_rfc3339(first.published_at) < ready_at, "no heartbeat before the model was loaded"
     states = [s for i, s in enumerate(sub.got.states) if i == 0 or sub.got.states[i - 1] != s]
-    assert states == ["starting", "ready", "stopping"], states
+    assert states in (["starting", "ready", "stopping", "stopped"], ["starting", "ready", "stopped"]), states
+    check_clean_lifecycle(sub.got, {"bad": "ended", "line": "stopped"})
     assert_no_duplicates(sub)
     summary = daemon.event("daemon_stopped")
     assert summary is not None

@@ -14,7 +14,7 @@ import pytest
 import zmq
 from prometheus_client import CollectorRegistry
 
-from inspector.bus.wire import decode_heartbeat, decode_verdict
+from inspector.bus.wire import Heartbeat, decode_heartbeat, decode_verdict
 from inspector.config.batching import BatchingConfig
 from inspector.config.bus import BusConfig
 from inspector.config.camera import CameraConfig
@@ -26,7 +26,7 @@ from inspector.config.worker import WorkerConfig
 from inspector.daemon.lifecycle import Daemon
 from inspector.model.header import GalleryError
 from inspector.ops.sdnotify import SdNotifier
-from tests.support import LabelledVideo, SyntheticGallery, free_port, metric, scrape, wait_until
+from tests.support import LabelledVideo, SyntheticGallery, free_port, http_get, metric, scrape, wait_until
 
 Context = zmq.Context[zmq.Socket[bytes]]
 WAIT_S = 60.0
@@ -41,6 +41,8 @@ class Recorder:
     notify: list[tuple[float, str]] = field(default_factory=list)
     verdicts: list[tuple[str, int, str]] = field(default_factory=list)
     heartbeats: list[tuple[float, str, dict[str, bool]]] = field(default_factory=list)
+    beats: list[Heartbeat] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # "heartbeat <state>" or "verdict", in arrival order
     stop: threading.Event = field(default_factory=threading.Event)
 
     def notified(self, text: str) -> list[float]:
@@ -65,9 +67,12 @@ def listen_bus(sub: zmq.Socket[bytes], rec: Recorder) -> None:
         if parts[0] == b"heartbeat":
             hb = decode_heartbeat(parts)
             rec.heartbeats.append((time.monotonic(), hb.state, {n: c.up for n, c in hb.cameras.items()}))
+            rec.beats.append(hb)
+            rec.order.append(f"heartbeat {hb.state}")
         else:
             _, header, _ = decode_verdict(parts)
             rec.verdicts.append((header.camera, header.seq, header.verdict))
+            rec.order.append("verdict")
 
 
 @pytest.fixture
@@ -101,7 +106,7 @@ def daemon_config(gallery: Path, cameras: list[CameraConfig], port: int) -> Insp
     )
 
 
-def test_daemon_is_ready_only_after_start_up_then_publishes_every_frame_and_stops_cleanly(
+def test_daemon_is_ready_only_after_start_up_healthz_503_naming_the_down_camera_then_stops_cleanly(
     synthetic_gallery: SyntheticGallery,
     labelled_video: LabelledVideo,
     harness: tuple[Context, Recorder, socket.socket, str],
@@ -129,6 +134,10 @@ def test_daemon_is_ready_only_after_start_up_then_publishes_every_frame_and_stop
     runner.start()
     try:
         check_lifecycle(daemon, rec, labels)
+        check_health_endpoint(daemon)
+        daemon.request_stop("test")
+        runner.join(WAIT_S)
+        wait_until(lambda: rec.beats[-1].state in ("stopped", "failed"), "the last heartbeat", WAIT_S)
     finally:
         daemon.request_stop("test")
         runner.join(WAIT_S)
@@ -149,6 +158,38 @@ def test_daemon_is_ready_only_after_start_up_then_publishes_every_frame_and_stop
     }
     assert daemon.metrics_port is not None
     assert_released(daemon.metrics_port)
+    check_clean_stop(rec)
+
+
+def check_health_endpoint(daemon: Daemon) -> None:
+    """/healthz: 503 while the ghost camera is down, naming it and why; /livez: 200 (no restart needed)."""
+    assert daemon.metrics_port is not None
+    url = f"http://127.0.0.1:{daemon.metrics_port}"
+    status, body, _ = http_get(f"{url}/healthz")
+    reason = body.decode()
+    assert status == 503 and reason.startswith("degraded: camera ghost down: camera ghost: cannot open"), (
+        reason
+    )
+    assert daemon.status.daemon_report()["state"] == "degraded"  # what ctl status says, the same
+    status, body, _ = http_get(f"{url}/livez")
+    assert status == 200 and body.decode() == reason  # alive: the camera reconnects by itself
+
+
+def check_clean_stop(rec: Recorder) -> None:
+    """No verdict before the first heartbeat that is not starting; a clean stop ends in stopped, not down."""
+    before = rec.order[: rec.order.index("verdict")]
+    opened = next(i for i, message in enumerate(before) if message != "heartbeat starting")
+    assert opened > 0 and before[opened] in ("heartbeat ready", "heartbeat degraded"), before
+    starting = [hb for hb in rec.beats if hb.state == "starting"]
+    assert starting and all(hb.worker == "starting" for hb in starting)  # never down while starting
+    last = rec.beats[-1]
+    assert (last.state, last.worker) == ("stopped", "stopped")
+    assert {name: cam.state for name, cam in last.cameras.items()} == {"line": "ended", "ghost": "stopped"}
+    after = [
+        hb for hb in rec.beats if hb.state in ("stopping", "stopped")
+    ]  # a quick drain may send no stopping
+    assert all(hb.worker in ("stopping", "stopped") for hb in after), [hb.worker for hb in after]
+    assert all(hb.cameras["ghost"].state in ("stopping", "stopped") for hb in after)
 
 
 def assert_released(port: int) -> None:

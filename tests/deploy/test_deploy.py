@@ -25,7 +25,7 @@ from inspector.config.bus import BusConfig
 from inspector.config.load import load_config
 from inspector.core.names import EXIT_CONFIG, Verdict
 from inspector.core.records import Frame, Outcome
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, bus_outcome
 
 DEPLOY = REPO_ROOT / "deploy"
 UNITS = ("inspector.service", "inspector@.service")
@@ -182,6 +182,25 @@ def test_unit_timeouts_fit_the_daemon_defaults(unit: str) -> None:
     # The daemon pings at half WatchdogSec and stops after worker.stall_timeout_s without progress, so a
     # hung worker is restarted about stall_timeout_s + WatchdogSec after it hung.
     assert 0 < watchdog_s <= defaults.worker.stall_timeout_s
+
+
+MEMORY_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+DAEMON_BASE_FDS = 256  # sockets, pipes, camera processes, files: measured about 60 on a two-camera daemon
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_raise_the_descriptor_limit_above_every_listener_cap_and_bound_memory(unit: str) -> None:
+    sections = parse_unit((DEPLOY / unit).read_text(encoding="utf-8"))
+    defaults = load_config(None)
+    held = (
+        defaults.results.max_connections
+        + defaults.liveview.max_connections
+        + defaults.metrics.max_connections
+        + defaults.bus.max_subscribers
+    )
+    assert int(one(sections, "Service", "LimitNOFILE")) >= 4 * (held + DAEMON_BASE_FDS)
+    memory = re.fullmatch(r"(\d+)([KMGT])", one(sections, "Service", "MemoryMax"))
+    assert memory is not None and int(memory.group(1)) * MEMORY_UNITS[memory.group(2)] >= 4 << 30
 
 
 def test_template_unit_differs_only_by_instance_settings() -> None:
@@ -414,12 +433,9 @@ def build_c_example(folder: Path) -> list[str]:
 
 def outcome(camera: str, seq: int, verdict: Verdict) -> Outcome:
     """A verdict as the daemon would publish it (PASS/FAIL scored, TIMEOUT/ERROR with a reason)."""
-    frame = Frame(camera, seq, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8), part_id=f"p{seq}")
-    if verdict in ("PASS", "FAIL"):
-        return Outcome(
-            frame, verdict, score=2.5 if verdict == "FAIL" else 0.5, threshold=1.0, defect_area_px=0
-        )
-    return Outcome(frame, verdict, error=f"{verdict.lower()} for the test")
+    return bus_outcome(
+        Frame(camera, seq, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8), part_id=f"p{seq}"), verdict
+    )
 
 
 def next_line(lines: queue.Queue[str], deadline_s: float, what: str) -> str:

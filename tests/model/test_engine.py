@@ -183,7 +183,7 @@ def test_galleries_with_other_sizes_share_one_backbone_from_the_cache(
     calibrate_gallery(other, RUNTIME, _calibration(), backbones=cache)
     a = Inspector.from_gallery(gallery, RUNTIME, backbones=cache)
     b = Inspector.from_gallery(other, RUNTIME, backbones=cache)
-    assert len(cache) == 1 and a.engine.extractor is b.engine.extractor
+    assert len(cache) == 1 and a.engine.torch_extractor is b.engine.torch_extractor
     assert (a.config.crop_px, b.config.crop_px) == (CROP_PX, 96)
 
 
@@ -300,7 +300,7 @@ def test_the_channels_last_backbone_gives_the_features_and_scores_of_the_contigu
 ) -> None:
     fast = Inspector.from_gallery(gallery, runtime_config(channels_last=True), backbones=BACKBONES)
     plain = Inspector.from_gallery(gallery, runtime_config(channels_last=False), backbones=BACKBONES)
-    assert fast.engine.extractor is not plain.engine.extractor  # one cached backbone per layout
+    assert fast.engine.torch_extractor is not plain.engine.torch_extractor  # one cached backbone per layout
     good, defects = _tests(data)
     images = good + defects
     feats_fast, _ = fast.engine.extract(images, {})

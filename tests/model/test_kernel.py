@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.model import kernel
+from inspector.model import kernel, nearest
 from tests.model.test_spade import REL_TOL, ref_stage_map, rel_err
 
 FP16_REL_TOL = 1e-3
@@ -172,3 +172,34 @@ def test_cuda_reduced_precision_candidates_still_give_exact_float32_distances(pr
         got.numpy() >= want * (1 - REL_TOL)
     )  # a distance to a real gallery row: never below the min
     assert rel_err(got.numpy(), want) < 0.05  # a near-tie may pick another winner, measured exactly
+
+
+@pytest.mark.skipif(nearest.load()[0] is None, reason="fused kernel not built")
+@pytest.mark.parametrize(
+    ("n", "kk", "c", "h", "w"),
+    [(5, 2, 3, 4, 4), (9, 4, 8, 5, 7), (12, 12, 16, 6, 6), (7, 3, 24, 23, 25)],
+)
+def test_the_fused_search_equals_float64_brute_force(n: int, kk: int, c: int, h: int, w: int) -> None:
+    library, _ = nearest.load()
+    test, gallery, nb = _case(n * c + h + 1, n, c, h, w, kk)
+    got = _maps(test, gallery, nb, kernel.Search("full", fused=library), torch.float32)
+    assert rel_err(got, ref_stage_map(test, gallery, nb)) < REL_TOL
+
+
+@pytest.mark.skipif(nearest.load()[0] is None, reason="fused kernel not built")
+def test_the_fused_and_torch_searches_agree_and_a_twin_in_the_gallery_tail_is_found() -> None:
+    library, _ = nearest.load()
+    test, gallery, nb = _case(11, 6, 24, 9, 11, 4)
+    gallery[nb[0, -1], :, -1, -1] = test[0, :, 2, 3]  # an exact twin: the very last row of the last image
+    fused = _maps(test, gallery, nb, kernel.Search("full", fused=library), torch.float32)
+    plain = _maps(test, gallery, nb, kernel.Search("full"), torch.float32)
+    assert fused[0, 2, 3] == 0.0
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(nearest.load()[0] is None, reason="fused kernel not built")
+def test_a_float16_bank_keeps_the_torch_search_when_the_fused_kernel_is_on() -> None:
+    library, _ = nearest.load()
+    test, gallery, nb = _case(5, 5, 8, 6, 6, 3)
+    got = _maps(test, gallery, nb, kernel.Search("full", fused=library), torch.float16)
+    assert rel_err(got, ref_stage_map(test, gallery, nb)) < FP16_REL_TOL

@@ -16,7 +16,15 @@ import structlog
 from pydantic import ValidationError
 
 from inspector.config.logs import LoggingConfig
-from inspector.ops.logs import HANDLER_MARK, LogThrottle, configure_logging, frame_logger, get_logger
+from inspector.ops.logs import (
+    HANDLER_MARK,
+    LOG_VALUE_MAX_CHARS,
+    LineRateLimit,
+    LogThrottle,
+    configure_logging,
+    frame_logger,
+    get_logger,
+)
 from tests.support import REPO_ROOT
 
 ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z"
@@ -143,3 +151,56 @@ def test_log_throttle_lets_one_line_per_key_and_interval_through_and_counts_the_
     now[0] = 61.0
     assert throttle.allow("disk_full") == 2  # two lines were held back since the last one
     assert throttle.allow("disk_full") is None
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_event_key_writes_a_few_lines_per_window_and_the_next_says_how_many_were_suppressed() -> None:
+    clock = FakeClock()
+    limit = LineRateLimit(lines=3, window_s=1.0, clock=clock)
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, HANDLER_MARK, False))
+    handler.filters = [limit]
+    log = get_logger("flood")
+    for _ in range(50):
+        log.warning("trigger_rejected", reason="malformed")
+    log.warning("other_event")
+    clock.now += 1.5
+    log.warning("trigger_rejected", reason="malformed")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    rejected = [line for line in lines if line["event"] == "trigger_rejected"]
+    assert len(rejected) == 4 and "suppressed" not in rejected[2]
+    assert rejected[3]["suppressed"] == 47
+    assert [line["event"] for line in lines].count("other_event") == 1  # another key: its own budget
+
+
+def test_a_long_value_is_cut_in_the_line_but_not_a_traceback() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    get_logger("long").warning("unknown_camera", camera="c" * 65_000)
+    try:
+        raise ValueError("x" * 5000)
+    except ValueError:
+        get_logger("long").error("failed", exc_info=True)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert len(first["camera"]) < LOG_VALUE_MAX_CHARS + 40 and first["camera"].endswith("(65000 characters)")
+    assert "x" * 5000 in json.dumps(second["exception"])
+
+
+def test_stdlib_records_are_rate_limited_by_their_message_template_too() -> None:
+    clock = FakeClock()
+    limit = LineRateLimit(lines=1, window_s=1.0, clock=clock)
+    record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "accept failed: %s", ("EMFILE",), None)
+    assert limit.filter(record) and not limit.filter(record) and not limit.filter(record)
+    clock.now += 1.0
+    again = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "accept failed: %s", ("EMFILE",), None)
+    assert limit.filter(again) and again.getMessage() == "accept failed: EMFILE [2 similar lines suppressed]"

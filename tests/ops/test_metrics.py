@@ -21,7 +21,8 @@ from inspector.config.metrics import MetricsConfig
 from inspector.core.names import DROP_REASONS, QUEUES, VERDICTS
 from inspector.daemon import ledger as daemon_ledger
 from inspector.daemon import pipeline as daemon_pipeline
-from inspector.ops.endpoint import MetricsError, MetricsServer
+from inspector.ops.connections import ConnectionMetrics
+from inspector.ops.endpoint import NOT_STARTED, Health, MetricsError, MetricsServer
 from inspector.ops.metrics import InspectorMetrics, start_http_server
 
 SCRAPE_TIMEOUT_S = 5.0
@@ -214,18 +215,22 @@ def get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode("utf-8")
 
 
-def test_healthz_answers_200_only_while_ready_and_other_paths_are_404() -> None:
+def test_healthz_answers_200_only_when_ready_livez_while_alive_each_with_the_reason() -> None:
     registry = CollectorRegistry()
-    metrics = InspectorMetrics(registry, include_process_collector=False)
-    server, port = start_http_server(MetricsConfig(port=0), registry, metrics.is_ready)
+    now = {"health": NOT_STARTED}
+    server, port = start_http_server(MetricsConfig(port=0), registry, lambda: now["health"])
     try:
-        assert get(port, "/healthz") == (503, "not ready\n")
-        metrics.set_ready(True)
+        assert get(port, "/healthz") == (503, "starting\n")
+        assert get(port, "/livez") == (200, "starting\n")
+        now["health"] = Health(ready=True, alive=True, reason="ready")
         assert get(port, "/healthz") == (200, "ready\n")
-        metrics.set_ready(False)
-        assert get(port, "/healthz")[0] == 503
+        now["health"] = Health(ready=False, alive=True, reason="degraded: camera cam1 down: no signal")
+        assert get(port, "/healthz") == (503, "degraded: camera cam1 down: no signal\n")
+        assert get(port, "/livez")[0] == 200  # a camera that reconnects by itself needs no restart
+        now["health"] = Health(ready=False, alive=False, reason="degraded: model worker stalled for 31.0 s")
+        assert get(port, "/livez") == (503, "degraded: model worker stalled for 31.0 s\n")
         status, body = get(port, "/")
-        assert status == 404 and "/metrics" in body
+        assert status == 404 and "/metrics" in body and "/livez" in body
         assert get(port, "/metrics")[0] == 200
     finally:
         server.close()
@@ -294,3 +299,49 @@ def test_promtool_check_metrics_finds_no_problem_in_what_the_daemon_exports(
     assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), (
         done.stdout + done.stderr
     )
+
+
+def _request(port: int, path: str, method: str) -> tuple[int, bytes, str | None]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=SCRAPE_TIMEOUT_S) as resp:
+            return resp.status, resp.read(), resp.headers.get("Content-Length")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read(), exc.headers.get("Allow")
+
+
+def test_only_get_and_head_are_answered_and_head_metrics_has_the_length_without_the_body(
+    served: tuple[InspectorMetrics, MetricsServer, int],
+) -> None:
+    _, _, port = served
+    for method in ("POST", "PUT", "DELETE", "FOO"):
+        status, _, allow = _request(port, "/healthz", method)
+        assert (status, allow) == (405, "GET, HEAD"), method
+    status, body, length = _request(port, "/metrics", "HEAD")
+    assert status == 200 and body == b"" and length is not None and int(length) > 100
+
+
+def test_connections_over_the_caps_get_503_and_every_connection_ends_at_its_deadline() -> None:
+    registry = CollectorRegistry()
+    limits = MetricsConfig(port=0, max_connections_per_client=2, header_timeout_s=0.5)
+    server, port = start_http_server(
+        limits, registry, lambda: Health(ready=True, alive=True, reason="ready"), ConnectionMetrics(registry)
+    )
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=SCRAPE_TIMEOUT_S) for _ in range(2)]
+        held[1].sendall(b"\x00\x01 junk without an end")
+        with socket.create_connection(("127.0.0.1", port), timeout=SCRAPE_TIMEOUT_S) as extra:
+            assert extra.recv(64).startswith(b"HTTP/1.1 503")
+        for sock in held:
+            with sock:
+                while sock.recv(4096):
+                    pass  # the server closes both: one silent, one sending junk slowly
+        assert get(port, "/healthz")[0] == 200
+        refused = registry.get_sample_value(
+            "inspector_http_connections_refused_total",
+            {"listener": "metrics", "reason": "max_connections_per_client"},
+        )
+        assert refused == 1
+    finally:
+        server.close()

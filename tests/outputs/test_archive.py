@@ -86,8 +86,10 @@ def test_timeout_and_error_records_hold_the_frame_and_the_header_without_masks(
         "verdict": "TIMEOUT",
         "score": None,
         "threshold": None,
+        "pixel_threshold": None,
         "defect_area_px": None,
         "error": "deadline_ms exceeded",
+        "latency_ms": {"queue": 1.0, "encode": 0.0, "end_to_end": 1.0},
     }
     failed = dataclasses.replace(failed, published=VerdictHeader.model_validate(header).model_dump_json())
     archive = open_archive(tmp_path)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.core.records import NO_IMAGE, Frame
 from inspector.model.maps import crop_to_frame, mask_bbox
 from inspector.outputs.evidence import (
     EvidenceError,
@@ -17,7 +18,7 @@ from inspector.outputs.evidence import (
     published_header,
     render,
 )
-from tests.support import ScoredLine, decode_image
+from tests.support import ScoredLine, bus_outcome, decode_image, stamp_published
 
 
 def test_evidence_maps_the_defect_box_from_the_crop_into_the_frame(scored_line: ScoredLine) -> None:
@@ -59,3 +60,15 @@ def test_an_unscored_or_unpublished_outcome_has_no_masks_and_no_header(scored_li
         render(outcome, "mask.png", 90)
     with pytest.raises(EvidenceError, match="no published header"):
         published_header(dataclasses.replace(outcome, published=None))
+
+
+def test_a_verdict_without_a_frame_has_evidence_with_no_images_and_size_zero(scored_line: ScoredLine) -> None:
+    fault = Frame("cam1", 99, 1.0, 1.0, NO_IMAGE, "P-1", "a", "unknown product 'zzz'")
+    outcome = stamp_published(
+        bus_outcome(fault, "ERROR", error="unknown product 'zzz'"), scored_line.boot_id, 2.0
+    )
+    evidence = evidence_of(outcome, published_header(outcome))
+    assert (evidence.frame_width, evidence.frame_height, evidence.images) == (0, 0, [])
+    assert evidence.evidence == 2 and images_of(outcome) == ()
+    with pytest.raises(EvidenceError, match="has no frame"):
+        render(outcome, "overlay.jpg", 90)

@@ -12,9 +12,10 @@ import pytest
 
 from inspector.bus.wire import CameraStatus, Heartbeat, rfc3339
 from inspector.config.liveview import LiveViewConfig
+from inspector.core.records import NO_IMAGE, Frame
 from inspector.outputs.http import HttpServer
 from inspector.outputs.liveview import STATIC_FILES, LiveView
-from tests.support import HTTP_TIMEOUT_S, ScoredLine, decode_image, http_get
+from tests.support import HTTP_TIMEOUT_S, ScoredLine, bus_outcome, decode_image, http_get, stamp_published
 
 EXTERNAL_URL = re.compile(r"(https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
@@ -114,3 +115,25 @@ def test_the_page_and_its_files_are_served_locally_and_reference_no_other_site(s
         assert not EXTERNAL_URL.search(body.decode("utf-8")), f"{name} loads something from another site"
     assert b"/static/liveview.js" in page and b"/static/liveview.css" in page
     assert http_get(served.url + "/static/secret.py")[0] == 404
+
+
+def test_a_verdict_without_a_frame_has_no_picture_and_a_bad_seq_is_refused(
+    served: Served, scored_line: ScoredLine
+) -> None:
+    for outcome in scored_line.outcomes:
+        served.view.deliver(outcome)
+    fault = Frame("cam1", 60, 1.0, 1.0, NO_IMAGE, "P-60", "a", "no frame")
+    served.view.deliver(
+        stamp_published(bus_outcome(fault, "ERROR", error="no frame"), scored_line.boot_id, 2.0)
+    )
+    state = json.loads(http_get(served.url + "/state")[1])
+    cam1 = next(c for c in state["cameras"] if c["name"] == "cam1")
+    assert (cam1["verdict"], cam1["seq"], cam1["image"]) == (
+        "ERROR",
+        60,
+        None,
+    )  # the page keeps the last picture
+    assert http_get(served.url + "/cameras/cam1/image.jpg?seq=60")[0] == 404
+    assert http_get(served.url + "/cameras/cam1/image.jpg")[0] == 200  # the newest with a frame
+    for bad in ("abc", "-1", "1.5", "%C2%B2"):
+        assert http_get(served.url + f"/cameras/cam1/image.jpg?seq={bad}")[0] == 400, bad

@@ -22,7 +22,7 @@ from inspector.core.records import Frame, Outcome
 from inspector.ops.output_metrics import OutputMetrics
 from inspector.outputs.mqtt import MqttSink
 from tests.mosquitto import Broker, CertificateAuthority, Recorder, make_ca, missing_reason, retained
-from tests.support import decode_image, stamp_published, wait_until
+from tests.support import bus_outcome, decode_image, stamp_published, wait_until
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
 
@@ -69,7 +69,7 @@ def outcome(seq: int, verdict: Verdict = "PASS") -> Outcome:
     if score is not None:
         scored = {"score": score, "threshold": 2.0, "review_threshold": 1.5}
     frame = Frame(CAMERA, seq, time.time(), time.monotonic(), FRAME, part_id=f"P-{seq}")
-    return stamp_published(Outcome(frame, verdict, **scored), BOOT, time.time())
+    return stamp_published(bus_outcome(frame, verdict, **scored), BOOT, time.time())
 
 
 @pytest.fixture

@@ -191,9 +191,13 @@ def test_a_postgresql_outage_mid_run_spools_degrades_and_loses_no_verdict_in_seq
     finally:
         engine.dispose()
     seqs = [r.seq for r in rows]
-    assert seqs == list(range(len(seqs))), "every verdict once, in seq order"
+    assert sorted(seqs) == list(range(len(seqs))), "every verdict once, none missing"
+    # the rows keep the order the verdicts were published in (seq order, but for a frame the daemon scored
+    # late: a loaded machine may publish a TIMEOUT of an older seq after a newer verdict)
+    arrived = [v.seq for v in line.bus.got.of(CAMERA)]
+    assert [s for s in seqs if s in set(arrived)] == arrived
     on_bus = {v.seq: v.verdict for v in line.bus.got.of(CAMERA)}
-    assert set(on_bus) <= set(seqs) and all(dict(rows)[s] == v for s, v in on_bus.items())
+    assert all(dict(rows)[s] == v for s, v in on_bus.items())
     assert line.daemon.event("parts_database_unavailable") is not None
 
 

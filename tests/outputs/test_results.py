@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 
 from inspector.config.archive import ArchiveConfig
+from inspector.core.records import NO_IMAGE, Frame
 from inspector.model.maps import crop_to_frame
 from inspector.outputs.archive import DefectArchive
 from inspector.outputs.http import HttpServer
 from inspector.outputs.results import ResultsApp
 from inspector.outputs.ring import ResultsRing
-from tests.support import ScoredLine, decode_image, http_get
+from tests.support import ScoredLine, bus_outcome, decode_image, http_get, stamp_published
 
 RING_PER_CAMERA = 2
 JPEG_QUALITY = 90
@@ -99,3 +101,34 @@ def test_unknown_cameras_seqs_and_images_are_404_and_bad_input_400_naming_it(
     assert get_json(f"{served}/results/cam1/x1")[0] == 400
     assert get_json(f"{served}/results/cam1/1?boot_id=zz")[0] == 400
     assert get_json(f"{served}/results/cam1/{len(scored_line.outcomes) - 1}/nothing.gif")[0] == 404
+
+
+def test_an_error_without_a_frame_is_served_as_json_with_no_images_and_its_images_are_404(
+    tmp_path: Path, scored_line: ScoredLine
+) -> None:
+    now = time.time()
+    fault = Frame("cam1", 50, now, now, NO_IMAGE, "P-50", "a", "no frame within trigger_timeout_ms")
+    outcome = stamp_published(bus_outcome(fault, "ERROR", error="no frame"), scored_line.boot_id, now)
+    ring = ResultsRing(RING_PER_CAMERA, 64.0)
+    archive = DefectArchive(tmp_path, ArchiveConfig())
+    archive.open()
+    ring.deliver(outcome)
+    record = archive.write(outcome)
+    assert record is not None and {p.name for p in record.path.iterdir()} == {"header.json", "evidence.json"}
+    server = HttpServer("results", ResultsApp(["cam1"], scored_line.boot_id, ring, archive, 90).application(),
+                        "127.0.0.1", 0)  # fmt: skip
+    base = f"http://127.0.0.1:{server.start()}"
+    try:
+        for url in (f"{base}/results/cam1/50", f"{base}/results/cam1/latest"):
+            status, doc = get_json(url)
+            assert status == 200 and doc["images"] == {} and doc["evidence"]["frame_width"] == 0  # type: ignore[index]
+        for image in ("overlay.jpg", "frame.png", "mask.png"):
+            assert http_get(f"{base}/results/cam1/50/{image}")[0] == 404
+        ring.close()  # only the archive has it now
+        status, doc = get_json(f"{base}/results/cam1/50")
+        assert status == 200 and doc["source"] == "archive" and doc["images"] == {}
+        assert http_get(f"{base}/results/cam1/50/frame.png")[0] == 404
+        assert get_json(f"{base}/results/cam1/latest?boot_id={'0' * 32}")[0] == 404
+        assert get_json(f"{base}/results/cam1/latest?boot_id={scored_line.boot_id}")[0] == 200
+    finally:
+        server.close()

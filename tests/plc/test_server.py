@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from inspector.bus.wire import CameraStatus, Heartbeat, VerdictHeader, rfc3339
 from inspector.config.opcua import OpcUaConfig
+from inspector.core.names import LATENCY_STAGES
 from inspector.core.passwords import hash_password
 from inspector.plc.pki import read_certificate, trust
 from inspector.plc.server import PlcServer
@@ -58,13 +59,15 @@ def heartbeat(state: str = "ready", camera_state: str = "up", worker_alive: bool
 
 
 def verdict(seq: int, part_id: str, verdict: str = "PASS", **fields: Any) -> VerdictHeader:
-    scored = verdict in ("PASS", "FAIL")
+    scored = verdict in ("PASS", "REVIEW", "FAIL")
     doc = {
         "boot_id": BOOT, "camera": CAMERA, "seq": seq, "part_id": part_id, "captured_at": rfc3339(1000.0 + seq),
         "published_at": rfc3339(1000.5 + seq), "age_ms": 500.0, "verdict": verdict,
-        "score": 1.5 if scored else None,
-        "threshold": 2.0 if scored else None, "defect_area_px": (0 if verdict == "PASS" else 12) if scored else None,
-        "product": "a", "gallery": "f" * 12, "error": None if scored else "no frame",
+        "score": 1.5 if scored else None, "threshold": 2.0 if scored else None,
+        "pixel_threshold": 1.0 if scored else None,
+        "defect_area_px": (0 if verdict == "PASS" else 12) if scored else None,
+        "product": "a", "gallery": "f" * 64, "error": None if scored else "no frame",
+        "latency_ms": dict.fromkeys(LATENCY_STAGES if scored else ("queue", "encode", "end_to_end"), 1.0),
     }  # fmt: skip
     return VerdictHeader.model_validate(doc | fields)
 

@@ -17,6 +17,8 @@ TOOL = REPO / "tools" / "bench_spade.py"
 BACKBONES = ("efficientnet_lite0", "wide_resnet50_2")
 BATCHES = (1, 2)
 KS = (1, 3)
+RUNTIMES = ("torch", "openvino")
+KERNELS = ("torch", "fused")
 TIMEOUT_S = 120
 ROUNDING_MS = 0.05  # the table prints two decimals; five stage roundings add up to at most this
 
@@ -52,21 +54,27 @@ def output() -> list[str]:
     return done.stdout.splitlines()
 
 
-def test_timing_table_has_one_consistent_row_per_backbone_batch_and_k(output: list[str]) -> None:
+def test_timing_table_has_one_consistent_row_per_backbone_runtime_batch_k_and_kernel(
+    output: list[str],
+) -> None:
     rows = section(output, "== ms per image")
-    keys = [(r[0], int(r[2]), int(r[3])) for r in rows]
-    assert keys == list(itertools.product(BACKBONES, BATCHES, KS))
+    keys = [(r[0], r[1], int(r[4]), int(r[5]), r[2]) for r in rows]
+    assert keys == list(itertools.product(BACKBONES, RUNTIMES, BATCHES, KS, KERNELS))
     for r in rows:
-        assert r[1] == ("real" if r[0] == "efficientnet_lite0" else "random")
-        stages = [float(v) for v in r[5:10]]
-        total, floor, ratio = float(r[10]), float(r[11]), float(r[12])
+        assert r[3] == ("real" if r[0] == "efficientnet_lite0" else "random")
+        stages = [float(v) for v in r[7:12]]
+        total, floor, ratio = float(r[12]), float(r[13]), float(r[14])
         assert all(v >= 0.0 for v in stages) and total > 0.0 and floor > 0.0
         assert total == pytest.approx(sum(stages), abs=ROUNDING_MS)
         assert ratio == pytest.approx(total / floor, rel=0.02)
 
 
 def test_floor_table_scales_pixel_flops_with_k_and_keeps_backbone_flops_fixed(output: list[str]) -> None:
-    rows = {(r[0], int(r[1]), int(r[2])): [float(v) for v in r[3:]] for r in section(output, "== arithmetic")}
+    table = section(output, "== arithmetic")
+    assert len(table) == len(BACKBONES) * len(RUNTIMES) * len(BATCHES) * len(KS) * len(KERNELS)
+    rows = {
+        (r[0], int(r[3]), int(r[4])): [float(v) for v in r[5:]] for r in table if r[1:3] == ["torch", "torch"]
+    }
     assert set(rows) == set(itertools.product(BACKBONES, BATCHES, KS))
     for name in BACKBONES:
         bb = {rows[(name, b, k)][0] for b in BATCHES for k in KS}
@@ -81,6 +89,25 @@ def test_header_reports_a_positive_gemm_rate_and_the_torch_version(output: list[
     match = re.search(r"floor uses the better, ([0-9.]+) GFLOP/s", text)
     assert match is not None and float(match.group(1)) > 0.0
     assert f"torch {torch.__version__}" in text
+
+
+def test_side_by_side_table_gives_each_kernel_and_runtime_its_floor_ratio_and_the_speed_ups(
+    output: list[str],
+) -> None:
+    text = "\n".join(output)
+    assert "pixel kernels torch, fused; backbone runtimes torch, openvino; CPU " in text
+    rows = section(output, "== side by side")
+    assert [(r[0], int(r[1]), int(r[2])) for r in rows] == list(itertools.product(BACKBONES, BATCHES, KS))
+    for r in rows:
+        cells = re.findall(r"([0-9.]+) \(\s*([0-9.]+)\)", " ".join(r[3:]))
+        (pix_t, _), (pix_f, _), (bb_t, _), (bb_o, _), (before, _), (after, _) = [
+            (float(ms), float(ratio)) for ms, ratio in cells
+        ]
+        pix_x, bb_x, frame_x, fps = (float(v) for v in r[-4:])
+        assert pix_x == pytest.approx(pix_t / pix_f, rel=0.05, abs=0.02)
+        assert bb_x == pytest.approx(bb_t / bb_o, rel=0.05, abs=0.02)
+        assert frame_x == pytest.approx(before / after, rel=0.05, abs=0.02)
+        assert fps == pytest.approx(1000.0 / after, rel=0.05, abs=0.2)
 
 
 def _quick_rows(*extra: str) -> tuple[str, list[list[str]]]:
@@ -106,9 +133,10 @@ def test_search_options_print_every_row_with_its_floor_ratio_and_say_what_ran(
 ) -> None:
     text, rows = _quick_rows(*extra)
     assert says in text
-    assert [(int(r[2]), int(r[3])) for r in rows] == list(itertools.product(BATCHES, KS))
+    assert [(r[1], int(r[4]), int(r[5])) for r in rows] == list(itertools.product(RUNTIMES, BATCHES, KS))
+    assert {r[2] for r in rows} == {"torch"}  # the fused kernel does not run the window or reference search
     for r in rows:
-        assert float(r[12]) == pytest.approx(float(r[10]) / float(r[11]), rel=0.02)
+        assert float(r[14]) == pytest.approx(float(r[12]) / float(r[13]), rel=0.02)
 
 
 def test_bench_backbone_prints_a_floor_ratio_and_a_factor_for_every_variant() -> None:
@@ -123,6 +151,7 @@ def test_bench_backbone_prints_a_floor_ratio_and_a_factor_for_every_variant() ->
         assert ms > 0.0 and floor > 0.0
         assert ratio == pytest.approx(ms / floor, rel=0.05, abs=0.01)
     assert {float(r[-1]) for r in rows if "contiguous" == r[2] and len(r) == 7} == {1.0}
+    assert {int(r[1]) for r in rows if r[2] == "openvino"} == {1, 2}  # OpenVINO's runtime at each batch
 
 
 def test_bench_gpu_smoke_run_on_cpu_prints_rates_latencies_and_floor_ratios() -> None:
