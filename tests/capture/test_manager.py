@@ -337,7 +337,9 @@ def test_hung_or_crashed_child_is_restarted_with_seq_continuing(
 ) -> None:
     events: list[tuple[str, str, float]] = []
     # open_timeout_s bounds the watchdog's wait when the stop lands while the looping clip reopens
-    cfg = camera("cam", clip, loop=True, fps=60.0, read_timeout_s=0.3, retry_initial_s=0.1, open_timeout_s=1.0)
+    cfg = camera(
+        "cam", clip, loop=True, fps=60.0, read_timeout_s=0.3, retry_initial_s=0.1, open_timeout_s=1.0
+    )
     manager = make_manager([cfg], watchdog_margin_s=0.3, on_event=lambda c, n, v: events.append((c, n, v)))
     before = collect(manager, lambda fs: len(fs) >= 5)
     pid = manager.pid("cam")
