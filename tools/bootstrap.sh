@@ -29,9 +29,10 @@ if [ "${1:-}" = "--test" ]; then
     # the units; gcc, pkg-config, libzmq3-dev, libcjson-dev, libpng-dev build the integration guide's C programs;
     # chromium and chromium-driver load the live view in a real headless browser (Selenium drives it);
     # postgresql: the parts database tests start a real server (initdb + pg_ctl as user postgres); sqlite3:
-    # the audit test edits a row with the sqlite3 client.
+    # the audit test edits a row with the sqlite3 client; mosquitto (with mosquitto_passwd) is the broker the
+    # MQTT tests start, mosquitto-clients the docs' mosquitto_sub, openssl makes their test CA.
     need=()
-    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev libpng-dev chromium chromium-driver postgresql sqlite3; do
+    for pkg in ffmpeg prometheus systemd gcc pkg-config libzmq3-dev libcjson-dev libpng-dev chromium chromium-driver postgresql sqlite3 mosquitto mosquitto-clients openssl; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then

@@ -1,5 +1,5 @@
 """What ``check-config`` and ``run`` check before a daemon starts: galleries, the parts database, the review
-page, security and OPC UA, each problem one line naming its field."""
+page, MQTT, security and OPC UA, each problem one line naming its field."""
 
 from __future__ import annotations
 
@@ -71,6 +71,14 @@ def review_problems(config: InspectorConfig) -> list[str]:
     return problems
 
 
+def mqtt_problems(config: InspectorConfig) -> list[str]:
+    """What ``[mqtt]`` says when enabled: a password file or a TLS file (CA, certificate, key) that cannot be
+    used; connects to nothing (a broker that is down or refuses the login is not a configuration problem)."""
+    from inspector.outputs.mqtt_client import connection_problems
+
+    return connection_problems(config.mqtt)
+
+
 def security_problems(config: InspectorConfig) -> list[str]:
     """What ``[security]`` says: key files that cannot be used, galleries without an allowed signature."""
     from inspector.bus.curve import load_curve_server
@@ -106,14 +114,17 @@ def opcua_problems(config: InspectorConfig) -> list[str]:
 
 def daemon_problems(config: InspectorConfig, opcua: bool) -> list[str]:
     """Every problem that stops a daemon with this config (security ones only once the rest is fine)."""
-    problems = parts_problems(config) + review_problems(config) + gallery_problems(config)
+    problems = (
+        parts_problems(config) + review_problems(config) + mqtt_problems(config) + gallery_problems(config)
+    )
     if problems:
         return problems
     return security_problems(config) + (opcua_problems(config) if opcua else [])
 
 
 def outputs_line(config: InspectorConfig) -> str:
-    """Where the archive, the results endpoint and the live view will be, as ``check-config`` prints it."""
+    """Where the archive, the results endpoint, the live view and the MQTT broker will be, as ``check-config``
+    prints it."""
     from inspector.outputs.assembly import archive_root
 
     root = archive_root(config.archive, os.environ)
@@ -128,4 +139,10 @@ def outputs_line(config: InspectorConfig) -> str:
         name: f"http://{section.bind_address}:{section.port}/" if section.enabled else "off"
         for name, section in (("results", config.results), ("liveview", config.liveview))
     }
-    return f"archive: {archive}  results: {served['results']}  liveview: {served['liveview']}"
+    mqtt = config.mqtt
+    broker = (
+        f"{'mqtts' if mqtt.tls else 'mqtt'}://{mqtt.host}:{mqtt.port}/{mqtt.topic_prefix}"
+        if mqtt.enabled
+        else "off"
+    )
+    return f"archive: {archive}  results: {served['results']}  liveview: {served['liveview']}  mqtt: {broker}"

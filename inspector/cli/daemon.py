@@ -289,6 +289,7 @@ def _run_daemon(
     from inspector.ops.endpoint import MetricsError
     from inspector.ops.signals import capture_signals
     from inspector.outputs.http import OutputError
+    from inspector.outputs.mqtt_client import MqttConfigError
 
     daemon = Daemon(
         config, context, CollectorRegistry(), notifier, os.environ, publisher=publisher, early=early
@@ -299,9 +300,9 @@ def _run_daemon(
     except (PublisherError, MetricsError, CaptureError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
-    except (GalleryError, EngineError, BackboneError, CameraRefusedError) as exc:
+    except (GalleryError, EngineError, BackboneError, CameraRefusedError, MqttConfigError) as exc:
         # a gallery refused for any reason (bytes, hash, values, signature, calibration), missing weights,
-        # an unusable device, or a camera refusing its settings: fixed by an engineer, not by a restart
+        # an unusable device, a camera refusing its settings, an [mqtt] file changed since the check: fixed by an engineer, not by a restart
         # (systemd does not restart on 78)
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG

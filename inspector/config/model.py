@@ -52,9 +52,10 @@ class ModelConfig(StrictModel):
         "height on each side of the frame uninspected.",
     )
     keep_aspect: bool = Field(
-        False,
-        description="Letterbox instead of squashing: scale the longer side to resize_px keeping the aspect "
-        "ratio, pad to a resize_px square with black (never scored), then take the centre crop_px square.",
+        True,
+        description="Letterbox (default) instead of squashing: scale the longer side to resize_px keeping the "
+        "aspect ratio, pad to a resize_px square with black (never scored), then take the centre crop_px "
+        "square. False squashes the frame into the square (the MVTec protocol; docs/quality.md compares both).",
     )
     image_k: int = Field(50, ge=1, le=10_000, description="k nearest gallery images for the image score.")
     pixel_k: int = Field(10, ge=1, le=10_000, description="K nearest gallery images searched per location.")

@@ -18,6 +18,7 @@ from inspector.config.liveview import LiveViewConfig
 from inspector.config.logs import LoggingConfig
 from inspector.config.metrics import MetricsConfig
 from inspector.config.model import ModelConfig
+from inspector.config.mqtt import MqttConfig
 from inspector.config.opcua import OpcUaConfig
 from inspector.config.parts import PartsConfig
 from inspector.config.products import ProductConfig
@@ -68,6 +69,7 @@ class InspectorConfig(BaseSettings):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     shutdown_timeout_s: float = Field(

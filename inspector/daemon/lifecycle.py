@@ -187,8 +187,9 @@ class Daemon:
             c.name: Reference(*products.calibration_of(products.active(c.name))) for c in self.config.cameras
         }
         context = OutputContext(
-            self.config, self.boot_id, self.metrics, self.status.heartbeat, references, self._env, self._wall
-        )
+            self.config, self.boot_id, self.metrics, self.status.heartbeat, references, self._env, self._wall,
+            active_product=products.active,
+        )  # fmt: skip
         self._outputs = Outputs(context)
         products.listen(self._outputs.audit)
         self.status.add_condition(self._outputs.degraded_reasons)
@@ -235,6 +236,8 @@ class Daemon:
             cfg, self._context, self._capture, products, self.status, self.metrics, self._loader, self._curve,
             self._env,
         )  # fmt: skip
+        if self._outputs is not None:  # MQTT commands (when enabled) are the control socket's commands
+            self._outputs.attach_commands(self.line.commands.handle)
         batcher = Batcher(cfg.batching)
         bus = BusSink(self.publisher, self.metrics)
         sinks = list(self._outputs.sinks) if self._outputs is not None else []

@@ -1,4 +1,4 @@
-"""Metrics of the outputs after the bus: their queues and drops, the defect archive, and score drift."""
+"""Metrics of the outputs after the bus: their queues and drops, the defect archive, score drift, MQTT."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inspector.core.names import VERDICTS
+from inspector.ops.mqtt_metrics import MqttMetrics
 from inspector.ops.parts_metrics import PartsMetrics
 
 SINK_DROP_QUEUE_FULL = "queue_full"  # the output's own queue was full: the outcome was not taken
@@ -30,8 +31,8 @@ class OutputMetrics:
         """Create and register every output metric on ``r``."""
         self.sink_dropped = Counter(
             "inspector_sink_dropped_total",
-            "Outcomes an output after the bus (archive, results, live view) dropped, by reason; the verdict "
-            "was published.",
+            "Outcomes an output after the bus (archive, mqtt, ...) dropped, by reason; the verdict was "
+            "published on the bus.",
             ["sink", "reason"],
             registry=r,
         )
@@ -61,6 +62,7 @@ class OutputMetrics:
             "inspector_archive_held_records", "Records held by the archive.", registry=r
         )
         self.parts = PartsMetrics(r)
+        self.mqtt = MqttMetrics(r)
         self.review_login_failures = Counter(
             "inspector_review_login_failures_total",
             "Failed logins on the review page, by reason (unknown_user, wrong_password, locked_out).",

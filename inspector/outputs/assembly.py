@@ -21,6 +21,8 @@ from inspector.outputs.archive import DefectArchive
 from inspector.outputs.drift import DriftTracker, Reference
 from inspector.outputs.http import HttpServer
 from inspector.outputs.liveview import LiveView
+from inspector.outputs.mqtt import MqttSink
+from inspector.outputs.mqtt_commands import Handler
 from inspector.outputs.parts import PartsRoutes, PartsSink, record_of
 from inspector.outputs.queued import QueuedSink
 from inspector.outputs.results import ResultsApp
@@ -61,6 +63,7 @@ class OutputContext:
     references: Mapping[str, Reference]
     env: Mapping[str, str]
     wall_clock: Callable[[], float] = time.time
+    active_product: Callable[[str], str | None] = lambda _camera: None  # a camera's product now (MQTT state)
 
 
 def archive_root(config: ArchiveConfig, env: Mapping[str, str]) -> Path | None:
@@ -74,10 +77,12 @@ def archive_root(config: ArchiveConfig, env: Mapping[str, str]) -> Path | None:
 
 
 class Outputs:
-    """The drift tracker, the results ring, the live view and the archive, in the order they get outcomes.
+    """The drift tracker, the parts database, the results ring, the live view, the archive and MQTT, in the
+    order they get outcomes.
 
     Each is a pipeline sink that never blocks it: drift, ring and live view keep a reference under a lock;
-    the archive queues for its own thread. Images are encoded on the HTTP servers' render threads.
+    the parts writer, the archive and MQTT queue for their own threads. Images are encoded on the HTTP
+    servers' render threads, the archive's thread and the MQTT sink's thread.
     """
 
     def __init__(self, ctx: OutputContext) -> None:
@@ -142,6 +147,12 @@ class Outputs:
             )
         if self._archive_sink is not None:
             self.sinks.append(self._archive_sink)
+        self.mqtt: MqttSink | None = None
+        if cfg.mqtt.enabled:
+            self.mqtt = MqttSink(
+                cfg.mqtt, cameras, ctx.status, ctx.active_product, metrics.outputs, wall_clock=ctx.wall_clock
+            )
+            self.sinks.append(self.mqtt)
 
     def _parts(self, ctx: OutputContext, archive_on: bool) -> tuple[PartsWriter | None, PartsRoutes | None]:
         """The parts database's writer and sink (the sink right after drift), and its HTTP routes."""
@@ -170,6 +181,11 @@ class Outputs:
         failures = ctx.metrics.outputs.review_login_failures
         ReviewPage(sessions, engine, archive, export_dir, r.queue_limit, failures).register(app)
 
+    def attach_commands(self, handle: Handler) -> None:
+        """Let the outputs that take commands (MQTT, when ``commands_enabled``) act through the line commands."""
+        if self.mqtt is not None:
+            self.mqtt.attach_commands(handle)
+
     def audit(self, action: str, subject: str, detail: dict[str, Any]) -> None:
         """Append an entry to the audit trail (through the parts writer: spooled like any record when the
         database cannot take it); nothing when the parts database is off."""
@@ -192,6 +208,8 @@ class Outputs:
             self.parts_writer.start()
         if self._archive_sink is not None:
             self._archive_sink.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
         ports = {}
         try:
             for server in self._servers:
@@ -202,15 +220,17 @@ class Outputs:
         return ports
 
     def update_gauges(self) -> None:
-        """Drift statistics and the archive queue's depth (once a second, from the daemon)."""
+        """Drift statistics and the archive's and MQTT's queue depths (once a second, from the daemon)."""
         self.drift.update_gauges()
         if self._archive_sink is not None:
             self._archive_sink.update_gauges()
+        if self.mqtt is not None:
+            self.mqtt.update_gauges()
         if self.parts_writer is not None:
             self._parts_metrics.queue_depth.set(self.parts_writer.depth)
 
     def close(self) -> None:
-        """Stop the HTTP servers, then flush the archive within its bound. Idempotent."""
+        """Stop the HTTP servers, then flush the queued outputs (archive, MQTT) within their bounds. Idempotent."""
         for server in self._servers:
             server.close()
         for sink in self.sinks:

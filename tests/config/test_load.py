@@ -40,6 +40,7 @@ OPTIONAL = {
     "review": {"users_file", "export_dir"},
     "security": {"curve_server_secret_key"},
     "opcua": {"users_file", "certificate", "private_key", "application_uri", "pki_dir"},
+    "mqtt": {"client_id", "username", "password_file", "tls_ca_file", "tls_certificate", "tls_private_key"},
 }  # commented out: examples of values, or offline-only
 
 

@@ -258,7 +258,7 @@ def test_manifest_records_sources_backbone_and_shapes(data: Path, raw_gallery: P
     assert (m.preprocessing.resize_px, m.preprocessing.crop_px, m.preprocessing.keep_aspect) == (
         SIZE_PX,
         CROP_PX,
-        False,
+        True,
     )
     assert m.stage_shapes == {
         "pooled": [1280],
