@@ -29,7 +29,9 @@ def test_by_default_a_wide_frame_is_inspected_whole(keep_aspect: bool) -> None:
 
 def test_the_mvtec_protocol_leaves_a_band_on_every_side_and_says_how_wide() -> None:
     width, height = WIDE
-    box = crop_box(height, width, _spec(ModelConfig(resize_px=256, crop_px=224, keep_aspect=False)))  # squashed
+    box = crop_box(
+        height, width, _spec(ModelConfig(resize_px=256, crop_px=224, keep_aspect=False))
+    )  # squashed
     rect = inspected_rect(box, width, height)
     assert (rect.x0, rect.y0, rect.x1, rect.y1) == (71, 29, 1059, 431)  # the "x 70-1059, y 29-431"
     text = describe(box, width, height)
