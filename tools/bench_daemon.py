@@ -125,6 +125,21 @@ class PhaseResult:
     cpu_ms_per_frame: float = 0.0  # CPU time of the daemon's process (all its threads) per published verdict
 
 
+def add_sink_phase_args(p: argparse.ArgumentParser) -> None:
+    """The daemon-phase options of the sink benchmarks (bench_parts, bench_mqtt): the sink off, then on."""
+    p.add_argument("--no-daemon", action="store_true", help="skip the daemon phases")
+    p.add_argument("--cameras", type=int, default=2, help="daemon phases: paced file cameras (default 2)")
+    p.add_argument("--fps", type=float, default=2.0, help="daemon phases: frames/s per camera (default 2)")
+    p.add_argument(
+        "--measure-s", type=float, default=30.0, help="daemon phases: measured seconds (default 30)"
+    )
+    p.add_argument("--warmup-s", type=float, default=3.0, help="daemon phases: ignored seconds after ready")
+    p.add_argument("--size-px", type=int, default=160, help="daemon phases: video frame side (default 160)")
+    p.add_argument("--gallery-images", type=int, default=30, help="daemon phases: gallery size (default 30)")
+    p.add_argument("--max-batch", type=int, default=4, help="daemon phases: batching.max_batch")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="daemon phases: batching.max_wait_ms")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from bench_daemon import DEFECT_EVERY, FIRST_CAMERA_SEED, VIDEO_FRAMES, isolated_phase, phase_config
+from bench_daemon import (
+    DEFECT_EVERY,
+    FIRST_CAMERA_SEED,
+    VIDEO_FRAMES,
+    add_sink_phase_args,
+    isolated_phase,
+    phase_config,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
@@ -167,10 +174,10 @@ def published_outcomes(n: int) -> list[Outcome]:
     made = []
     for seq in range(n):
         frame = Frame(CAMERA, seq, now, time.monotonic(), image, part_id=f"P-{seq:09d}", product="flange")
-        outcome = Outcome(frame, "PASS", score=1.0, threshold=2.0, pixel_threshold=1.0, gallery="a" * 64, defect_area_px=0,
-                          latency_ms=dict(LATENCY_STAGES_MS))  # fmt: skip
-        header = verdict_header(outcome, boot, rfc3339(now), {**LATENCY_STAGES_MS, "encode": 0.0, "end_to_end": 40.0},
-                                NO_MASK)  # fmt: skip
+        outcome = Outcome(frame, "PASS", score=1.0, threshold=2.0, pixel_threshold=1.0, gallery="a" * 64,
+                          defect_area_px=0, defect_count=0, latency_ms=dict(LATENCY_STAGES_MS))  # fmt: skip
+        stages = {**LATENCY_STAGES_MS, "encode": 0.0, "end_to_end": 40.0}
+        header = verdict_header(outcome, boot, rfc3339(now), stages, NO_MASK)
         made.append(Outcome(frame, "PASS", score=1.0, threshold=2.0, published=header.model_dump_json()))
     return made
 
@@ -278,17 +285,7 @@ def daemon_phases(args: argparse.Namespace, work: Path, port: int) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=20_000, help="verdicts per QoS level (default 20000)")
-    p.add_argument("--no-daemon", action="store_true", help="skip the daemon phases")
-    p.add_argument("--cameras", type=int, default=2, help="daemon phases: paced file cameras (default 2)")
-    p.add_argument("--fps", type=float, default=2.0, help="daemon phases: frames/s per camera (default 2)")
-    p.add_argument(
-        "--measure-s", type=float, default=30.0, help="daemon phases: measured seconds (default 30)"
-    )
-    p.add_argument("--warmup-s", type=float, default=3.0, help="daemon phases: ignored seconds after ready")
-    p.add_argument("--size-px", type=int, default=160, help="daemon phases: video frame side (default 160)")
-    p.add_argument("--gallery-images", type=int, default=30, help="daemon phases: gallery size (default 30)")
-    p.add_argument("--max-batch", type=int, default=4, help="daemon phases: batching.max_batch")
-    p.add_argument("--max-wait-ms", type=float, default=0.0, help="daemon phases: batching.max_wait_ms")
+    add_sink_phase_args(p)
     p.add_argument(
         "--rounds", type=int, default=1, help="daemon phases: off/on pairs, alternating (default 1)"
     )

@@ -67,6 +67,7 @@ def synthetic_outcome(width: int, height: int, seq: int, rng: np.random.Generato
     return Outcome(
         frame=Frame("cam1", seq, time.time(), time.monotonic(), frame),
         verdict="FAIL", score=3.0, threshold=2.0, defect_area_px=int(np.count_nonzero(mask)), gallery="0" * 64,
+        defect_count=1,
         anomaly_map=amap, mask=mask, pixel_threshold=PIXEL_THRESHOLD, crop=crop,
         latency_ms=dict.fromkeys(("queue", *COMPUTE_STAGES), 1.0), crop_box=crop_box(height, width, SPEC), neighbours=("a.png", "b.png"),
     )  # fmt: skip

@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench_daemon import DEFECT_EVERY, FIRST_CAMERA_SEED, VIDEO_FRAMES, isolated_phase, phase_config
+from bench_daemon import (
+    DEFECT_EVERY,
+    FIRST_CAMERA_SEED,
+    VIDEO_FRAMES,
+    add_sink_phase_args,
+    isolated_phase,
+    phase_config,
+)
 
 from inspector.config.parts import PartsConfig
 from inspector.config.runtime import RuntimeConfig
@@ -135,17 +142,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=20_000, help="rows written per backend (default 20000)")
     p.add_argument("--postgres-url", default=None, help="also measure this (empty) PostgreSQL database")
     p.add_argument("--password-file", type=Path, default=None, help="its password file")
-    p.add_argument("--no-daemon", action="store_true", help="skip the daemon phases")
-    p.add_argument("--cameras", type=int, default=2, help="daemon phases: paced file cameras (default 2)")
-    p.add_argument("--fps", type=float, default=2.0, help="daemon phases: frames/s per camera (default 2)")
-    p.add_argument(
-        "--measure-s", type=float, default=30.0, help="daemon phases: measured seconds (default 30)"
-    )
-    p.add_argument("--warmup-s", type=float, default=3.0, help="daemon phases: ignored seconds after ready")
-    p.add_argument("--size-px", type=int, default=160, help="daemon phases: video frame side (default 160)")
-    p.add_argument("--gallery-images", type=int, default=30, help="daemon phases: gallery size (default 30)")
-    p.add_argument("--max-batch", type=int, default=4, help="daemon phases: batching.max_batch")
-    p.add_argument("--max-wait-ms", type=float, default=0.0, help="daemon phases: batching.max_wait_ms")
+    add_sink_phase_args(p)
     return p.parse_args(argv)
 
 

@@ -105,7 +105,7 @@ def outcome(seq: int) -> Outcome:
     verdict: Verdict = "FAIL" if area else "PASS"
     return Outcome(
         frame, verdict, score=3.0 if area else 1.0, threshold=2.0, pixel_threshold=PIXEL_THRESHOLD,
-        defect_area_px=area, anomaly_map=amap, mask=mask, gallery="0" * 64,
+        defect_area_px=area, defect_count=int(area > 0), anomaly_map=amap, mask=mask, gallery="0" * 64,
         latency_ms=dict.fromkeys(("queue", *COMPUTE_STAGES), 1.0),
     )  # fmt: skip
 

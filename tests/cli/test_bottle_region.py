@@ -43,6 +43,9 @@ def pasted_frames(folder: Path) -> tuple[int, int]:
     mask = cv2.imread(
         str(BOTTLE / "ground_truth" / DEFECT[0] / f"{DEFECT[1]}_mask.png"), cv2.IMREAD_GRAYSCALE
     )
+    assert good is not None and defect is not None and mask is not None, (
+        "the shared bottle images are readable"
+    )
     patch = cv2.dilate(mask, np.ones((2 * DILATE_PX + 1,) * 2, np.uint8)) > 0
     _, xs = np.nonzero(patch)
     width = good.shape[1]

@@ -67,8 +67,8 @@ def test_the_overlay_of_a_verdict_from_a_gallery_with_a_region_draws_the_region_
 ) -> None:
     outcome = scored_line.outcomes[0]
     assert outcome.anomaly_map is not None
-    region = np.zeros(outcome.anomaly_map.shape, np.uint8)
-    region[:, region.shape[1] // 2 :] = MASK_ON
+    region = np.zeros_like(outcome.anomaly_map, dtype=np.uint8)
+    region[:, outcome.anomaly_map.shape[1] // 2 :] = MASK_ON  # the right half
     with_region = dataclasses.replace(outcome, region=region)
     assert not np.all(overlay_of(outcome) == REGION_BGR, axis=2).any()
     assert np.all(overlay_of(with_region) == REGION_BGR, axis=2).any()

@@ -21,7 +21,15 @@ from inspector.core.names import Verdict
 from inspector.core.records import Frame, Outcome
 from inspector.ops.output_metrics import OutputMetrics
 from inspector.outputs.mqtt import MqttSink
-from tests.mosquitto import Broker, CertificateAuthority, Recorder, make_ca, missing_reason, retained
+from tests.mosquitto import (
+    Broker,
+    CertificateAuthority,
+    Recorder,
+    make_ca,
+    missing_reason,
+    retained,
+    running_broker,
+)
 from tests.support import bus_outcome, decode_image, stamp_published, wait_until
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
@@ -75,12 +83,7 @@ def outcome(seq: int, verdict: Verdict = "PASS") -> Outcome:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """mosquitto with logins (no anonymous clients) and an ACL; stopped by PID."""
-    started = Broker(tmp_path / "broker", users=USERS, acl=ACL)
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from running_broker(Broker(tmp_path / "broker", users=USERS, acl=ACL))
 
 
 @pytest.fixture

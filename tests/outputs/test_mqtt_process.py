@@ -15,7 +15,7 @@ import pytest
 
 from inspector.bus.wire import VerdictHeader
 from inspector.demo.data import write_demo_video
-from tests.mosquitto import Broker, Recorder, missing_reason, retained
+from tests.mosquitto import Broker, Recorder, missing_reason, retained, running_broker
 from tests.processes import DaemonProcess, Subscriber
 from tests.support import REPO_ROOT, SyntheticGallery, decode_image, free_port, metric, scrape, wait_until
 from tests.toml_config import TomlValue, tcp, video_camera, write_daemon_config
@@ -61,12 +61,7 @@ class Plant:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """mosquitto with logins and the ACL of docs/mqtt.md (the daemon, a PLC that may command, a dashboard that
     may only read)."""
-    started = Broker(tmp_path / "broker", users=USERS, acl=documented_acl())
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from running_broker(Broker(tmp_path / "broker", users=USERS, acl=documented_acl()))
 
 
 @pytest.fixture
