@@ -32,6 +32,7 @@ from inspector.core.names import (
     CameraState,
     Verdict,
 )
+from inspector.core.records import MAX_DEFECT_REGIONS
 
 # 2: product, camera state; 3: verdict age_ms, camera state starting; 4: REVIEW verdict, review_threshold;
 # 5: pixel_threshold, mask kind none, per-verdict field and latency rules, gallery as 64 hex, heartbeat worker
@@ -114,7 +115,9 @@ class MaskInfo(_WireModel):
 
 
 NO_MASK = MaskInfo(encoding="none", kind="none", width=0, height=0)
-MAX_DEFECTS = 16  # defect regions a header lists, largest first (defect_count counts them all)
+MAX_DEFECTS = (
+    MAX_DEFECT_REGIONS  # defect regions a header lists, largest first (defect_count counts them all)
+)
 
 
 class DefectInfo(_WireModel):
