@@ -50,6 +50,7 @@ def _verdict_rules() -> list[dict[str, Any]]:
             "threshold": number,
             "pixel_threshold": number,
             "defect_area_px": {"type": "integer"},
+            "defect_count": {"type": "integer"},
             "error": null,
             "latency_ms": _stages(LATENCY_STAGES, only=False),
         }
@@ -61,6 +62,8 @@ def _verdict_rules() -> list[dict[str, Any]]:
             "review_threshold": null,
             "pixel_threshold": null,
             "defect_area_px": null,
+            "defect_count": null,
+            "defects": {"type": "array", "maxItems": 0},
             "error": {"type": "string", "minLength": 1},
             "mask": {"type": "object", "properties": {"encoding": {"const": "none"}}},
             "latency_ms": _stages(ALWAYS_STAGES, only=True),

@@ -85,7 +85,7 @@ image = np.zeros((2, 2, 3), np.uint8)
 for seq in range(count):
     stages = dict.fromkeys(("queue", "preprocess", "backbone", "image_knn", "pixel_match", "upsample_blur"), 0.0)
     pub.publish(Outcome(Frame(camera, seq, 0.0, 0.0, image), "PASS", score=0.5, threshold=1.0,
-                        pixel_threshold=1.0, defect_area_px=0, latency_ms=stages))
+                        pixel_threshold=1.0, defect_area_px=0, defect_count=0, latency_ms=stages))
 print("done", flush=True)
 sys.stdin.readline()
 stop.set()

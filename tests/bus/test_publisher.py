@@ -377,5 +377,6 @@ def test_the_header_carries_the_defect_count_and_the_listed_regions_largest_firs
         (100, 2.0, (0, 0, 3, 4)),
         (99, 3.0, (1, 1, 4, 5)),
     ]
-    plain = verdict_header(make_outcome(), "0" * 32, rfc3339(FIXED_NOW), {}, NO_MASK)
-    assert plain.defects == [] and plain.defect_count is None
+    stages = {**STAGES_MS, "encode": 0.0, "end_to_end": 0.0}
+    plain = verdict_header(make_outcome(), "0" * 32, rfc3339(FIXED_NOW), stages, NO_MASK)
+    assert plain.defects == [] and plain.defect_count == 0

@@ -93,6 +93,17 @@ UNSCORED_DOC = {**UNSCORED, "latency_ms": UNSCORED_LATENCY}
         ({"verdict": "FAIL", "threshold": None}, False),
         ({"verdict": "FAIL", "pixel_threshold": None}, False),
         ({"verdict": "PASS", "defect_area_px": None}, False),
+        ({"verdict": "PASS", "defect_count": None}, False),
+        ({"verdict": "ERROR", **UNSCORED_DOC, "error": "x", "defect_count": 0}, False),
+        (
+            {
+                "verdict": "ERROR",
+                **UNSCORED_DOC,
+                "error": "x",
+                "defects": [{"area_px": 3, "peak": 2.0, "box": [0, 0, 1, 3]}],
+            },
+            False,
+        ),
         ({"verdict": "FAIL", "error": "why"}, False),
         ({"verdict": "ERROR", **UNSCORED_DOC, "error": None}, False),
         ({"verdict": "TIMEOUT", **UNSCORED_DOC, "error": ""}, False),

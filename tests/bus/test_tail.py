@@ -69,6 +69,7 @@ def verdict(boot_id: str, camera: str, seq: int, **overrides: Any) -> VerdictHea
         "threshold": 2.5,
         "pixel_threshold": 1.0,
         "defect_area_px": 0,
+        "defect_count": 0,
     }
     fields.update(overrides)
     return VerdictHeader.model_validate(fields)

@@ -37,7 +37,13 @@ from inspector.core.names import LATENCY_STAGES
 T0 = 1_714_564_800.25  # 2024-05-01T12:00:00.25Z
 SCORED_LATENCY = {stage: 1.0 for stage in LATENCY_STAGES} | {"end_to_end": 42.0}
 UNSCORED_LATENCY = {"queue": 1.0, "encode": 0.1, "end_to_end": 42.0}
-UNSCORED = {"score": None, "threshold": None, "pixel_threshold": None, "defect_area_px": None}
+UNSCORED = {
+    "score": None,
+    "threshold": None,
+    "pixel_threshold": None,
+    "defect_area_px": None,
+    "defect_count": None,
+}
 
 
 def make_header(**overrides: Any) -> VerdictHeader:
@@ -56,6 +62,7 @@ def make_header(**overrides: Any) -> VerdictHeader:
         "threshold": 2.0,
         "pixel_threshold": 1.5,
         "defect_area_px": 120,
+        "defect_count": 1,
         "gallery": "ab" * 32,
         "latency_ms": SCORED_LATENCY,
     }

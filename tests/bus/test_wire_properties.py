@@ -44,6 +44,7 @@ def headers(draw: st.DrawFn) -> VerdictHeader:
         "threshold": draw(finite) if scored else None,
         "pixel_threshold": draw(finite) if scored else None,
         "defect_area_px": draw(st.integers(0, 10**7)) if scored else None,
+        "defect_count": draw(st.integers(0, 10**4)) if scored else None,
         "product": draw(st.none() | text),
         "gallery": draw(st.none() | st.from_regex(r"\A[0-9a-f]{64}\Z")),
         "latency_ms": {

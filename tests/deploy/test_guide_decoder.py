@@ -66,7 +66,7 @@ def scored(camera: str, seq: int, amap: np.ndarray) -> Outcome:
     mask = np.where(amap > PIXEL_THRESHOLD, 255, 0).astype(np.uint8)
     return bus_outcome(
         frame, "FAIL", score=2.5, pixel_threshold=PIXEL_THRESHOLD, defect_area_px=int(np.count_nonzero(mask)),
-        anomaly_map=amap, mask=mask,
+        defect_count=1, anomaly_map=amap, mask=mask,
     )  # fmt: skip
 
 

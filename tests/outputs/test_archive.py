@@ -88,6 +88,8 @@ def test_timeout_and_error_records_hold_the_frame_and_the_header_without_masks(
         "threshold": None,
         "pixel_threshold": None,
         "defect_area_px": None,
+        "defect_count": None,
+        "defects": [],
         "error": "deadline_ms exceeded",
         "latency_ms": {"queue": 1.0, "encode": 0.0, "end_to_end": 1.0},
     }

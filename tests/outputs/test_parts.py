@@ -12,7 +12,7 @@ BOOT = "0123456789abcdef0123456789abcdef"
 
 def header(**fields: object) -> bytes:
     doc = {
-        "schema": 5, "boot_id": BOOT, "camera": "cam1", "seq": 7, "part_id": "P-7", "verdict": "FAIL",
+        "schema": 6, "boot_id": BOOT, "camera": "cam1", "seq": 7, "part_id": "P-7", "verdict": "FAIL",
         "captured_at": "2026-12-07T05:30:00.000000Z", "published_at": "2026-12-07T05:30:00.080000Z",
         "age_ms": 80.0, "score": 3.0, "threshold": 2.0, "defect_area_px": 40, "product": "a", "gallery": "ab" * 32,
         "latency_ms": {"end_to_end": 80.0}, "error": None, "defect_count": 0, "defects": [],

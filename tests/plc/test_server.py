@@ -66,6 +66,7 @@ def verdict(seq: int, part_id: str, verdict: str = "PASS", **fields: Any) -> Ver
         "score": 1.5 if scored else None, "threshold": 2.0 if scored else None,
         "pixel_threshold": 1.0 if scored else None,
         "defect_area_px": (0 if verdict == "PASS" else 12) if scored else None,
+        "defect_count": (0 if verdict == "PASS" else 1) if scored else None,
         "product": "a", "gallery": "f" * 64, "error": None if scored else "no frame",
         "latency_ms": dict.fromkeys(LATENCY_STAGES if scored else ("queue", "encode", "end_to_end"), 1.0),
     }  # fmt: skip
