@@ -39,7 +39,7 @@ batch_size = 4
 """
 TEXT_LINE = re.compile(
     r"^(?P<path>\S+)\tscore=(?P<score>[\d.]+)\tthreshold=(?P<thr>[\d.]+)\t(?P<verdict>PASS|FAIL)"
-    r"\tarea=(?P<area>\d+)px$"
+    r"\tarea=(?P<area>\d+)px\tdefects=(?P<defects>\d+)(\tlargest=(?P<largest>\d+)px)?$"
 )
 DEFAULT = CalibrationConfig()
 JSON_FIELDS = {"kind", "path", "score", "threshold", "verdict", "defect_area_px", "gallery"}
@@ -114,6 +114,7 @@ def test_score_text_mode_prints_path_score_threshold_verdict_area(
         m = TEXT_LINE.match(line)
         assert m is not None, line
         assert m["path"] == str(p)
+        assert (m["largest"] is None) == (m["defects"] == "0"), line  # the largest region's area when any
         assert (
             m["verdict"] == ("FAIL" if float(m["score"]) > float(m["thr"]) else "PASS")
             or m["score"] == m["thr"]
