@@ -70,13 +70,21 @@ def _only_the_gallery_is_left(folder: Path, gallery: Path) -> None:
     assert gallery.is_file()
 
 
+# The CLI as a terminal starts it: a suite started in the background (``cmd &``) hands its children SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler; this puts Python's own handler back first.
+CLI_WITH_TERMINAL_SIGINT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('inspector.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 @pytest.mark.parametrize("step", ["features", "calibration"])
 def test_ctrl_c_during_a_build_over_an_existing_gallery_leaves_it_byte_identical_and_exits_130(
     gallery: Path, data: Path, config: Path, tmp_path: Path, step: str
 ) -> None:
     existing, before = _copy(gallery, tmp_path)
     # niced below the test, so that the signal lands while the step runs even on a busy machine
-    cmd = ["nice", "-n", "19", sys.executable, "-m", "inspector.cli", "gallery", "build"]
+    cmd = ["nice", "-n", "19", sys.executable, "-c", CLI_WITH_TERMINAL_SIGINT, "gallery", "build"]
     proc = subprocess.Popen(
         [*cmd, "--images", str(data / "train" / "good"), "--out", str(existing), "--config", str(config)],
         cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
