@@ -262,6 +262,18 @@ def phase_config(
     )
 
 
+def sink_phase_base(args: argparse.Namespace, work: Path) -> InspectorConfig:
+    """The sink benchmarks' daemon (bench_parts, bench_mqtt) with its sink off: a demo gallery and
+    ``args.cameras`` paced demo videos written under ``work``."""
+    runtime = RuntimeConfig()
+    settings = DaemonDemoSettings(size_px=args.size_px, gallery_images=args.gallery_images, runtime=runtime)
+    gallery = build_demo_gallery(work, settings)
+    videos = [work / f"cam{i}.avi" for i in range(args.cameras)]
+    for i, video in enumerate(videos):
+        write_demo_video(video, VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i)
+    return phase_config(args, videos, gallery, runtime, args.fps)
+
+
 @dataclass(frozen=True)
 class Totals:
     """Daemon counters at one instant, all cameras together."""

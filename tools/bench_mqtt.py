@@ -32,12 +32,9 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 from bench_daemon import (
-    DEFECT_EVERY,
-    FIRST_CAMERA_SEED,
-    VIDEO_FRAMES,
     add_sink_phase_args,
     isolated_phase,
-    phase_config,
+    sink_phase_base,
 )
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
@@ -52,10 +49,7 @@ from inspector.bus.wire import (
     rfc3339,
 )
 from inspector.config.mqtt import MqttConfig
-from inspector.config.runtime import RuntimeConfig
 from inspector.core.records import Frame, Outcome
-from inspector.demo.daemon import DaemonDemoSettings, build_demo_gallery
-from inspector.demo.data import write_demo_video
 from inspector.ops.output_metrics import OutputMetrics
 from inspector.outputs.mqtt import MqttSink
 from inspector.outputs.mqtt_client import IN_FLIGHT_WINDOW
@@ -244,13 +238,7 @@ def _wait(condition: Callable[[], object], what: str) -> None:
 def daemon_phases(args: argparse.Namespace, work: Path, port: int) -> None:
     """The daemon with the MQTT sink off and on, the same paced cameras: the bus's end-to-end and overhead p99,
     and capture-to-arrival at an MQTT subscriber while the sink is on."""
-    runtime = RuntimeConfig()
-    settings = DaemonDemoSettings(size_px=args.size_px, gallery_images=args.gallery_images, runtime=runtime)
-    gallery = build_demo_gallery(work, settings)
-    videos = [work / f"cam{i}.avi" for i in range(args.cameras)]
-    for i, video in enumerate(videos):
-        write_demo_video(video, VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i)
-    base = phase_config(args, videos, gallery, runtime, args.fps)
+    base = sink_phase_base(args, work)
     on = base.model_copy(update={"mqtt": MqttConfig(enabled=True, port=port, topic_prefix=PREFIX,
                                                     snapshot_max_fps=args.snapshot_fps)})  # fmt: skip
     offered = args.fps * args.cameras

@@ -22,18 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench_daemon import (
-    DEFECT_EVERY,
-    FIRST_CAMERA_SEED,
-    VIDEO_FRAMES,
     add_sink_phase_args,
     isolated_phase,
-    phase_config,
+    sink_phase_base,
 )
 
 from inspector.config.parts import PartsConfig
-from inspector.config.runtime import RuntimeConfig
-from inspector.demo.daemon import DaemonDemoSettings, build_demo_gallery
-from inspector.demo.data import write_demo_video
 from inspector.records.schema import PartRecord
 from inspector.records.spool import Spool
 from inspector.records.writer import PartsWriter
@@ -111,13 +105,7 @@ def rows_per_second(config: PartsConfig, n: int, spool: Path) -> tuple[float, fl
 
 def daemon_phases(args: argparse.Namespace, work: Path) -> None:
     """The daemon with the parts sink off and on, the same paced cameras: end-to-end and overhead p99."""
-    runtime = RuntimeConfig()
-    settings = DaemonDemoSettings(size_px=args.size_px, gallery_images=args.gallery_images, runtime=runtime)
-    gallery = build_demo_gallery(work, settings)
-    videos = [work / f"cam{i}.avi" for i in range(args.cameras)]
-    for i, video in enumerate(videos):
-        write_demo_video(video, VIDEO_FRAMES, args.fps, DEFECT_EVERY, args.size_px, FIRST_CAMERA_SEED + i)
-    base = phase_config(args, videos, gallery, runtime, args.fps)
+    base = sink_phase_base(args, work)
     off = base.model_copy(update={"parts": PartsConfig(enabled=False)})
     on = base.model_copy(
         update={"parts": PartsConfig(url=f"sqlite:///{work / 'daemon-parts.db'}", spool_dir=work / "spool-d")}

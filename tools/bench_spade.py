@@ -13,10 +13,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_daemon import cpu_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from inspector.config.model import ModelConfig
@@ -377,17 +377,6 @@ def format_side_by_side(rows: Sequence[Row], gflops: float, st: Settings) -> lis
     return lines
 
 
-def _cpu_model() -> str:
-    """The CPU's model name as lscpu prints it (from /proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "CPU " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU unknown"
-
-
 def header_lines(st: Settings, gemm: tuple[float, float]) -> list[str]:
     """Run context: versions, device, threads, GEMM rate and what was measured."""
     dev = torch.cuda.get_device_name(st.device) if st.device.type == "cuda" else "cpu"
@@ -407,7 +396,7 @@ def header_lines(st: Settings, gemm: tuple[float, float]) -> list[str]:
             + (f" (window_cells {st.window_cells})" if st.pixel_search == "window" else "")
             + (" with spade.stage_maps (the reference path)" if st.reference else " with kernel.stage_maps")
         ),
-        f"pixel kernels {', '.join(st.kernels)}; backbone runtimes {', '.join(st.runtimes)}; {_cpu_model()}",
+        f"pixel kernels {', '.join(st.kernels)}; backbone runtimes {', '.join(st.runtimes)}; {cpu_model()}",
         *(
             ["window search: the floor shown is the full search's, so its ratio is the share of that floor"]
             if st.pixel_search == "window" and not st.reference
